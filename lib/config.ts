@@ -1,0 +1,138 @@
+/**
+ * Service configuration, read once from environment variables and validated
+ * with zod. Every setting has a default, so an empty environment is valid.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+/** The validated settings of one service instance. */
+export interface Config {
+  /** `HOST`: the interface to listen on. */
+  host: string;
+  /** `PORT`: the TCP port to listen on; `0` picks a free one. */
+  port: number;
+  /**
+   * `KV_PATH`: the Deno KV database: a file path, `:memory:`, or an
+   * `https://` KV Connect URL. Undefined means Deno's default database (the
+   * managed KV on Deno Deploy).
+   */
+  kvPath: string | undefined;
+  /** `WINDOW_MS`: the counting window; one minute unless testing. */
+  windowMs: number;
+  /** `COUNTER_SHARDS`: how many keys each window's counter is spread over. */
+  counterShards: number;
+  /** `REPORT_GRACE_MS`: how long after a window closes its report waits. */
+  reportGraceMs: number;
+  /** `RETENTION_WINDOWS`: how many closed windows are kept and caught up. */
+  retentionWindows: number;
+  /** `MAX_URLS_PER_WINDOW`: distinct webhook URLs accepted per window. */
+  maxUrlsPerWindow: number;
+  /** `WEBHOOK_TIMEOUT_MS`: the time limit of one webhook attempt. */
+  webhookTimeoutMs: number;
+  /** `WEBHOOK_ATTEMPTS`: attempts per webhook URL and report. */
+  webhookAttempts: number;
+  /** `WEBHOOK_CONCURRENCY`: webhook POSTs in flight at once, in all. */
+  webhookConcurrency: number;
+  /** `LOG_LEVEL`: the lowest level written to the log. */
+  logLevel: LogLevel;
+}
+
+/** The log levels `LOG_LEVEL` accepts. */
+export const LOG_LEVELS = [
+  "trace",
+  "debug",
+  "info",
+  "warning",
+  "error",
+  "fatal",
+] as const;
+
+/** One of {@link LOG_LEVELS}. */
+export type LogLevel = typeof LOG_LEVELS[number];
+
+/** Thrown by {@link parseConfig} for a setting it cannot accept. */
+export class ConfigError extends Error {
+  /**
+   * @param variable The environment variable at fault.
+   * @param problem What is wrong with its value.
+   */
+  constructor(readonly variable: string, problem: string) {
+    super(`Cannot parse ${variable}: ${problem}`);
+    this.name = "ConfigError";
+  }
+}
+
+function integer(min: number, max: number, fallback: number) {
+  return z.string().trim().default(String(fallback)).pipe(
+    z.string().regex(/^\d+$/, "must be a whole number").transform(Number)
+      .pipe(z.number().int().min(min).max(max)),
+  );
+}
+
+const schema = z.object({
+  HOST: z.string().trim().min(1).default("0.0.0.0"),
+  PORT: integer(0, 65_535, 8000),
+  KV_PATH: z.string().trim().min(1).optional(),
+  WINDOW_MS: integer(100, 3_600_000, 60_000),
+  COUNTER_SHARDS: integer(1, 256, 16),
+  REPORT_GRACE_MS: integer(0, 30_000, 2000),
+  RETENTION_WINDOWS: integer(2, 10_080, 60),
+  MAX_URLS_PER_WINDOW: integer(0, 100_000, 1000),
+  WEBHOOK_TIMEOUT_MS: integer(100, 60_000, 5000),
+  WEBHOOK_ATTEMPTS: integer(1, 10, 3),
+  WEBHOOK_CONCURRENCY: integer(1, 1000, 32),
+  LOG_LEVEL: z.string().trim().toLowerCase().default("info").pipe(
+    z.enum(LOG_LEVELS),
+  ),
+});
+
+/** The default `KV_PATH` outside Deno Deploy. */
+export const DEFAULT_KV_PATH = "./data/verve.kv";
+
+/**
+ * Parses the service settings from environment variables.
+ *
+ * @param env The environment, e.g. `Deno.env.toObject()`. An empty string
+ *   counts as unset.
+ * @returns The validated settings.
+ * @throws {ConfigError} naming the first variable that is not acceptable.
+ *
+ * @example
+ * ```ts
+ * const config = parseConfig({ PORT: "8080" });
+ * config.windowMs; // 60000
+ * ```
+ */
+export function parseConfig(env: Record<string, string | undefined>): Config {
+  const present: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (value !== undefined && value !== "" && name in schema.shape) {
+      present[name] = value;
+    }
+  }
+  const result = schema.safeParse(present);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const variable = String(issue?.path[0] ?? "environment");
+    const value = present[variable];
+    const shown = value === undefined ? "" : ` (got ${JSON.stringify(value)})`;
+    throw new ConfigError(variable, `${issue?.message ?? "invalid"}${shown}`);
+  }
+  const s = result.data;
+  const onDeploy = env.DENO_DEPLOYMENT_ID !== undefined;
+  return {
+    host: s.HOST,
+    port: s.PORT,
+    kvPath: s.KV_PATH ?? (onDeploy ? undefined : DEFAULT_KV_PATH),
+    windowMs: s.WINDOW_MS,
+    counterShards: s.COUNTER_SHARDS,
+    reportGraceMs: s.REPORT_GRACE_MS,
+    retentionWindows: s.RETENTION_WINDOWS,
+    maxUrlsPerWindow: s.MAX_URLS_PER_WINDOW,
+    webhookTimeoutMs: s.WEBHOOK_TIMEOUT_MS,
+    webhookAttempts: s.WEBHOOK_ATTEMPTS,
+    webhookConcurrency: s.WEBHOOK_CONCURRENCY,
+    logLevel: s.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,131 @@
+/**
+ * The HTTP handler: routing, the accept endpoint, and the one place where
+ * errors become responses.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { parseAcceptQuery } from "./accept_query.ts";
+import { windowStart } from "./minute.ts";
+import {
+  type Store,
+  StoreUnavailableError,
+  WindowClosedError,
+} from "./store.ts";
+
+/** The path of the accept endpoint. */
+export const ACCEPT_PATH = "/api/verve/accept";
+
+/** Options of {@link createHandler}. */
+export interface HandlerOptions {
+  /** Where ids and URLs are recorded. */
+  store: Store;
+  /** Where unexpected errors are logged. */
+  logger: Logger;
+  /** The current time in epoch ms. Default: `Date.now`. */
+  clock?: () => number;
+  /** The window length in ms. Default: 60 000. */
+  windowMs?: number;
+}
+
+const TEXT = "text/plain; charset=utf-8";
+
+/** A request the client got wrong, or the service could not serve. */
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(body);
+  }
+}
+
+function respond(
+  method: string,
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(method === "HEAD" ? null : body, {
+    status,
+    headers: { "content-type": TEXT, ...headers },
+  });
+}
+
+/**
+ * Creates the service's request handler, for `Deno.serve`.
+ *
+ * `GET /api/verve/accept?id=<int>&url=<optional>` answers `200 ok` once the
+ * id is durably recorded for the window in which the request arrived;
+ * `400 failed` for a bad query; `429 failed` when the window already holds
+ * its maximum of webhook URLs (the id is then not recorded); `503 failed`
+ * when the store cannot record it.
+ *
+ * @example
+ * ```ts
+ * Deno.serve(createHandler({ store, logger }));
+ * ```
+ */
+export function createHandler(
+  options: HandlerOptions,
+): (request: Request) => Promise<Response> {
+  const { store, logger, clock = Date.now, windowMs = 60_000 } = options;
+
+  async function accept(query: string): Promise<Response> {
+    const minute = windowStart(clock(), windowMs);
+    const parsed = parseAcceptQuery(query);
+    if (parsed === undefined) throw new HttpError(400, "failed");
+    if (parsed.url !== undefined) {
+      const outcome = await store.recordUrl(minute, parsed.url);
+      if (outcome === "full") throw new HttpError(429, "failed");
+    }
+    await store.recordId(minute, parsed.id);
+    return new Response("ok", { headers: { "content-type": TEXT } });
+  }
+
+  return async function handle(request: Request): Promise<Response> {
+    const method = request.method;
+    try {
+      const url = request.url;
+      const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+      const queryStart = url.indexOf("?", pathStart);
+      const path = queryStart < 0
+        ? url.slice(pathStart)
+        : url.slice(pathStart, queryStart);
+      if (path !== ACCEPT_PATH) throw new HttpError(404, "not found");
+      if (method !== "GET" && method !== "HEAD") {
+        throw new HttpError(405, "method not allowed", { allow: "GET, HEAD" });
+      }
+      const response = await accept(
+        queryStart < 0 ? "" : url.slice(queryStart + 1),
+      );
+      return method === "HEAD" ? respond(method, 200, "") : response;
+    } catch (error) {
+      return errorResponse(method, error, logger);
+    }
+  };
+}
+
+/** Maps any error thrown while handling a request to its response. */
+function errorResponse(
+  method: string,
+  error: unknown,
+  logger: Logger,
+): Response {
+  if (error instanceof HttpError) {
+    return respond(method, error.status, error.body, error.headers);
+  }
+  if (
+    error instanceof StoreUnavailableError || error instanceof WindowClosedError
+  ) {
+    logger.warn("Request not recorded: {error}", { error: error.message });
+    return respond(method, 503, "failed");
+  }
+  logger.error("Unexpected error while handling a request: {error}", {
+    error: error instanceof Error
+      ? (error.stack ?? error.message)
+      : String(error),
+  });
+  return respond(method, 500, "failed");
+}

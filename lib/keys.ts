@@ -1,0 +1,71 @@
+/**
+ * The Deno KV key schema. Every key the service writes is built here, so the
+ * layout can be read (and changed) in one place. Every key carries the window
+ * start, so keys of different windows never collide, even while an expired
+ * key is still visible (local KV expires keys lazily, up to about a minute
+ * late).
+ *
+ * | key | value | lifetime |
+ * | --- | --- | --- |
+ * | `verve/id/<minute>/<id>` | `1` | `expireIn` retention |
+ * | `verve/count/<minute>/<shard>` | `Deno.KvU64` | deleted once reported |
+ * | `verve/url/<minute>/<sha256>` | the URL | `expireIn` retention |
+ * | `verve/urls/<minute>` | number of URLs | `expireIn` retention |
+ * | `verve/report/<minute>` | {@link ReportRecord} | `expireIn` retention |
+ *
+ * @module
+ */
+
+const ROOT = "verve";
+
+/** The record that claims a window's report, then holds its result. */
+export interface ReportRecord {
+  /** `claimed` while the reporter computes the count, then `reported`. */
+  state: "claimed" | "reported";
+  /** The instance that claimed the report. */
+  owner: string;
+  /** When the claim was made, in epoch milliseconds. */
+  claimedAt: number;
+  /** The window's unique id count, once reported. */
+  uniqueIds?: number;
+}
+
+/** The key marking that `id` was seen in the window starting at `minute`. */
+export function idKey(minute: number, id: string): Deno.KvKey {
+  return [ROOT, "id", minute, id];
+}
+
+/** One shard of the window's unique id counter. */
+export function counterKey(minute: number, shard: number): Deno.KvKey {
+  return [ROOT, "count", minute, shard];
+}
+
+/** The prefix of all counter shards of one window. */
+export function counterPrefix(minute: number): Deno.KvKey {
+  return [ROOT, "count", minute];
+}
+
+/** The prefix of all counter shards of all windows. */
+export function allCountersPrefix(): Deno.KvKey {
+  return [ROOT, "count"];
+}
+
+/** The key holding one webhook URL of a window, by the URL's SHA-256. */
+export function urlKey(minute: number, urlHash: string): Deno.KvKey {
+  return [ROOT, "url", minute, urlHash];
+}
+
+/** The prefix of all webhook URLs of one window. */
+export function urlPrefix(minute: number): Deno.KvKey {
+  return [ROOT, "url", minute];
+}
+
+/** The key holding how many distinct URLs a window has. */
+export function urlCountKey(minute: number): Deno.KvKey {
+  return [ROOT, "urls", minute];
+}
+
+/** The key of a window's {@link ReportRecord}. */
+export function reportKey(minute: number): Deno.KvKey {
+  return [ROOT, "report", minute];
+}

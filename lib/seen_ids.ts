@@ -1,0 +1,62 @@
+/**
+ * A bounded, process-local memory of ids already committed per window. A
+ * repeated id found here is answered without a store round trip. It only
+ * ever holds ids the store confirmed, so a hit is always truthful; a miss
+ * just means "ask the store".
+ *
+ * @module
+ */
+
+/** Remembers committed ids of the two most recent windows, up to a limit. */
+export class SeenIds {
+  #windows = new Map<number, Set<string>>();
+  #size = 0;
+  readonly #limit: number;
+
+  /**
+   * @param limit The most ids held at once, over all windows; `0` disables
+   *   the filter.
+   */
+  constructor(limit: number) {
+    if (!Number.isInteger(limit) || limit < 0) {
+      throw new RangeError(
+        `Cannot create SeenIds: limit must be a whole number >= 0, got ${limit}`,
+      );
+    }
+    this.#limit = limit;
+  }
+
+  /** How many ids are held. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Whether `id` is known to be committed in the window `minute`. */
+  has(minute: number, id: string): boolean {
+    return this.#windows.get(minute)?.has(id) ?? false;
+  }
+
+  /** Remembers that `id` is committed in the window `minute`, if room. */
+  add(minute: number, id: string): void {
+    let ids = this.#windows.get(minute);
+    if (ids === undefined) {
+      if (this.#limit === 0) return;
+      let newest = -Infinity;
+      for (const m of this.#windows.keys()) newest = Math.max(newest, m);
+      // Only the current window and the one before matter; older ones are
+      // closed and their ids can never be asked for again.
+      if (minute < newest) return;
+      for (const [m, set] of this.#windows) {
+        if (m < newest) {
+          this.#size -= set.size;
+          this.#windows.delete(m);
+        }
+      }
+      ids = new Set();
+      this.#windows.set(minute, ids);
+    }
+    if (this.#size >= this.#limit || ids.has(id)) return;
+    ids.add(id);
+    this.#size++;
+  }
+}

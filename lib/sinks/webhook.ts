@@ -1,0 +1,163 @@
+/**
+ * The webhook sink: POSTs each report as JSON to every URL recorded in its
+ * window. Each URL is tried a few times with backoff on network errors,
+ * timeouts and retriable statuses (5xx, 408, 429); each attempt is logged.
+ * Deliveries run concurrently under one global limit, so a slow or dead URL
+ * holds up neither the other URLs nor the next window.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { backoffDelay, sleep } from "../backoff.ts";
+import type { MinuteReport, Sink } from "../sink.ts";
+
+/** Options of {@link createWebhookSink}. */
+export interface WebhookSinkOptions {
+  /** Lists the URLs recorded in a window (the store's `listUrls`). */
+  listUrls(minute: number): Promise<string[]>;
+  /** Where delivery attempts are logged. */
+  logger: Logger;
+  /** The time limit of one attempt, in ms. Default: 5000. */
+  timeoutMs?: number;
+  /** Attempts per URL. Default: 3. */
+  attempts?: number;
+  /** POSTs in flight at once, over all reports. Default: 32. */
+  concurrency?: number;
+  /** Base of the retry backoff, in ms. Default: 500. */
+  retryBaseMs?: number;
+  /** The fetch implementation. Default: the global `fetch`. */
+  fetch?: typeof fetch;
+  /** Aborts deliveries in progress (at shutdown). */
+  signal?: AbortSignal;
+}
+
+/**
+ * Creates the webhook sink.
+ *
+ * @example
+ * ```ts
+ * const sink = createWebhookSink({
+ *   listUrls: (minute) => store.listUrls(minute),
+ *   logger: getLogger(["verve", "webhook"]),
+ * });
+ * ```
+ */
+export function createWebhookSink(options: WebhookSinkOptions): Sink {
+  const {
+    listUrls,
+    logger,
+    timeoutMs = 5000,
+    attempts = 3,
+    concurrency = 32,
+    retryBaseMs = 500,
+    fetch: fetchImpl = fetch,
+    signal,
+  } = options;
+  const slots = new Slots(concurrency);
+
+  async function deliver(url: string, body: string, minute: string) {
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (signal?.aborted) return;
+      let retriable: boolean;
+      await slots.acquire();
+      try {
+        const response = await fetchImpl(url, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body,
+          redirect: "manual",
+          signal: signal
+            ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)])
+            : AbortSignal.timeout(timeoutMs),
+        });
+        await response.body?.cancel();
+        const status = response.status;
+        if (status >= 200 && status < 300) {
+          logger.info("Webhook {url} answered {status} for {minute}", {
+            url,
+            status,
+            minute,
+            attempt,
+          });
+          return;
+        }
+        retriable = status >= 500 || status === 408 || status === 429;
+        logger.warn("Webhook {url} answered {status} for {minute}", {
+          url,
+          status,
+          minute,
+          attempt,
+          retriable,
+        });
+      } catch (error) {
+        retriable = true;
+        logger.warn("Webhook {url} failed for {minute}: {error}", {
+          url,
+          minute,
+          attempt,
+          error: describe(error),
+        });
+      } finally {
+        slots.release();
+      }
+      if (!retriable) break;
+      if (attempt < attempts) {
+        await sleep(backoffDelay(attempt - 1, { baseMs: retryBaseMs }), signal);
+      }
+    }
+    logger.error("Webhook {url} gave up on {minute}", {
+      url,
+      minute,
+      attempts,
+    });
+  }
+
+  return {
+    name: "webhook",
+    async send(report: MinuteReport, minute: number): Promise<void> {
+      let urls: string[];
+      try {
+        urls = await listUrls(minute);
+      } catch (error) {
+        logger.error("Cannot list webhook URLs of {minute}: {error}", {
+          minute: report.minute,
+          error: describe(error),
+        });
+        return;
+      }
+      const body = JSON.stringify(report);
+      await Promise.all(urls.map((url) => deliver(url, body, report.minute)));
+    },
+  };
+}
+
+function describe(error: unknown): string {
+  if (error instanceof DOMException && error.name === "TimeoutError") {
+    return "timed out";
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** A counting semaphore: at most `size` holders at once, FIFO. */
+class Slots {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.#free = size;
+  }
+
+  acquire(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  release(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#free++;
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * The store interface: everything the handler and the reporter need from the
+ * shared database, independent of the backend that provides it.
+ *
+ * @module
+ */
+
+/** The outcome of recording a webhook URL for a window. */
+export type UrlOutcome = "recorded" | "known" | "full";
+
+/** The outcome of claiming a window's report. */
+export type ClaimOutcome =
+  | { claimed: true }
+  | { claimed: false; reason: "reported" | "claimed" };
+
+/** Shared per-window state: ids, their count, webhook URLs, report claims. */
+export interface Store {
+  /**
+   * Records `id` as seen in the window starting at `minute`. Resolves only
+   * once the id is durably recorded.
+   *
+   * @returns `true` when this call recorded the id, `false` when it was
+   *   already recorded.
+   * @throws {StoreUnavailableError} when the id could not be recorded.
+   * @throws {WindowClosedError} when the window was already reported.
+   */
+  recordId(minute: number, id: string): Promise<boolean>;
+  /**
+   * Records a webhook URL for the window, unless the window already holds
+   * its maximum of distinct URLs.
+   */
+  recordUrl(minute: number, url: string): Promise<UrlOutcome>;
+  /** The exact number of distinct ids recorded in the window. */
+  countIds(minute: number): Promise<number>;
+  /** The webhook URLs recorded in the window. */
+  listUrls(minute: number): Promise<string[]>;
+  /**
+   * Claims the window's report for `owner`. Exactly one claim per window
+   * succeeds across every instance sharing the store; once it has, no more
+   * ids can be recorded in that window. A claim left in the `claimed` state
+   * for longer than `leaseMs` (its owner died) may be taken over.
+   */
+  claimReport(
+    minute: number,
+    owner: string,
+    now: number,
+    leaseMs: number,
+  ): Promise<ClaimOutcome>;
+  /**
+   * Marks a claimed window as reported with its final count, and drops the
+   * window's counter, in one step.
+   */
+  completeReport(
+    minute: number,
+    owner: string,
+    uniqueIds: number,
+  ): Promise<void>;
+  /**
+   * Windows that have recorded ids but no finished report, oldest first.
+   * Includes the window that is still open.
+   */
+  unreportedWindows(): Promise<number[]>;
+  /** Finishes pending writes, then releases the backend. */
+  close(): Promise<void>;
+}
+
+/** The store could not be reached or did not commit; answer 503. */
+export class StoreUnavailableError extends Error {
+  /** @param message What failed. @param options The underlying error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreUnavailableError";
+  }
+}
+
+/** The window was already reported, so nothing more can be recorded in it. */
+export class WindowClosedError extends Error {
+  /** @param minute The window start. */
+  constructor(readonly minute: number) {
+    super(`Window ${new Date(minute).toISOString()} is already reported`);
+    this.name = "WindowClosedError";
+  }
+}

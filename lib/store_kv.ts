@@ -1,0 +1,483 @@
+/**
+ * The Deno KV store. Ids are recorded with group commit: concurrent
+ * `recordId` calls queue up and are committed together, one atomic operation
+ * per batch holding a check-and-set per id, a check that the window is not
+ * yet reported, and one `sum` on a counter shard. A batch whose checks fail
+ * reads which ids already exist, settles those as repeats and commits the
+ * rest again, so an id is counted exactly once however the batches race.
+ *
+ * @module
+ */
+import { backoffDelay, sleep } from "./backoff.ts";
+import {
+  allCountersPrefix,
+  counterKey,
+  counterPrefix,
+  idKey,
+  reportKey,
+  type ReportRecord,
+  urlCountKey,
+  urlKey,
+  urlPrefix,
+} from "./keys.ts";
+import { SeenIds } from "./seen_ids.ts";
+import {
+  type ClaimOutcome,
+  type Store,
+  StoreUnavailableError,
+  type UrlOutcome,
+  WindowClosedError,
+} from "./store.ts";
+
+/** Deno KV's limit on checks in one atomic operation, locally. */
+export const LOCAL_KV_MAX_CHECKS = 100;
+
+/** Deno KV's limit on checks in one atomic operation over KV Connect. */
+export const REMOTE_KV_MAX_CHECKS = 10;
+
+/** Options of {@link createKvStore}. */
+export interface KvStoreOptions {
+  /** How long per-window keys live, in ms; at least two windows. */
+  retentionMs: number;
+  /** Shards of each window's counter. Default: 16. */
+  counterShards?: number;
+  /** Distinct webhook URLs accepted per window. Default: 1000. */
+  maxUrlsPerWindow?: number;
+  /**
+   * The most ids in one atomic operation. Default: 99, one below the local
+   * check limit (one check guards the window's report). Over KV Connect use
+   * `REMOTE_KV_MAX_CHECKS - 1`.
+   */
+  batchSize?: number;
+  /** Batches committing at once. Default: 4. */
+  maxInFlight?: number;
+  /**
+   * Attempts per commit when KV throws (e.g. `database is locked` while
+   * another process writes the same file). Default: 6.
+   */
+  commitAttempts?: number;
+  /**
+   * Rounds a batch may be retried after failed checks before its remaining
+   * ids are answered as unavailable. Default: 8.
+   */
+  conflictRounds?: number;
+  /** Ids remembered locally per process (see {@link SeenIds}). Default: 100 000. */
+  seenIdsLimit?: number;
+  /** Base of the retry backoff, in ms. Default: 5. */
+  retryBaseMs?: number;
+}
+
+interface Waiter {
+  resolve(recorded: boolean): void;
+  reject(error: Error): void;
+}
+
+interface Entry {
+  minute: number;
+  id: string;
+  waiters: Waiter[];
+  rounds: number;
+}
+
+const RESOLVED_REPEAT = Promise.resolve(false);
+
+/**
+ * Creates a {@link Store} on a Deno KV database. The store owns `kv` and
+ * closes it in `close()`.
+ *
+ * @example
+ * ```ts
+ * const store = createKvStore(await Deno.openKv(":memory:"), {
+ *   retentionMs: 3_600_000,
+ * });
+ * await store.recordId(Date.UTC(2026, 0, 1, 12, 0), "42"); // true
+ * await store.close();
+ * ```
+ */
+export function createKvStore(kv: Deno.Kv, options: KvStoreOptions): Store {
+  return new KvStore(kv, options);
+}
+
+class KvStore implements Store {
+  readonly #kv: Deno.Kv;
+  readonly #retentionMs: number;
+  readonly #shards: number;
+  readonly #maxUrls: number;
+  readonly #batchSize: number;
+  readonly #maxInFlight: number;
+  readonly #commitAttempts: number;
+  readonly #conflictRounds: number;
+  readonly #retryBaseMs: number;
+  readonly #seen: SeenIds;
+
+  /** Entries not yet settled, by window and id (queued or committing). */
+  readonly #entries = new Map<number, Map<string, Entry>>();
+  /** Entries waiting for a batch, by window, in arrival order. */
+  readonly #queues = new Map<number, Entry[]>();
+  #queued = 0;
+  #inFlight = 0;
+  #nextShard = 0;
+  #drained: (() => void) | undefined;
+  readonly #knownUrls = new Map<number, Set<string>>();
+
+  constructor(kv: Deno.Kv, options: KvStoreOptions) {
+    this.#kv = kv;
+    this.#retentionMs = positive("retentionMs", options.retentionMs);
+    this.#shards = positive("counterShards", options.counterShards ?? 16);
+    this.#maxUrls = options.maxUrlsPerWindow ?? 1000;
+    this.#batchSize = positive("batchSize", options.batchSize ?? 99);
+    if (this.#batchSize >= LOCAL_KV_MAX_CHECKS) {
+      throw new RangeError(
+        `Cannot create KV store: batchSize must be below ${LOCAL_KV_MAX_CHECKS}, got ${this.#batchSize}`,
+      );
+    }
+    this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
+    this.#commitAttempts = positive(
+      "commitAttempts",
+      options.commitAttempts ?? 6,
+    );
+    this.#conflictRounds = positive(
+      "conflictRounds",
+      options.conflictRounds ?? 8,
+    );
+    this.#retryBaseMs = options.retryBaseMs ?? 5;
+    this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
+    this.#nextShard = Math.floor(Math.random() * this.#shards);
+  }
+
+  recordId(minute: number, id: string): Promise<boolean> {
+    if (this.#seen.has(minute, id)) return RESOLVED_REPEAT;
+    let byId = this.#entries.get(minute);
+    if (byId === undefined) {
+      byId = new Map();
+      this.#entries.set(minute, byId);
+    }
+    let entry = byId.get(id);
+    if (entry === undefined) {
+      entry = { minute, id, waiters: [], rounds: 0 };
+      byId.set(id, entry);
+      this.#enqueue(entry);
+    }
+    const waiters = entry.waiters;
+    return new Promise((resolve, reject) => {
+      waiters.push({ resolve, reject });
+    });
+  }
+
+  #enqueue(entry: Entry): void {
+    let queue = this.#queues.get(entry.minute);
+    if (queue === undefined) {
+      queue = [];
+      this.#queues.set(entry.minute, queue);
+    }
+    queue.push(entry);
+    this.#queued++;
+    this.#flush();
+  }
+
+  /** Starts batches while there are queued ids and free commit slots. */
+  #flush(): void {
+    while (this.#inFlight < this.#maxInFlight && this.#queued > 0) {
+      const [minute, queue] = this.#queues.entries().next().value!;
+      const batch = queue.splice(0, this.#batchSize);
+      if (queue.length === 0) this.#queues.delete(minute);
+      this.#queued -= batch.length;
+      this.#inFlight++;
+      this.#commitBatch(minute, batch).finally(() => {
+        this.#inFlight--;
+        this.#flush();
+        if (this.#inFlight === 0 && this.#queued === 0) this.#drained?.();
+      });
+    }
+  }
+
+  async #commitBatch(minute: number, batch: Entry[]): Promise<void> {
+    let result: Deno.KvCommitResult | Deno.KvCommitError;
+    try {
+      result = await this.#commit(() => {
+        const op = this.#kv.atomic().check({
+          key: reportKey(minute),
+          versionstamp: null,
+        });
+        for (const entry of batch) {
+          const key = idKey(minute, entry.id);
+          op.check({ key, versionstamp: null });
+          op.set(key, 1, { expireIn: this.#retentionMs });
+        }
+        this.#nextShard = (this.#nextShard + 1) % this.#shards;
+        return op.sum(
+          counterKey(minute, this.#nextShard),
+          BigInt(batch.length),
+        );
+      });
+    } catch (error) {
+      this.#failAll(batch, error as Error);
+      return;
+    }
+    if (result.ok) {
+      for (const entry of batch) this.#settle(entry, true);
+      return;
+    }
+    await this.#resolveConflicts(minute, batch);
+  }
+
+  /** After failed checks: settle the ids that exist, retry the others. */
+  async #resolveConflicts(minute: number, batch: Entry[]): Promise<void> {
+    let exists: boolean[];
+    let reported: boolean;
+    try {
+      const reads = await this.#withRetries(() =>
+        Promise.all([
+          this.#kv.get(reportKey(minute)),
+          ...batch.map((entry) => this.#kv.get(idKey(minute, entry.id))),
+        ])
+      );
+      reported = reads[0]!.versionstamp !== null;
+      exists = reads.slice(1).map((read) => read.versionstamp !== null);
+    } catch (error) {
+      this.#failAll(batch, error as Error);
+      return;
+    }
+    batch.forEach((entry, i) => {
+      if (exists[i]) {
+        this.#settle(entry, false);
+      } else if (reported) {
+        this.#reject(entry, new WindowClosedError(minute));
+      } else if (++entry.rounds >= this.#conflictRounds) {
+        this.#reject(
+          entry,
+          new StoreUnavailableError(
+            `Cannot record id ${entry.id}: too many conflicting commits`,
+          ),
+        );
+      } else {
+        this.#enqueue(entry);
+      }
+    });
+  }
+
+  #failAll(batch: Entry[], error: Error): void {
+    const failure = new StoreUnavailableError(
+      `Cannot record ids: ${error.message}`,
+      { cause: error },
+    );
+    for (const entry of batch) this.#reject(entry, failure);
+  }
+
+  #settle(entry: Entry, recorded: boolean): void {
+    this.#forget(entry);
+    this.#seen.add(entry.minute, entry.id);
+    // Only the first request for an id recorded it; the rest are repeats.
+    entry.waiters.forEach((waiter, i) => waiter.resolve(recorded && i === 0));
+  }
+
+  #reject(entry: Entry, error: Error): void {
+    this.#forget(entry);
+    for (const waiter of entry.waiters) waiter.reject(error);
+  }
+
+  #forget(entry: Entry): void {
+    const byId = this.#entries.get(entry.minute);
+    byId?.delete(entry.id);
+    if (byId?.size === 0) this.#entries.delete(entry.minute);
+  }
+
+  /** Commits the operation `build` makes, retrying when KV throws. */
+  async #commit(
+    build: () => Deno.AtomicOperation,
+  ): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
+    return await this.#withRetries(() => build().commit());
+  }
+
+  /** Runs a KV call, retrying with jittered backoff when it throws. */
+  async #withRetries<T>(call: () => Promise<T>): Promise<T> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await call();
+      } catch (error) {
+        if (attempt + 1 >= this.#commitAttempts) throw error;
+        await sleep(backoffDelay(attempt, { baseMs: this.#retryBaseMs }));
+      }
+    }
+  }
+
+  async recordUrl(minute: number, url: string): Promise<UrlOutcome> {
+    const known = this.#knownUrls.get(minute);
+    if (known?.has(url)) return "known";
+    const hash = await sha256Hex(url);
+    const keys = [
+      urlKey(minute, hash),
+      urlCountKey(minute),
+      reportKey(minute),
+    ] as const;
+    for (let round = 0; round < this.#conflictRounds * 4; round++) {
+      try {
+        const [stored, count, report] = await this.#withRetries(() =>
+          this.#kv.getMany<[string, number, ReportRecord]>(keys)
+        );
+        if (stored.versionstamp !== null) {
+          this.#rememberUrl(minute, url);
+          return "known";
+        }
+        if (report.versionstamp !== null) throw new WindowClosedError(minute);
+        const urls = count.value ?? 0;
+        if (urls >= this.#maxUrls) return "full";
+        const result = await this.#commit(() =>
+          this.#kv.atomic()
+            .check(stored, count, report)
+            .set(keys[0], url, { expireIn: this.#retentionMs })
+            .set(keys[1], urls + 1, { expireIn: this.#retentionMs })
+        );
+        if (result.ok) {
+          this.#rememberUrl(minute, url);
+          return "recorded";
+        }
+      } catch (error) {
+        if (error instanceof WindowClosedError) throw error;
+        throw new StoreUnavailableError(
+          `Cannot record URL: ${(error as Error).message}`,
+          { cause: error },
+        );
+      }
+      await sleep(backoffDelay(round, { baseMs: this.#retryBaseMs }));
+    }
+    throw new StoreUnavailableError(
+      "Cannot record URL: too many conflicting commits",
+    );
+  }
+
+  #rememberUrl(minute: number, url: string): void {
+    let known = this.#knownUrls.get(minute);
+    if (known === undefined) {
+      for (const m of this.#knownUrls.keys()) {
+        if (m < minute) this.#knownUrls.delete(m);
+      }
+      known = new Set();
+      this.#knownUrls.set(minute, known);
+    }
+    if (known.size < this.#maxUrls) known.add(url);
+  }
+
+  async countIds(minute: number): Promise<number> {
+    let total = 0n;
+    const shards = this.#kv.list<Deno.KvU64>({ prefix: counterPrefix(minute) });
+    for await (const shard of shards) total += shard.value.value;
+    return Number(total);
+  }
+
+  async listUrls(minute: number): Promise<string[]> {
+    const urls: string[] = [];
+    for await (
+      const entry of this.#kv.list<string>({ prefix: urlPrefix(minute) })
+    ) {
+      urls.push(entry.value);
+    }
+    return urls;
+  }
+
+  async claimReport(
+    minute: number,
+    owner: string,
+    now: number,
+    leaseMs: number,
+  ): Promise<ClaimOutcome> {
+    const key = reportKey(minute);
+    const current = await this.#withRetries(() =>
+      this.#kv.get<ReportRecord>(key)
+    );
+    if (current.value?.state === "reported") {
+      return { claimed: false, reason: "reported" };
+    }
+    if (current.value && now - current.value.claimedAt < leaseMs) {
+      return { claimed: false, reason: "claimed" };
+    }
+    const record: ReportRecord = { state: "claimed", owner, claimedAt: now };
+    const result = await this.#commit(() =>
+      this.#kv.atomic().check(current).set(key, record, {
+        expireIn: this.#retentionMs,
+      })
+    );
+    return result.ok
+      ? { claimed: true }
+      : { claimed: false, reason: "claimed" };
+  }
+
+  async completeReport(
+    minute: number,
+    owner: string,
+    uniqueIds: number,
+  ): Promise<void> {
+    const key = reportKey(minute);
+    const current = await this.#withRetries(() =>
+      this.#kv.get<ReportRecord>(key)
+    );
+    if (current.value?.owner !== owner) {
+      throw new StoreUnavailableError(
+        `Cannot complete report of ${
+          new Date(minute).toISOString()
+        }: not claimed by ${owner}`,
+      );
+    }
+    const shards: Deno.KvKey[] = [];
+    for await (
+      const shard of this.#kv.list({ prefix: counterPrefix(minute) })
+    ) {
+      shards.push(shard.key);
+    }
+    const record: ReportRecord = {
+      ...current.value,
+      state: "reported",
+      uniqueIds,
+    };
+    const result = await this.#commit(() => {
+      const op = this.#kv.atomic().check(current).set(key, record, {
+        expireIn: this.#retentionMs,
+      });
+      for (const shard of shards) op.delete(shard);
+      return op;
+    });
+    if (!result.ok) {
+      throw new StoreUnavailableError(
+        `Cannot complete report of ${
+          new Date(minute).toISOString()
+        }: claim changed`,
+      );
+    }
+  }
+
+  async unreportedWindows(): Promise<number[]> {
+    const minutes = new Set<number>();
+    for await (const shard of this.#kv.list({ prefix: allCountersPrefix() })) {
+      minutes.add(shard.key[2] as number);
+    }
+    return [...minutes].sort((a, b) => a - b);
+  }
+
+  async close(): Promise<void> {
+    if (this.#inFlight > 0 || this.#queued > 0) {
+      await new Promise<void>((resolve) => this.#drained = resolve);
+    }
+    this.#kv.close();
+  }
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RangeError(
+      `Cannot create KV store: ${name} must be a whole number >= 1, got ${value}`,
+    );
+  }
+  return value;
+}
+
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(text),
+  );
+  return Array.from(
+    new Uint8Array(digest),
+    (b) => b.toString(16).padStart(2, "0"),
+  )
+    .join("");
+}

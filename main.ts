@@ -1,0 +1,117 @@
+/**
+ * The service's entry point and its only module with side effects: it reads
+ * the settings, opens the store, serves HTTP and schedules the reports.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { type Config, ConfigError, parseConfig } from "./lib/config.ts";
+import { createHandler } from "./lib/handler.ts";
+import { configureLogging, LOG_CATEGORY } from "./lib/logging.ts";
+import { MINUTE_MS } from "./lib/minute.ts";
+import { createReporter } from "./lib/reporter.ts";
+import { createLogSink } from "./lib/sinks/log.ts";
+import { createWebhookSink } from "./lib/sinks/webhook.ts";
+import { createKvStore } from "./lib/store_kv.ts";
+import { startWindowTimer } from "./lib/window_timer.ts";
+import { sleep } from "./lib/backoff.ts";
+
+let config: Config;
+try {
+  config = parseConfig(Deno.env.toObject());
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(error.message);
+  Deno.exit(2);
+}
+
+const closeLogging = await configureLogging(config.logLevel);
+const logger = getLogger([LOG_CATEGORY, "service"]);
+
+if (config.kvPath?.startsWith("./data/")) {
+  await Deno.mkdir("./data", { recursive: true });
+}
+const kv = await Deno.openKv(config.kvPath);
+const store = createKvStore(kv, {
+  retentionMs: config.retentionWindows * config.windowMs,
+  counterShards: config.counterShards,
+  maxUrlsPerWindow: config.maxUrlsPerWindow,
+});
+
+const shutdown = new AbortController();
+const reporter = createReporter({
+  store,
+  logger: getLogger([LOG_CATEGORY, "reporter"]),
+  windowMs: config.windowMs,
+  graceMs: config.reportGraceMs,
+  sinks: [
+    createLogSink(getLogger([LOG_CATEGORY, "report"])),
+    createWebhookSink({
+      listUrls: (minute) => store.listUrls(minute),
+      logger: getLogger([LOG_CATEGORY, "webhook"]),
+      timeoutMs: config.webhookTimeoutMs,
+      attempts: config.webhookAttempts,
+      concurrency: config.webhookConcurrency,
+      signal: shutdown.signal,
+    }),
+  ],
+});
+
+const server = Deno.serve(
+  {
+    hostname: config.host,
+    port: config.port,
+    signal: shutdown.signal,
+    onListen({ hostname, port }) {
+      logger.info("Listening on http://{hostname}:{port}/", {
+        hostname,
+        port,
+        kvPath: config.kvPath ?? "(default)",
+        windowMs: config.windowMs,
+      });
+    },
+  },
+  createHandler({
+    store,
+    logger: getLogger([LOG_CATEGORY, "http"]),
+    windowMs: config.windowMs,
+  }),
+);
+
+// Catch up on windows left unreported while no instance was running.
+const catchUp = reporter.reportDue();
+
+let timer: Promise<void> = Promise.resolve();
+if (config.windowMs === MINUTE_MS) {
+  Deno.cron(
+    "report-unique-ids",
+    "* * * * *",
+    { signal: shutdown.signal },
+    async () => {
+      await sleep(config.reportGraceMs, shutdown.signal);
+      await reporter.reportDue();
+    },
+  );
+} else {
+  timer = startWindowTimer({
+    windowMs: config.windowMs,
+    delayMs: config.reportGraceMs,
+    onTick: () => reporter.reportDue(),
+    signal: shutdown.signal,
+  });
+}
+
+async function stop(signal: string) {
+  logger.info("Received {signal}, shutting down", { signal });
+  shutdown.abort();
+  await server.finished;
+  await Promise.all([catchUp, timer]);
+  await reporter.idle();
+  await store.close();
+  await closeLogging();
+  Deno.exit(0);
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, () => void stop(signal));
+}
