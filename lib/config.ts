@@ -120,7 +120,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(variable, `${issue?.message ?? "invalid"}${shown}`);
   }
   const s = result.data;
-  const onDeploy = env.DENO_DEPLOYMENT_ID !== undefined;
+  const onDeploy = !!env.DENO_DEPLOYMENT_ID;
   return {
     host: s.HOST,
     port: s.PORT,

@@ -53,7 +53,7 @@ export interface KvStoreOptions {
   maxInFlight?: number;
   /**
    * Attempts per commit when KV throws (e.g. `database is locked` while
-   * another process writes the same file). Default: 6.
+   * another process writes the same file). Default: 10.
    */
   commitAttempts?: number;
   /**
@@ -134,7 +134,7 @@ class KvStore implements Store {
     this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
     this.#commitAttempts = positive(
       "commitAttempts",
-      options.commitAttempts ?? 6,
+      options.commitAttempts ?? 10,
     );
     this.#conflictRounds = positive(
       "conflictRounds",

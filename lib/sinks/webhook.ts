@@ -56,7 +56,8 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
   const slots = new Slots(concurrency);
 
   async function deliver(url: string, body: string, minute: string) {
-    for (let attempt = 1; attempt <= attempts; attempt++) {
+    let attempt = 1;
+    for (;; attempt++) {
       if (signal?.aborted) return;
       let retriable: boolean;
       await slots.acquire();

@@ -1,0 +1,246 @@
+import assert from "node:assert/strict";
+import {
+  type Config,
+  ConfigError,
+  DEFAULT_KV_PATH,
+  parseConfig,
+} from "../lib/config.ts";
+
+const DEFAULTS: Config = {
+  host: "0.0.0.0",
+  port: 8000,
+  kvPath: "./data/verve.kv",
+  windowMs: 60_000,
+  counterShards: 16,
+  reportGraceMs: 2000,
+  retentionWindows: 60,
+  maxUrlsPerWindow: 1000,
+  webhookTimeoutMs: 5000,
+  webhookAttempts: 3,
+  webhookConcurrency: 32,
+  logLevel: "info",
+};
+
+Deno.test("parseConfig() returns the defaults for an empty environment", () => {
+  assert.equal(DEFAULT_KV_PATH, "./data/verve.kv");
+  assert.deepEqual(parseConfig({}), DEFAULTS);
+});
+
+Deno.test("parseConfig() reads each setting from its variable", async (t) => {
+  const cases: [string, string, Partial<Config>][] = [
+    ["HOST", "127.0.0.1", { host: "127.0.0.1" }],
+    ["HOST", " localhost ", { host: "localhost" }],
+    ["PORT", "8080", { port: 8080 }],
+    ["PORT", "0", { port: 0 }],
+    ["PORT", "65535", { port: 65_535 }],
+    ["PORT", " 9000 ", { port: 9000 }],
+    ["PORT", "0080", { port: 80 }],
+    ["KV_PATH", ":memory:", { kvPath: ":memory:" }],
+    ["KV_PATH", "/tmp/x.kv", { kvPath: "/tmp/x.kv" }],
+    [
+      "KV_PATH",
+      "https://api.deno.com/databases/x/connect",
+      { kvPath: "https://api.deno.com/databases/x/connect" },
+    ],
+    ["WINDOW_MS", "1000", { windowMs: 1000 }],
+    ["WINDOW_MS", "100", { windowMs: 100 }],
+    ["WINDOW_MS", "3600000", { windowMs: 3_600_000 }],
+    ["COUNTER_SHARDS", "1", { counterShards: 1 }],
+    ["COUNTER_SHARDS", "256", { counterShards: 256 }],
+    ["REPORT_GRACE_MS", "0", { reportGraceMs: 0 }],
+    ["REPORT_GRACE_MS", "30000", { reportGraceMs: 30_000 }],
+    ["RETENTION_WINDOWS", "2", { retentionWindows: 2 }],
+    ["RETENTION_WINDOWS", "10080", { retentionWindows: 10_080 }],
+    ["MAX_URLS_PER_WINDOW", "0", { maxUrlsPerWindow: 0 }],
+    ["MAX_URLS_PER_WINDOW", "100000", { maxUrlsPerWindow: 100_000 }],
+    ["WEBHOOK_TIMEOUT_MS", "250", { webhookTimeoutMs: 250 }],
+    ["WEBHOOK_ATTEMPTS", "1", { webhookAttempts: 1 }],
+    ["WEBHOOK_ATTEMPTS", "10", { webhookAttempts: 10 }],
+    ["WEBHOOK_CONCURRENCY", "1", { webhookConcurrency: 1 }],
+    ["WEBHOOK_CONCURRENCY", "1000", { webhookConcurrency: 1000 }],
+    ["LOG_LEVEL", "trace", { logLevel: "trace" }],
+    ["LOG_LEVEL", "debug", { logLevel: "debug" }],
+    ["LOG_LEVEL", "warning", { logLevel: "warning" }],
+    ["LOG_LEVEL", "error", { logLevel: "error" }],
+    ["LOG_LEVEL", "fatal", { logLevel: "fatal" }],
+    ["LOG_LEVEL", " DEBUG ", { logLevel: "debug" }],
+  ];
+  for (const [variable, value, changed] of cases) {
+    await t.step(`${variable}=${JSON.stringify(value)}`, () => {
+      assert.deepEqual(
+        parseConfig({ [variable]: value }),
+        { ...DEFAULTS, ...changed },
+      );
+    });
+  }
+
+  await t.step("all settings at once", () => {
+    assert.deepEqual(
+      parseConfig({
+        HOST: "::1",
+        PORT: "1234",
+        KV_PATH: "./other.kv",
+        WINDOW_MS: "500",
+        COUNTER_SHARDS: "4",
+        REPORT_GRACE_MS: "50",
+        RETENTION_WINDOWS: "5",
+        MAX_URLS_PER_WINDOW: "7",
+        WEBHOOK_TIMEOUT_MS: "300",
+        WEBHOOK_ATTEMPTS: "2",
+        WEBHOOK_CONCURRENCY: "8",
+        LOG_LEVEL: "error",
+      }),
+      {
+        host: "::1",
+        port: 1234,
+        kvPath: "./other.kv",
+        windowMs: 500,
+        counterShards: 4,
+        reportGraceMs: 50,
+        retentionWindows: 5,
+        maxUrlsPerWindow: 7,
+        webhookTimeoutMs: 300,
+        webhookAttempts: 2,
+        webhookConcurrency: 8,
+        logLevel: "error",
+      },
+    );
+  });
+});
+
+Deno.test("parseConfig() treats empty and undefined values as unset", async (t) => {
+  await t.step("empty strings", () => {
+    assert.deepEqual(
+      parseConfig({
+        HOST: "",
+        PORT: "",
+        KV_PATH: "",
+        WINDOW_MS: "",
+        COUNTER_SHARDS: "",
+        REPORT_GRACE_MS: "",
+        RETENTION_WINDOWS: "",
+        MAX_URLS_PER_WINDOW: "",
+        WEBHOOK_TIMEOUT_MS: "",
+        WEBHOOK_ATTEMPTS: "",
+        WEBHOOK_CONCURRENCY: "",
+        LOG_LEVEL: "",
+      }),
+      DEFAULTS,
+    );
+  });
+
+  await t.step("undefined values", () => {
+    assert.deepEqual(
+      parseConfig({ PORT: undefined, LOG_LEVEL: undefined }),
+      DEFAULTS,
+    );
+  });
+
+  await t.step("unknown variables are ignored", () => {
+    assert.deepEqual(
+      parseConfig({ PATH: "/usr/bin", port: "abc", HOME: "" }),
+      DEFAULTS,
+    );
+  });
+
+  await t.step("an empty DENO_DEPLOYMENT_ID keeps the default KV path", () => {
+    assert.equal(
+      parseConfig({ DENO_DEPLOYMENT_ID: "" }).kvPath,
+      DEFAULT_KV_PATH,
+    );
+  });
+});
+
+Deno.test("parseConfig() leaves kvPath undefined on Deno Deploy", async (t) => {
+  await t.step("without KV_PATH", () => {
+    assert.deepEqual(
+      parseConfig({ DENO_DEPLOYMENT_ID: "abc123" }),
+      { ...DEFAULTS, kvPath: undefined },
+    );
+  });
+
+  await t.step("with an empty KV_PATH", () => {
+    assert.equal(
+      parseConfig({ DENO_DEPLOYMENT_ID: "abc123", KV_PATH: "" }).kvPath,
+      undefined,
+    );
+  });
+
+  await t.step("an explicit KV_PATH still wins", () => {
+    assert.equal(
+      parseConfig({ DENO_DEPLOYMENT_ID: "abc123", KV_PATH: ":memory:" })
+        .kvPath,
+      ":memory:",
+    );
+  });
+});
+
+Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) => {
+  const cases: [string, string][] = [
+    ["PORT", "abc"],
+    ["PORT", "70000"],
+    ["PORT", "65536"],
+    ["PORT", "-1"],
+    ["PORT", "80.0"],
+    ["PORT", "0x10"],
+    ["PORT", "1e3"],
+    ["PORT", " "],
+    ["HOST", "   "],
+    ["KV_PATH", " "],
+    ["WINDOW_MS", "5"],
+    ["WINDOW_MS", "99"],
+    ["WINDOW_MS", "3600001"],
+    ["COUNTER_SHARDS", "0"],
+    ["COUNTER_SHARDS", "257"],
+    ["REPORT_GRACE_MS", "30001"],
+    ["RETENTION_WINDOWS", "1"],
+    ["MAX_URLS_PER_WINDOW", "100001"],
+    ["WEBHOOK_TIMEOUT_MS", "99"],
+    ["WEBHOOK_ATTEMPTS", "0"],
+    ["WEBHOOK_ATTEMPTS", "1.5"],
+    ["WEBHOOK_ATTEMPTS", "11"],
+    ["WEBHOOK_CONCURRENCY", "0"],
+    ["WEBHOOK_CONCURRENCY", "1001"],
+    ["LOG_LEVEL", "loud"],
+    ["LOG_LEVEL", "warn"],
+  ];
+  for (const [variable, value] of cases) {
+    await t.step(`${variable}=${JSON.stringify(value)}`, () => {
+      let caught: unknown;
+      try {
+        parseConfig({ [variable]: value });
+      } catch (error) {
+        caught = error;
+      }
+      assert.ok(caught instanceof ConfigError, `no ConfigError: ${caught}`);
+      assert.equal(caught.name, "ConfigError");
+      assert.equal(caught.variable, variable);
+      assert.ok(
+        caught.message.startsWith(`Cannot parse ${variable}: `),
+        caught.message,
+      );
+      assert.ok(
+        caught.message.endsWith(` (got ${JSON.stringify(value)})`),
+        caught.message,
+      );
+    });
+  }
+
+  await t.step("the message says what is wrong", () => {
+    assert.throws(
+      () => parseConfig({ PORT: "abc" }),
+      {
+        name: "ConfigError",
+        variable: "PORT",
+        message: 'Cannot parse PORT: must be a whole number (got "abc")',
+      },
+    );
+  });
+
+  await t.step("valid variables do not hide a bad one", () => {
+    assert.throws(
+      () => parseConfig({ PORT: "8080", COUNTER_SHARDS: "0", HOST: "h" }),
+      { name: "ConfigError", variable: "COUNTER_SHARDS" },
+    );
+  });
+});

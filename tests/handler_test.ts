@@ -1,0 +1,196 @@
+import assert from "node:assert/strict";
+import { createHandler } from "../lib/handler.ts";
+import type { Store } from "../lib/store.ts";
+import { createKvStore } from "../lib/store_kv.ts";
+import { failingCommits } from "./helpers/kv.ts";
+import { captureLogs } from "./helpers/logs.ts";
+
+const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
+const BASE = "http://service.test/api/verve/accept";
+
+async function setup(
+  options: { maxUrlsPerWindow?: number; kv?: Deno.Kv } = {},
+) {
+  const logs = await captureLogs();
+  const kv = options.kv ?? await Deno.openKv(":memory:");
+  const store = createKvStore(kv, {
+    retentionMs: 600_000,
+    retryBaseMs: 1,
+    commitAttempts: 2,
+    maxUrlsPerWindow: options.maxUrlsPerWindow ?? 1000,
+  });
+  const handle = createHandler({
+    store,
+    logger: logs.logger("http"),
+    clock: () => MINUTE + 1234,
+  });
+  return {
+    store,
+    logs,
+    handle,
+    async call(query: string, init?: RequestInit) {
+      const response = await handle(new Request(`${BASE}${query}`, init));
+      return {
+        status: response.status,
+        body: await response.text(),
+        headers: response.headers,
+      };
+    },
+    async [Symbol.asyncDispose]() {
+      await store.close();
+      await logs[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("handler answers 200 ok for a valid id and records it once", async () => {
+  await using s = await setup();
+  const first = await s.call("?id=7");
+  assert.equal(first.status, 200);
+  assert.equal(first.body, "ok");
+  assert.equal(first.headers.get("content-type"), "text/plain; charset=utf-8");
+  assert.deepEqual(
+    await Promise.all(
+      ["?id=007", "?id=7", "?id=-0", "?id=0"].map(async (q) =>
+        (await s.call(q)).body
+      ),
+    ),
+    ["ok", "ok", "ok", "ok"],
+  );
+  assert.equal(await s.store.countIds(MINUTE), 2);
+});
+
+Deno.test("handler answers 400 failed for bad queries", async (t) => {
+  await using s = await setup();
+  for (
+    const query of [
+      "",
+      "?",
+      "?id=",
+      "?id",
+      "?id=1.5",
+      "?id=abc",
+      "?id=9223372036854775808",
+      "?id=1&id=2",
+      "?id=%ZZ",
+      "?id=1&url=ftp%3A%2F%2Fexample.com",
+      "?id=1&url=not-a-url",
+      "?id=1&url=" + "http://example.com/" + "a".repeat(2100),
+      "?id=1&url=http%3A%2F%2Fa.example&url=http%3A%2F%2Fb.example",
+      "?" + Array.from({ length: 9 }, (_, i) => `p${i}=1`).join("&") + "&id=1",
+    ]
+  ) {
+    await t.step(JSON.stringify(query.slice(0, 60)), async () => {
+      const response = await s.call(query);
+      assert.equal(response.status, 400);
+      assert.equal(response.body, "failed");
+    });
+  }
+  assert.equal(await s.store.countIds(MINUTE), 0);
+});
+
+Deno.test("handler answers 404 for unknown paths and 405 for other methods", async () => {
+  await using s = await setup();
+  for (
+    const path of ["/", "/api/verve", "/api/verve/accept/", "/API/verve/accept"]
+  ) {
+    const response = await s.handle(
+      new Request(`http://service.test${path}?id=1`),
+    );
+    assert.equal(response.status, 404, path);
+    assert.equal(await response.text(), "not found");
+  }
+  for (const method of ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"]) {
+    const response = await s.call("?id=1", { method });
+    assert.equal(response.status, 405, method);
+    assert.equal(response.headers.get("allow"), "GET, HEAD");
+    assert.equal(response.body, "method not allowed");
+  }
+  assert.equal(await s.store.countIds(MINUTE), 0);
+});
+
+Deno.test("handler answers HEAD like GET without a body", async () => {
+  await using s = await setup();
+  const ok = await s.call("?id=5", { method: "HEAD" });
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body, "");
+  const bad = await s.call("?id=x", { method: "HEAD" });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body, "");
+  assert.equal(await s.store.countIds(MINUTE), 1);
+});
+
+Deno.test("handler records URLs, and answers 429 without counting the id past the cap", async () => {
+  await using s = await setup({ maxUrlsPerWindow: 1 });
+  const url = encodeURIComponent("https://hooks.example/a");
+  assert.equal((await s.call(`?id=1&url=${url}`)).status, 200);
+  assert.equal((await s.call(`?id=2&url=${url}`)).status, 200);
+  const refused = await s.call(
+    `?id=3&url=${encodeURIComponent("https://hooks.example/b")}`,
+  );
+  assert.equal(refused.status, 429);
+  assert.equal(refused.body, "failed");
+  assert.deepEqual(await s.store.listUrls(MINUTE), ["https://hooks.example/a"]);
+  assert.equal(await s.store.countIds(MINUTE), 2);
+  // Without a URL the same id is accepted.
+  assert.equal((await s.call("?id=3")).status, 200);
+  assert.equal(await s.store.countIds(MINUTE), 3);
+});
+
+Deno.test("handler answers 503 failed when the store cannot record", async (t) => {
+  await t.step("commits keep failing", async () => {
+    const failures = { count: Infinity };
+    await using s = await setup({
+      kv: failingCommits(await Deno.openKv(":memory:"), failures),
+    });
+    const response = await s.call("?id=1");
+    assert.equal(response.status, 503);
+    assert.equal(response.body, "failed");
+    assert.equal(s.logs.of("http").length, 1);
+    failures.count = 0;
+    assert.equal(await s.store.countIds(MINUTE), 0);
+    assert.equal((await s.call("?id=1")).status, 200);
+  });
+  await t.step("the window is already reported", async () => {
+    await using s = await setup();
+    await s.store.claimReport(MINUTE, "reporter", MINUTE + 62_000, 60_000);
+    const response = await s.call("?id=1");
+    assert.equal(response.status, 503);
+    assert.equal(response.body, "failed");
+  });
+});
+
+Deno.test("handler answers 500 failed without internals on an unexpected error", async () => {
+  await using logs = await captureLogs();
+  // A fake store, since no real one throws a plain programming error.
+  const brokenStore = {
+    recordId: () => Promise.reject(new Error("secret internal detail")),
+  } as unknown as Store;
+  const handle = createHandler({
+    store: brokenStore,
+    logger: logs.logger("http"),
+  });
+  const response = await handle(new Request(`${BASE}?id=1`));
+  assert.equal(response.status, 500);
+  assert.equal(await response.text(), "failed");
+  assert.equal(logs.of("http")[0]?.level, "error");
+});
+
+Deno.test("handler takes the window once, when the request arrives", async () => {
+  await using logs = await captureLogs();
+  const store = createKvStore(await Deno.openKv(":memory:"), {
+    retentionMs: 600_000,
+  });
+  const times = [MINUTE + 59_999, MINUTE + 60_000];
+  let calls = 0;
+  const handle = createHandler({
+    store,
+    logger: logs.logger("http"),
+    clock: () => times[Math.min(calls++, 1)]!,
+  });
+  assert.equal((await handle(new Request(`${BASE}?id=1`))).status, 200);
+  assert.equal(calls, 1);
+  assert.equal(await store.countIds(MINUTE), 1);
+  assert.equal(await store.countIds(MINUTE + 60_000), 0);
+  await store.close();
+});

@@ -1,0 +1,55 @@
+/**
+ * Real Deno KV databases for tests: in memory, or a file in a fresh
+ * temporary directory that is removed afterwards.
+ *
+ * @module
+ */
+
+/** A temporary directory holding a KV file path, removed on dispose. */
+export interface TempKvPath extends AsyncDisposable {
+  path: string;
+  dir: string;
+}
+
+/** Makes a temporary directory and names a KV file inside it. */
+export async function tempKvPath(): Promise<TempKvPath> {
+  const dir = await Deno.makeTempDir({ prefix: "verve-test-" });
+  return {
+    dir,
+    path: `${dir}/verve.kv`,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/**
+ * Wraps a real KV so that the next `failures` atomic commits throw, as a
+ * database under lock contention or an unreachable server would. Everything
+ * else goes to the real database.
+ */
+export function failingCommits(
+  kv: Deno.Kv,
+  failures: { count: number },
+): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, property) {
+      if (property === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = () => {
+            if (failures.count > 0) {
+              failures.count--;
+              return Promise.reject(new TypeError("database is locked"));
+            }
+            return commit();
+          };
+          return op;
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}

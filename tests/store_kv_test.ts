@@ -1,0 +1,285 @@
+import assert from "node:assert/strict";
+import { createKvStore, type KvStoreOptions } from "../lib/store_kv.ts";
+import { StoreUnavailableError, WindowClosedError } from "../lib/store.ts";
+import { failingCommits, tempKvPath } from "./helpers/kv.ts";
+
+const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
+const NEXT = MINUTE + 60_000;
+const OPTIONS: KvStoreOptions = { retentionMs: 3_600_000, retryBaseMs: 1 };
+
+async function memoryStore(options: Partial<KvStoreOptions> = {}) {
+  return createKvStore(await Deno.openKv(":memory:"), {
+    ...OPTIONS,
+    ...options,
+  });
+}
+
+function count(results: boolean[]): number {
+  return results.filter(Boolean).length;
+}
+
+Deno.test("recordId() counts hundreds of concurrent duplicates once", async () => {
+  const store = await memoryStore();
+  const results = await Promise.all(
+    Array.from({ length: 500 }, () => store.recordId(MINUTE, "42")),
+  );
+  assert.equal(count(results), 1);
+  assert.equal(await store.countIds(MINUTE), 1);
+  assert.equal(await store.recordId(MINUTE, "42"), false);
+  await store.close();
+});
+
+Deno.test("recordId() counts many distinct ids exactly", async (t) => {
+  for (const batchSize of [1, 9, 99]) {
+    await t.step(`with batches of ${batchSize}`, async () => {
+      const store = await memoryStore({ batchSize, counterShards: 7 });
+      const ids = Array.from({ length: 3000 }, (_, i) => String(i * 7919));
+      const results = await Promise.all(
+        ids.map((id) => store.recordId(MINUTE, id)),
+      );
+      assert.equal(count(results), 3000);
+      assert.equal(await store.countIds(MINUTE), 3000);
+      await store.close();
+    });
+  }
+});
+
+Deno.test("recordId() counts duplicates spread over batches once", async () => {
+  const store = await memoryStore({ batchSize: 10, seenIdsLimit: 0 });
+  const ids = Array.from({ length: 2000 }, (_, i) => String((i * 37) % 300));
+  const first = await Promise.all(ids.map((id) => store.recordId(MINUTE, id)));
+  assert.equal(count(first), 300);
+  const again = await Promise.all(ids.map((id) => store.recordId(MINUTE, id)));
+  assert.equal(count(again), 0);
+  assert.equal(await store.countIds(MINUTE), 300);
+  await store.close();
+});
+
+Deno.test("recordId() keeps windows apart across a boundary", async () => {
+  const store = await memoryStore();
+  const results = await Promise.all([
+    ...["1", "2", "3", "1"].map((id) => store.recordId(MINUTE, id)),
+    ...["1", "4", "4"].map((id) => store.recordId(NEXT, id)),
+  ]);
+  assert.deepEqual(results, [true, true, true, false, true, true, false]);
+  assert.equal(await store.countIds(MINUTE), 3);
+  assert.equal(await store.countIds(NEXT), 2);
+  assert.deepEqual(await store.unreportedWindows(), [MINUTE, NEXT]);
+  await store.close();
+});
+
+Deno.test("two stores sharing one KV file count every id exactly once", async () => {
+  await using file = await tempKvPath();
+  const a = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    batchSize: 20,
+  });
+  const b = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    batchSize: 20,
+  });
+  const ids = Array.from({ length: 1500 }, (_, i) => String(i % 500));
+  const results = await Promise.all(
+    ids.flatMap((id, i) => [
+      (i % 2 ? a : b).recordId(MINUTE, id),
+      (i % 3 ? b : a).recordId(MINUTE, id),
+      (i % 5 ? a : b).recordId(NEXT, id),
+    ]),
+  );
+  assert.equal(count(results), 1000);
+  assert.equal(await a.countIds(MINUTE), 500);
+  assert.equal(await b.countIds(NEXT), 500);
+  await a.close();
+  await b.close();
+});
+
+Deno.test("recordId() retries a commit that throws", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const failures = { count: 2 };
+  const store = createKvStore(failingCommits(kv, failures), OPTIONS);
+  assert.equal(await store.recordId(MINUTE, "5"), true);
+  assert.equal(failures.count, 0);
+  assert.equal(await store.countIds(MINUTE), 1);
+  await store.close();
+});
+
+Deno.test("recordId() fails, and counts nothing, when commits keep throwing", async () => {
+  await using file = await tempKvPath();
+  const failures = { count: Infinity };
+  const store = createKvStore(
+    failingCommits(await Deno.openKv(file.path), failures),
+    { ...OPTIONS, commitAttempts: 3 },
+  );
+  const results = await Promise.allSettled(
+    ["1", "2", "2", "3"].map((id) => store.recordId(MINUTE, id)),
+  );
+  for (const result of results) {
+    assert.equal(result.status, "rejected");
+    assert.ok(result.reason instanceof StoreUnavailableError);
+    assert.match(result.reason.message, /database is locked/);
+  }
+  failures.count = 0;
+  assert.equal(await store.countIds(MINUTE), 0);
+  assert.equal(await store.recordId(MINUTE, "2"), true);
+  assert.equal(await store.countIds(MINUTE), 1);
+  await store.close();
+});
+
+Deno.test("claimReport() lets exactly one of many instances claim a window", async () => {
+  await using file = await tempKvPath();
+  const stores = await Promise.all(
+    [1, 2, 3].map(async () =>
+      createKvStore(await Deno.openKv(file.path), OPTIONS)
+    ),
+  );
+  await stores[0]!.recordId(MINUTE, "1");
+  const claims = await Promise.all(
+    stores.flatMap((store, i) =>
+      [0, 1].map((j) =>
+        store.claimReport(MINUTE, `owner-${i}-${j}`, NEXT, 60_000)
+      )
+    ),
+  );
+  assert.equal(claims.filter((c) => c.claimed).length, 1);
+  assert.ok(claims.every((c) => c.claimed || c.reason === "claimed"));
+  for (const store of stores) await store.close();
+});
+
+Deno.test("claimReport() closes the window to new ids", async () => {
+  const store = await memoryStore();
+  assert.equal(await store.recordId(MINUTE, "1"), true);
+  assert.deepEqual(await store.claimReport(MINUTE, "me", NEXT, 60_000), {
+    claimed: true,
+  });
+  await assert.rejects(store.recordId(MINUTE, "2"), WindowClosedError);
+  // An id recorded before the claim is still a truthful repeat.
+  assert.equal(await store.recordId(MINUTE, "1"), false);
+  await assert.rejects(
+    store.recordUrl(MINUTE, "http://example.com/"),
+    WindowClosedError,
+  );
+  assert.equal(await store.countIds(MINUTE), 1);
+  assert.equal(await store.recordId(NEXT, "2"), true);
+  await store.close();
+});
+
+Deno.test("completeReport() finishes the claim and drops the counter", async () => {
+  const store = await memoryStore();
+  await Promise.all(["1", "2", "3"].map((id) => store.recordId(MINUTE, id)));
+  await store.recordId(NEXT, "9");
+  assert.deepEqual(await store.unreportedWindows(), [MINUTE, NEXT]);
+  assert.deepEqual(await store.claimReport(MINUTE, "me", NEXT, 60_000), {
+    claimed: true,
+  });
+  await assert.rejects(
+    store.completeReport(MINUTE, "someone-else", 3),
+    StoreUnavailableError,
+  );
+  await store.completeReport(MINUTE, "me", 3);
+  assert.deepEqual(await store.unreportedWindows(), [NEXT]);
+  assert.equal(await store.countIds(MINUTE), 0);
+  assert.deepEqual(
+    await store.claimReport(MINUTE, "other", NEXT + 3_600_000, 60_000),
+    { claimed: false, reason: "reported" },
+  );
+  await store.close();
+});
+
+Deno.test("claimReport() lets a stale claim be taken over after its lease", async () => {
+  const store = await memoryStore();
+  assert.deepEqual(await store.claimReport(MINUTE, "a", NEXT, 10_000), {
+    claimed: true,
+  });
+  assert.deepEqual(
+    await store.claimReport(MINUTE, "b", NEXT + 9_999, 10_000),
+    { claimed: false, reason: "claimed" },
+  );
+  assert.deepEqual(
+    await store.claimReport(MINUTE, "b", NEXT + 10_000, 10_000),
+    {
+      claimed: true,
+    },
+  );
+  await assert.rejects(
+    store.completeReport(MINUTE, "a", 0),
+    StoreUnavailableError,
+  );
+  await store.completeReport(MINUTE, "b", 0);
+  await store.close();
+});
+
+Deno.test("recordUrl() dedupes URLs and enforces the per-window cap", async (t) => {
+  await t.step("in one store", async () => {
+    const store = await memoryStore({ maxUrlsPerWindow: 2 });
+    assert.equal(
+      await store.recordUrl(MINUTE, "http://a.example/"),
+      "recorded",
+    );
+    assert.equal(await store.recordUrl(MINUTE, "http://a.example/"), "known");
+    assert.equal(
+      await store.recordUrl(MINUTE, "http://b.example/"),
+      "recorded",
+    );
+    assert.equal(await store.recordUrl(MINUTE, "http://c.example/"), "full");
+    assert.equal(await store.recordUrl(MINUTE, "http://b.example/"), "known");
+    assert.equal(await store.recordUrl(NEXT, "http://c.example/"), "recorded");
+    assert.deepEqual(
+      (await store.listUrls(MINUTE)).sort(),
+      ["http://a.example/", "http://b.example/"],
+    );
+    assert.deepEqual(await store.listUrls(NEXT), ["http://c.example/"]);
+    await store.close();
+  });
+  await t.step("racing across two stores", async () => {
+    await using file = await tempKvPath();
+    const a = createKvStore(await Deno.openKv(file.path), {
+      ...OPTIONS,
+      maxUrlsPerWindow: 5,
+    });
+    const b = createKvStore(await Deno.openKv(file.path), {
+      ...OPTIONS,
+      maxUrlsPerWindow: 5,
+    });
+    const urls = Array.from({ length: 12 }, (_, i) => `http://h${i}.example/`);
+    const outcomes = await Promise.all(
+      urls.flatMap((
+        url,
+      ) => [a.recordUrl(MINUTE, url), b.recordUrl(MINUTE, url)]),
+    );
+    assert.equal(outcomes.filter((o) => o === "recorded").length, 5);
+    assert.equal((await a.listUrls(MINUTE)).length, 5);
+    await a.close();
+    await b.close();
+  });
+});
+
+Deno.test("close() waits for queued ids to commit", async () => {
+  await using file = await tempKvPath();
+  const store = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    maxInFlight: 1,
+  });
+  const pending = Array.from(
+    { length: 300 },
+    (_, i) => store.recordId(MINUTE, String(i)),
+  );
+  await store.close();
+  assert.equal(count(await Promise.all(pending)), 300);
+  const reopened = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  assert.equal(await reopened.countIds(MINUTE), 300);
+  await reopened.close();
+});
+
+Deno.test("createKvStore() rejects impossible options", async () => {
+  const kv = await Deno.openKv(":memory:");
+  assert.throws(
+    () => createKvStore(kv, { ...OPTIONS, batchSize: 100 }),
+    RangeError,
+  );
+  assert.throws(
+    () => createKvStore(kv, { ...OPTIONS, counterShards: 0 }),
+    RangeError,
+  );
+  assert.throws(() => createKvStore(kv, { retentionMs: 0 }), RangeError);
+  kv.close();
+});
