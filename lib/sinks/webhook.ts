@@ -101,15 +101,13 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
       } finally {
         slots.release();
       }
-      if (!retriable) break;
-      if (attempt < attempts) {
-        await sleep(backoffDelay(attempt - 1, { baseMs: retryBaseMs }), signal);
-      }
+      if (!retriable || attempt >= attempts) break;
+      await sleep(backoffDelay(attempt - 1, { baseMs: retryBaseMs }), signal);
     }
-    logger.error("Webhook {url} gave up on {minute}", {
+    logger.error("Webhook {url} gave up on {minute} after {attempt} attempts", {
       url,
       minute,
-      attempts,
+      attempt,
     });
   }
 

@@ -1,0 +1,316 @@
+import assert from "node:assert/strict";
+import { createReporter } from "../lib/reporter.ts";
+import type { MinuteReport, Sink } from "../lib/sink.ts";
+import { createLogSink } from "../lib/sinks/log.ts";
+import { createWebhookSink } from "../lib/sinks/webhook.ts";
+import type { Store } from "../lib/store.ts";
+import { createKvStore } from "../lib/store_kv.ts";
+import { tempKvPath } from "./helpers/kv.ts";
+import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
+import { startReceiver } from "./helpers/receiver.ts";
+
+const WINDOW = 60_000;
+const M0 = Date.UTC(2026, 0, 1, 12, 0);
+const M1 = M0 + WINDOW;
+const M2 = M1 + WINDOW;
+const M3 = M2 + WINDOW;
+const GRACE = 2000;
+
+function kvStore(kv: Deno.Kv): Store {
+  return createKvStore(kv, { retentionMs: 3_600_000, retryBaseMs: 1 });
+}
+
+/** A reporter with a log sink and a clock the test moves. */
+function reporterFor(
+  store: Store,
+  logs: CapturedLogs,
+  options: { sinks?: Sink[]; instanceId?: string } = {},
+) {
+  const clock = { now: M0 };
+  const reporter = createReporter({
+    store,
+    logger: logs.logger("reporter"),
+    sinks: options.sinks ?? [createLogSink(logs.logger("report"))],
+    clock: () => clock.now,
+    windowMs: WINDOW,
+    graceMs: GRACE,
+    ...(options.instanceId ? { instanceId: options.instanceId } : {}),
+  });
+  return { reporter, clock };
+}
+
+function summary(reports: MinuteReport[]) {
+  return reports.map((r) => [r.minute, r.unique_ids]);
+}
+
+Deno.test("reportDue() reports the previous window once its grace has passed", async () => {
+  await using logs = await captureLogs();
+  const store = kvStore(await Deno.openKv(":memory:"));
+  const { reporter, clock } = reporterFor(store, logs);
+  await Promise.all(["1", "2", "3", "2"].map((id) => store.recordId(M0, id)));
+  await store.recordId(M1, "4");
+
+  clock.now = M1 + GRACE - 1;
+  assert.deepEqual(await reporter.reportDue(), []);
+
+  clock.now = M1 + GRACE;
+  const reports = await reporter.reportDue();
+  assert.deepEqual(reports, [{
+    minute: "2026-01-01T12:00:00.000Z",
+    unique_ids: 3,
+    window_ms: WINDOW,
+    reported_at: "2026-01-01T12:01:02.000Z",
+  }]);
+  await reporter.idle();
+  const lines = logs.of("report");
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0]!.level, "info");
+  assert.deepEqual(lines[0]!.properties, { ...reports[0] });
+
+  // A second tick in the same window reports nothing more.
+  assert.deepEqual(await reporter.reportDue(), []);
+  await store.close();
+});
+
+Deno.test("reportDue() reports an empty previous window as zero", async () => {
+  await using logs = await captureLogs();
+  const store = kvStore(await Deno.openKv(":memory:"));
+  const { reporter, clock } = reporterFor(store, logs);
+  clock.now = M1 + GRACE + 5;
+  assert.deepEqual(summary(await reporter.reportDue()), [[
+    "2026-01-01T12:00:00.000Z",
+    0,
+  ]]);
+  await store.close();
+});
+
+Deno.test("reportDue() catches up on windows missed while down, oldest first", async () => {
+  await using logs = await captureLogs();
+  const store = kvStore(await Deno.openKv(":memory:"));
+  const { reporter, clock } = reporterFor(store, logs);
+  await Promise.all(["1", "2"].map((id) => store.recordId(M0, id)));
+  await Promise.all(["1", "2", "3", "4"].map((id) => store.recordId(M2, id)));
+  await store.recordId(M3, "9"); // still open: not reported yet
+  clock.now = M3 + 10_000;
+  assert.deepEqual(summary(await reporter.reportDue()), [
+    ["2026-01-01T12:00:00.000Z", 2],
+    ["2026-01-01T12:02:00.000Z", 4],
+  ]);
+  assert.deepEqual(await store.unreportedWindows(), [M3]);
+  clock.now = M3 + WINDOW + GRACE;
+  assert.deepEqual(summary(await reporter.reportDue()), [[
+    "2026-01-01T12:03:00.000Z",
+    1,
+  ]]);
+  await store.close();
+});
+
+Deno.test("reportDue() makes exactly one report per window across reporters sharing a store", async () => {
+  await using logs = await captureLogs();
+  await using file = await tempKvPath();
+  const stores = await Promise.all(
+    [1, 2, 3].map(async () => kvStore(await Deno.openKv(file.path))),
+  );
+  const reporters = stores.map((store, i) =>
+    reporterFor(store, logs, { instanceId: `r${i}` })
+  );
+  await Promise.all(
+    Array.from(
+      { length: 90 },
+      (_, i) => stores[i % 3]!.recordId(M0, String(i % 40)),
+    ),
+  );
+  await stores[1]!.recordId(M1, "x");
+  for (const { clock } of reporters) clock.now = M2 + GRACE;
+  const reports =
+    (await Promise.all(reporters.map(({ reporter }) => reporter.reportDue())))
+      .flat();
+  assert.deepEqual(summary(reports).sort(), [
+    ["2026-01-01T12:00:00.000Z", 40],
+    ["2026-01-01T12:01:00.000Z", 1],
+  ]);
+  assert.equal(logs.of("report").length, 2);
+  for (const store of stores) await store.close();
+});
+
+Deno.test("reportDue() keeps going when one window cannot be reported", async () => {
+  await using logs = await captureLogs();
+  const kv = await Deno.openKv(":memory:");
+  const store = kvStore(kv);
+  await store.recordId(M0, "1");
+  await store.recordId(M1, "2");
+  // A fake failure of one window's claim; the rest goes to the real store.
+  const flaky = new Proxy(store, {
+    get(target, property) {
+      if (property === "claimReport") {
+        return (minute: number, owner: string, now: number, leaseMs: number) =>
+          minute === M0
+            ? Promise.reject(new Error("claim failed"))
+            : target.claimReport(minute, owner, now, leaseMs);
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const { reporter, clock } = reporterFor(flaky, logs);
+  clock.now = M2 + GRACE;
+  assert.deepEqual(summary(await reporter.reportDue()), [[
+    "2026-01-01T12:01:00.000Z",
+    1,
+  ]]);
+  assert.equal(logs.of("reporter")[0]?.level, "error");
+  // The failed window is still due and is reported by the next tick.
+  const retry = reporterFor(store, logs);
+  retry.clock.now = M2 + GRACE + 1;
+  assert.deepEqual(summary(await retry.reporter.reportDue()), [[
+    "2026-01-01T12:00:00.000Z",
+    1,
+  ]]);
+  await store.close();
+});
+
+Deno.test("webhook sink POSTs the report once to every distinct URL of the window", async () => {
+  await using logs = await captureLogs();
+  await using receiver = startReceiver();
+  const store = kvStore(await Deno.openKv(":memory:"));
+  const webhook = createWebhookSink({
+    listUrls: (minute) => store.listUrls(minute),
+    logger: logs.logger("webhook"),
+  });
+  const { reporter, clock } = reporterFor(store, logs, {
+    sinks: [createLogSink(logs.logger("report")), webhook],
+  });
+  for (
+    const [id, path] of [["1", "/a"], ["2", "/b"], ["3", "/a"], ["4", "/a"]]
+  ) {
+    await store.recordUrl(M0, `${receiver.url}${path}`);
+    await store.recordId(M0, id!);
+  }
+  await store.recordUrl(M1, `${receiver.url}/next-window`);
+  clock.now = M1 + GRACE;
+  const [report] = await reporter.reportDue();
+  await reporter.idle();
+  assert.equal(receiver.received.length, 2);
+  assert.deepEqual(receiver.received.map((r) => r.path).sort(), ["/a", "/b"]);
+  for (const request of receiver.received) {
+    assert.equal(request.method, "POST");
+    assert.equal(request.contentType, "application/json");
+    assert.deepEqual(JSON.parse(request.body), report);
+  }
+  assert.deepEqual(
+    logs.of("webhook").map((r) => [r.level, r.properties.status]),
+    [["info", 204], ["info", 204]],
+  );
+  await store.close();
+});
+
+Deno.test("webhook sink retries 5xx and network errors, not 4xx, and logs every attempt", async (t) => {
+  await using logs = await captureLogs();
+  const store = kvStore(await Deno.openKv(":memory:"));
+  await store.recordId(M0, "1");
+  const sink = (attempts: number) =>
+    createWebhookSink({
+      listUrls: (minute) => store.listUrls(minute),
+      logger: logs.logger("webhook"),
+      attempts,
+      retryBaseMs: 1,
+    });
+  const report: MinuteReport = {
+    minute: "2026-01-01T12:00:00.000Z",
+    unique_ids: 1,
+    window_ms: WINDOW,
+    reported_at: "2026-01-01T12:01:02.000Z",
+  };
+
+  await t.step("a 503 then a 200", async () => {
+    await using receiver = startReceiver((_, i) => i === 0 ? 503 : 200);
+    await store.recordUrl(M0, `${receiver.url}/flaky`);
+    logs.records.length = 0;
+    await sink(3).send(report, M0);
+    assert.equal(receiver.received.length, 2);
+    assert.deepEqual(
+      logs.of("webhook").map((
+        r,
+      ) => [r.level, r.properties.status, r.properties.attempt]),
+      [["warning", 503, 1], ["info", 200, 2]],
+    );
+  });
+
+  await t.step("a 404 is not retried", async () => {
+    await using receiver = startReceiver(() => 404);
+    const minute = M1;
+    await store.recordUrl(minute, `${receiver.url}/gone`);
+    logs.records.length = 0;
+    await sink(3).send(report, minute);
+    assert.equal(receiver.received.length, 1);
+    assert.deepEqual(logs.of("webhook").map((r) => r.level), [
+      "warning",
+      "error",
+    ]);
+  });
+
+  await t.step("a refused connection is retried, then given up", async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    listener.close();
+    await store.recordUrl(M2, `http://127.0.0.1:${port}/down`);
+    logs.records.length = 0;
+    await sink(3).send(report, M2);
+    const records = logs.of("webhook");
+    assert.deepEqual(records.map((r) => [r.level, r.properties.attempt]), [
+      ["warning", 1],
+      ["warning", 2],
+      ["warning", 3],
+      ["error", 3],
+    ]);
+    assert.equal(typeof records[0]!.properties.error, "string");
+  });
+  await store.close();
+});
+
+Deno.test("a webhook that never answers holds up neither other URLs nor the next window", async () => {
+  await using logs = await captureLogs();
+  await using receiver = startReceiver((request) =>
+    request.path === "/hang" ? "hang" : 204
+  );
+  const store = kvStore(await Deno.openKv(":memory:"));
+  const webhook = createWebhookSink({
+    listUrls: (minute) => store.listUrls(minute),
+    logger: logs.logger("webhook"),
+    timeoutMs: 1000,
+    attempts: 2,
+    retryBaseMs: 1,
+  });
+  const { reporter, clock } = reporterFor(store, logs, {
+    sinks: [createLogSink(logs.logger("report")), webhook],
+  });
+  await store.recordUrl(M0, `${receiver.url}/hang`);
+  await store.recordUrl(M0, `${receiver.url}/fast`);
+  await store.recordId(M0, "1");
+  await store.recordId(M1, "2");
+  clock.now = M1 + GRACE;
+  assert.equal((await reporter.reportDue()).length, 1);
+  await receiver.waitFor(2);
+  clock.now = M2 + GRACE;
+  assert.deepEqual(summary(await reporter.reportDue()), [[
+    "2026-01-01T12:01:00.000Z",
+    1,
+  ]]);
+  // The next window was reported while the hanging URL was still inside its
+  // first attempt: nothing about it has been logged yet.
+  const hangUrl = `${receiver.url}/hang`;
+  const hungLogs = () =>
+    logs.of("webhook").filter((r) => r.properties.url === hangUrl);
+  assert.deepEqual(hungLogs(), []);
+  await reporter.idle();
+  assert.deepEqual(
+    hungLogs().map((r) => [r.level, r.properties.error ?? null]),
+    [
+      ["warning", "timed out"],
+      ["warning", "timed out"],
+      ["error", null],
+    ],
+  );
+  assert.equal(logs.of("report").length, 2);
+  await store.close();
+});
