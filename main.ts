@@ -12,7 +12,7 @@ import { MINUTE_MS } from "./lib/minute.ts";
 import { createReporter } from "./lib/reporter.ts";
 import { createLogSink } from "./lib/sinks/log.ts";
 import { createWebhookSink } from "./lib/sinks/webhook.ts";
-import { createKvStore } from "./lib/store_kv.ts";
+import { batchSizeFor, createKvStore } from "./lib/store_kv.ts";
 import { startWindowTimer } from "./lib/window_timer.ts";
 import { sleep } from "./lib/backoff.ts";
 
@@ -36,6 +36,7 @@ const store = createKvStore(kv, {
   retentionMs: config.retentionWindows * config.windowMs,
   counterShards: config.counterShards,
   maxUrlsPerWindow: config.maxUrlsPerWindow,
+  batchSize: batchSizeFor(config.kvPath),
 });
 
 const shutdown = new AbortController();

@@ -7,8 +7,8 @@
 import {
   configure,
   dispose,
-  getJsonLinesFormatter,
   getStreamSink,
+  type LogRecord,
 } from "@logtape/logtape";
 import type { LogLevel } from "./config.ts";
 
@@ -30,7 +30,7 @@ export async function configureLogging(
     reset: true,
     sinks: {
       stream: getStreamSink(stream, {
-        formatter: getJsonLinesFormatter({ properties: "nest:properties" }),
+        formatter: formatJsonLine,
       }),
     },
     loggers: [
@@ -43,4 +43,36 @@ export async function configureLogging(
     ],
   });
   return dispose;
+}
+
+/**
+ * Formats one record as a JSON line. Values in the message appear as they
+ * are (strings without quotes); bigints become decimal strings.
+ *
+ * @example
+ * ```ts
+ * formatJsonLine(record);
+ * // {"@timestamp":"2026-01-01T12:01:02.000Z","level":"INFO","message":"Window 2026-01-01T12:00:00.000Z had 3 unique ids","logger":"verve.report","properties":{…}}
+ * ```
+ */
+export function formatJsonLine(record: LogRecord): string {
+  const message = record.message
+    .map((part, i) =>
+      i % 2 === 0 || typeof part === "string" ? part : json(part)
+    )
+    .join("");
+  return json({
+    "@timestamp": new Date(record.timestamp).toISOString(),
+    level: record.level.toUpperCase(),
+    message,
+    logger: record.category.join("."),
+    properties: record.properties,
+  }) + "\n";
+}
+
+function json(value: unknown): string {
+  return JSON.stringify(
+    value,
+    (_, v) => typeof v === "bigint" ? v.toString() : v,
+  ) ?? String(value);
 }

@@ -35,6 +35,23 @@ export const LOCAL_KV_MAX_CHECKS = 100;
 /** Deno KV's limit on checks in one atomic operation over KV Connect. */
 export const REMOTE_KV_MAX_CHECKS = 10;
 
+/**
+ * The largest batch of ids the database behind `kvPath` accepts in one atomic
+ * operation, keeping one check for the window's report key: remote databases
+ * (an `https://` KV Connect URL, or Deno's default database, which is remote
+ * on Deno Deploy) allow fewer checks than a local file.
+ *
+ * @example
+ * ```ts
+ * batchSizeFor("./data/verve.kv"); // 99
+ * batchSizeFor("https://api.deno.com/databases/…/connect"); // 9
+ * ```
+ */
+export function batchSizeFor(kvPath: string | undefined): number {
+  const remote = kvPath === undefined || /^https?:\/\//i.test(kvPath);
+  return (remote ? REMOTE_KV_MAX_CHECKS : LOCAL_KV_MAX_CHECKS) - 1;
+}
+
 /** Options of {@link createKvStore}. */
 export interface KvStoreOptions {
   /** How long per-window keys live, in ms; at least two windows. */

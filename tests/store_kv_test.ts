@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { createKvStore, type KvStoreOptions } from "../lib/store_kv.ts";
+import {
+  batchSizeFor,
+  createKvStore,
+  type KvStoreOptions,
+} from "../lib/store_kv.ts";
 import { StoreUnavailableError, WindowClosedError } from "../lib/store.ts";
 import { failingCommits, tempKvPath } from "./helpers/kv.ts";
 
@@ -282,4 +286,12 @@ Deno.test("createKvStore() rejects impossible options", async () => {
   );
   assert.throws(() => createKvStore(kv, { retentionMs: 0 }), RangeError);
   kv.close();
+});
+
+Deno.test("batchSizeFor() fits a batch and the report check into the backend's limit", () => {
+  assert.equal(batchSizeFor("./data/verve.kv"), 99);
+  assert.equal(batchSizeFor(":memory:"), 99);
+  assert.equal(batchSizeFor("https://kv.example.com/connect"), 9);
+  assert.equal(batchSizeFor("HTTP://localhost:4512"), 9);
+  assert.equal(batchSizeFor(undefined), 9);
 });

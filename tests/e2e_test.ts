@@ -1,0 +1,182 @@
+/**
+ * End to end: the real service process with a KV file, real HTTP requests,
+ * a real webhook receiver, and its log read from stdout. Windows are a few
+ * seconds long (WINDOW_MS) so the test sees several of them.
+ */
+import assert from "node:assert/strict";
+import { formatMinute, windowStart } from "../lib/minute.ts";
+import { tempKvPath } from "./helpers/kv.ts";
+import { startReceiver } from "./helpers/receiver.ts";
+import {
+  type LogLine,
+  runServiceToExit,
+  type Service,
+  startService,
+} from "./helpers/service.ts";
+
+const WINDOW_MS = 2000;
+
+function serviceEnv(kvPath: string): Record<string, string> {
+  return {
+    KV_PATH: kvPath,
+    WINDOW_MS: String(WINDOW_MS),
+    REPORT_GRACE_MS: "300",
+    WEBHOOK_TIMEOUT_MS: "2000",
+  };
+}
+
+async function get(service: Service, query: string, method = "GET") {
+  const response = await fetch(`${service.url}/api/verve/accept?${query}`, {
+    method,
+  });
+  return { status: response.status, body: await response.text() };
+}
+
+/** Sleeps until `offsetMs` after the start of the next window. */
+async function nextWindow(offsetMs: number): Promise<number> {
+  const now = Date.now();
+  const start = windowStart(now, WINDOW_MS) + WINDOW_MS;
+  await new Promise((resolve) => setTimeout(resolve, start + offsetMs - now));
+  return start;
+}
+
+/**
+ * Runs `phase` inside one window, and again in the next window when it
+ * happened to cross a boundary. Returns the window it ran in.
+ */
+async function withinOneWindow(phase: () => Promise<void>): Promise<number> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const start = await nextWindow(50);
+    await phase();
+    if (windowStart(Date.now(), WINDOW_MS) === start) return start;
+  }
+  throw new Error("could not fit the requests into one window");
+}
+
+function reportOf(minute: number) {
+  const iso = formatMinute(minute);
+  return (line: LogLine) =>
+    line.logger === "verve.report" && line.properties.minute === iso;
+}
+
+Deno.test("the service counts unique ids per window and reports each window once to the log and to every webhook URL", async () => {
+  await using file = await tempKvPath();
+  await using receiver = startReceiver();
+  await using service = await startService(serviceEnv(file.path));
+
+  const hook = (path: string) => encodeURIComponent(`${receiver.url}${path}`);
+  const expected: [query: string, valid: boolean][] = [
+    ["id=1", true],
+    ["id=2", true],
+    ["id=7", true],
+    ["id=007", true], // the same id as 7
+    ["id=-3", true],
+    ["id=2", true],
+    [`id=4&url=${hook("/a")}`, true],
+    [`id=1&url=${hook("/a")}`, true],
+    [`id=9223372036854775807&url=${hook("/b")}`, true],
+    ["id=abc", false],
+    ["id=1.5", false],
+    ["id=9223372036854775808", false],
+    ["id=1&id=2", false],
+    ["url=http%3A%2F%2Fexample.com%2F", false],
+    ["id=5&url=ftp%3A%2F%2Fexample.com%2F", false],
+    ["", false],
+  ];
+  let answers: { status: number; body: string }[] = [];
+  const window = await withinOneWindow(async () => {
+    answers = await Promise.all(expected.map(([q]) => get(service, q)));
+  });
+  expected.forEach(([query, valid], i) => {
+    assert.deepEqual(
+      answers[i],
+      valid ? { status: 200, body: "ok" } : { status: 400, body: "failed" },
+      query,
+    );
+  });
+
+  // 1, 2, 7, -3, 4, 9223372036854775807: six distinct ids.
+  const report = await service.waitForLog(reportOf(window));
+  assert.equal(report.level, "INFO");
+  assert.equal(report.properties.unique_ids, 6);
+  assert.equal(report.properties.window_ms, WINDOW_MS);
+
+  await receiver.waitFor(2);
+  assert.deepEqual(receiver.received.map((r) => r.path).sort(), ["/a", "/b"]);
+  for (const request of receiver.received) {
+    assert.equal(request.method, "POST");
+    assert.deepEqual(JSON.parse(request.body), report.properties);
+  }
+
+  // The next window had no traffic: it is reported as zero, and no window is
+  // reported twice.
+  const empty = await service.waitForLog(reportOf(window + WINDOW_MS));
+  assert.equal(empty.properties.unique_ids, 0);
+  const reported = service.lines
+    .filter((l) => l.logger === "verve.report")
+    .map((l) => l.properties.minute);
+  assert.equal(new Set(reported).size, reported.length);
+  assert.equal(receiver.received.length, 2);
+
+  assert.equal(await service.stop("SIGTERM"), 0);
+  assert.ok(
+    service.lines.some((l) => l.message.startsWith("Received SIGTERM")),
+  );
+});
+
+Deno.test("answers other methods, paths and HEAD as specified", async () => {
+  await using file = await tempKvPath();
+  await using service = await startService(serviceEnv(file.path));
+  const head = await fetch(`${service.url}/api/verve/accept?id=1`, {
+    method: "HEAD",
+  });
+  assert.equal(head.status, 200);
+  assert.equal(await head.text(), "");
+  const post = await fetch(`${service.url}/api/verve/accept?id=1`, {
+    method: "POST",
+  });
+  assert.equal(post.status, 405);
+  assert.equal(post.headers.get("allow"), "GET, HEAD");
+  await post.body?.cancel();
+  const missing = await fetch(`${service.url}/nope`);
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  assert.equal(await service.stop("SIGTERM"), 0);
+});
+
+Deno.test("a restarted service reports windows it missed, and none twice", async () => {
+  await using file = await tempKvPath();
+  const env = serviceEnv(file.path);
+  let window: number;
+  {
+    await using first = await startService(env);
+    window = await withinOneWindow(async () => {
+      for (const id of ["10", "11", "12", "10"]) {
+        assert.equal((await get(first, `id=${id}`)).body, "ok");
+      }
+    });
+    // Killed before its window is due: nothing was reported.
+    assert.notEqual(await first.stop("SIGKILL"), 0);
+    assert.ok(!first.lines.some(reportOf(window)));
+  }
+  // Restarted after the window closed: the catch-up reports it.
+  await nextWindow(WINDOW_MS / 2);
+  await using second = await startService(env);
+  const report = await second.waitForLog(reportOf(window));
+  assert.equal(report.properties.unique_ids, 3);
+  assert.equal(await second.stop("SIGTERM"), 0);
+
+  // A third start on the same store does not report it again.
+  await using third = await startService(env);
+  const current = windowStart(Date.now(), WINDOW_MS);
+  await third.waitForLog(reportOf(current));
+  assert.ok(!third.lines.some(reportOf(window)));
+  assert.equal(await third.stop("SIGTERM"), 0);
+});
+
+Deno.test("a bad setting stops the service with exit code 2 and names the variable", async () => {
+  const { code, stderr } = await runServiceToExit({ WINDOW_MS: "soon" });
+  assert.equal(code, 2);
+  assert.match(stderr, /WINDOW_MS/);
+  assert.match(stderr, /"soon"/);
+});
