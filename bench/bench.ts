@@ -1,0 +1,348 @@
+/**
+ * `deno task bench`: loads the service and a bare `Deno.serve` baseline
+ * alternately with wrk, on this machine and in this run, and prints one
+ * table of throughput, their ratio, latency and the service's peak memory.
+ *
+ * Usage: `deno task bench [--duration S] [--rounds N] [--only a,b,…]
+ * [--out results.json]`
+ *
+ * Every workload gets a fresh service process with a fresh KV file in a temp
+ * directory and production settings (unless the workload says otherwise).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const SCRIPT = `${ROOT}bench/ids.lua`;
+
+/** One load to measure. */
+interface Workload {
+  name: string;
+  description: string;
+  /** Arguments of `bench/ids.lua`: mode, url percent, delay ms, limit. */
+  script: [mode: string, urlPercent: number, delayMs: number, limit: number];
+  connections: number;
+  /** Extra settings of the service. */
+  env?: Record<string, string>;
+  /** Seconds of load; default: `--duration`. */
+  durationS?: number;
+  /** Loads the baseline too. Default: true. */
+  baseline?: boolean;
+}
+
+/** What wrk reports through `done()` in `bench/ids.lua`. */
+interface WrkResult {
+  requests: number;
+  duration_us: number;
+  socket_errors: number;
+  status_errors: number;
+  p50_us: number;
+  p99_us: number;
+  max_us: number;
+}
+
+/** One row of the table. */
+interface Row {
+  workload: string;
+  description: string;
+  service_rps: number;
+  baseline_rps: number | null;
+  ratio: number | null;
+  p50_ms: number;
+  p99_ms: number;
+  errors: number;
+  requests: number;
+  peak_rss_mb: number;
+}
+
+const WORKLOADS: Workload[] = [
+  {
+    name: "a",
+    description: "1000 ids repeating",
+    script: ["repeat", 0, 0, 0],
+    connections: 64,
+  },
+  {
+    name: "b",
+    description: "every id new",
+    script: ["new", 0, 0, 0],
+    connections: 64,
+  },
+  {
+    name: "b-buffered",
+    description: "every id new, ACK_MODE=buffered",
+    script: ["new", 0, 0, 0],
+    connections: 64,
+    env: { ACK_MODE: "buffered" },
+  },
+  {
+    name: "c",
+    description: "every id new, url on 1%",
+    script: ["new", 1, 0, 0],
+    connections: 64,
+  },
+  {
+    name: "d",
+    description: "paced ~10K req/s, every id new",
+    // 100 connections, each sending a request every 10 ms after its answer.
+    script: ["new", 0, 10, 0],
+    connections: 100,
+    baseline: false,
+  },
+  {
+    name: "e",
+    description: "3M new ids, as fast as they go",
+    script: ["new", 0, 0, 3_000_000],
+    connections: 64,
+    durationS: 300,
+    baseline: false,
+  },
+];
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    duration: { type: "string", default: "10" },
+    rounds: { type: "string", default: "2" },
+    only: { type: "string" },
+    out: { type: "string" },
+  },
+});
+const durationS = Number(values.duration);
+const rounds = Number(values.rounds);
+if (!(durationS > 0) || !Number.isInteger(rounds) || rounds < 1) {
+  console.error("Cannot parse --duration or --rounds: need positive numbers");
+  Deno.exit(2);
+}
+const only = values.only?.split(",").map((s) => s.trim());
+const selected = WORKLOADS.filter((w) => !only || only.includes(w.name));
+if (selected.length === 0) {
+  console.error(
+    `Cannot parse --only: no workload named ${values.only}; have ${
+      WORKLOADS.map((w) => w.name).join(", ")
+    }`,
+  );
+  Deno.exit(2);
+}
+
+await requireTool("wrk", "apt-get install wrk");
+
+/** Exits with a hint when a load generator is missing. */
+async function requireTool(name: string, install: string) {
+  try {
+    await new Deno.Command(name, {
+      args: ["--version"],
+      stdout: "null",
+      stderr: "null",
+    })
+      .output();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    console.error(`${name} is not installed; on Debian or Ubuntu: ${install}`);
+    Deno.exit(1);
+  }
+}
+
+/** A server process the bench started. */
+interface Server {
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Starts `args` under deno with `env`, and waits until `port` answers. */
+async function startServer(
+  args: string[],
+  env: Record<string, string>,
+): Promise<Server> {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...args],
+    env: { ...env, PORT: String(port), HOST: "127.0.0.1" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  for (let i = 0; i < 200; i++) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/`);
+      await response.body?.cancel();
+      break;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  return {
+    port,
+    pid: child.pid,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
+}
+
+/** The peak resident memory of a process so far, in MiB. */
+async function peakRssMb(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const kb = Number(/^VmHWM:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
+  return Math.round(kb / 1024);
+}
+
+async function runWrk(
+  port: number,
+  workload: Workload,
+  seconds: number,
+): Promise<WrkResult> {
+  const { stdout, stderr, success } = await new Deno.Command("wrk", {
+    args: [
+      "-t1",
+      `-c${workload.connections}`,
+      `-d${seconds}s`,
+      "--timeout",
+      "10s",
+      "-s",
+      SCRIPT,
+      `http://127.0.0.1:${port}`,
+      "--",
+      ...workload.script.map(String),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(stdout);
+  const line = text.split("\n").find((l) => l.startsWith("{"));
+  if (!success || !line) {
+    throw new Error(
+      `wrk failed: ${text}${new TextDecoder().decode(stderr)}`,
+    );
+  }
+  return JSON.parse(line);
+}
+
+const rps = (r: WrkResult) => r.requests / (r.duration_us / 1e6);
+const ms = (us: number) => Math.round(us / 10) / 100;
+
+async function measure(workload: Workload, baseline: Server): Promise<Row> {
+  const dir = await Deno.makeTempDir({ prefix: "verve-bench-" });
+  const service = await startServer(
+    [
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "--allow-write",
+      `${ROOT}main.ts`,
+    ],
+    { KV_PATH: `${dir}/verve.kv`, LOG_LEVEL: "warning", ...workload.env },
+  );
+  try {
+    const seconds = workload.durationS ?? durationS;
+    const warmup = {
+      ...workload,
+      script: workload.script.with(3, 0),
+    } as Workload;
+    await runWrk(service.port, warmup, 2);
+    if (workload.baseline !== false) await runWrk(baseline.port, warmup, 2);
+    let best: WrkResult | undefined;
+    let bestBaseline: WrkResult | undefined;
+    for (let round = 0; round < rounds; round++) {
+      if (workload.baseline !== false) {
+        const b = await runWrk(baseline.port, workload, seconds);
+        if (!bestBaseline || rps(b) > rps(bestBaseline)) bestBaseline = b;
+      }
+      const s = await runWrk(service.port, workload, seconds);
+      if (!best || rps(s) > rps(best)) best = s;
+      if (workload.script[3] > 0) break; // a fixed amount of work: once
+    }
+    const serviceRps = rps(best!);
+    const baselineRps = bestBaseline ? rps(bestBaseline) : null;
+    return {
+      workload: workload.name,
+      description: workload.description,
+      service_rps: Math.round(serviceRps),
+      baseline_rps: baselineRps === null ? null : Math.round(baselineRps),
+      ratio: baselineRps === null
+        ? null
+        : Math.round(serviceRps / baselineRps * 100) / 100,
+      p50_ms: ms(best!.p50_us),
+      p99_ms: ms(best!.p99_us),
+      errors: best!.socket_errors + best!.status_errors,
+      requests: best!.requests,
+      peak_rss_mb: await peakRssMb(service.pid),
+    };
+  } finally {
+    await service.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function printTable(rows: Row[]) {
+  const header = [
+    "workload",
+    "service req/s",
+    "baseline req/s",
+    "ratio",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "requests",
+    "peak RSS MiB",
+  ];
+  const cells = rows.map((r) => [
+    `${r.workload}: ${r.description}`,
+    String(r.service_rps),
+    r.baseline_rps === null ? "-" : String(r.baseline_rps),
+    r.ratio === null ? "-" : r.ratio.toFixed(2),
+    r.p50_ms.toFixed(2),
+    r.p99_ms.toFixed(2),
+    String(r.errors),
+    String(r.requests),
+    String(r.peak_rss_mb),
+  ]);
+  const widths = header.map((h, i) =>
+    Math.max(h.length, ...cells.map((c) => c[i]!.length))
+  );
+  const line = (c: string[]) =>
+    `| ${c.map((v, i) => v.padEnd(widths[i]!)).join(" | ")} |`;
+  console.log(line(header));
+  console.log(`| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`);
+  for (const c of cells) console.log(line(c));
+}
+
+const baseline = await startServer([
+  "--allow-net",
+  "--allow-env",
+  `${ROOT}bench/baseline.ts`,
+], {});
+const rows: Row[] = [];
+try {
+  for (const workload of selected) {
+    console.error(`running ${workload.name}: ${workload.description}`);
+    rows.push(await measure(workload, baseline));
+  }
+} finally {
+  await baseline.stop();
+}
+printTable(rows);
+
+if (values.out) {
+  const report = {
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+    cpus: navigator.hardwareConcurrency,
+    os: `${Deno.build.os} ${Deno.osRelease()}`,
+    duration_s: durationS,
+    rounds,
+    rows,
+  };
+  await Deno.writeTextFile(values.out, JSON.stringify(report, null, 2) + "\n");
+  console.error(`wrote ${values.out}`);
+}
