@@ -192,10 +192,17 @@ class KvStore implements Store {
     this.#flush();
   }
 
-  /** Starts batches while there are queued ids and free commit slots. */
+  /**
+   * Starts batches while there are queued ids and free commit slots. A batch
+   * that is not full starts only when nothing is committing: ids arriving
+   * meanwhile gather into the next batch, so commits grow with the load
+   * instead of multiplying (each commit costs a transaction and a write to
+   * the database's log, whatever its size). Full batches may run alongside.
+   */
   #flush(): void {
     while (this.#inFlight < this.#maxInFlight && this.#queued > 0) {
       const [minute, queue] = this.#queues.entries().next().value!;
+      if (this.#inFlight > 0 && queue.length < this.#batchSize) break;
       const batch = queue.splice(0, this.#batchSize);
       if (queue.length === 0) this.#queues.delete(minute);
       this.#queued -= batch.length;
