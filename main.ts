@@ -6,6 +6,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type Config, ConfigError, parseConfig } from "./lib/config.ts";
+import { createBufferedStore } from "./lib/buffered_store.ts";
 import { createHandler } from "./lib/handler.ts";
 import { configureLogging, LOG_CATEGORY } from "./lib/logging.ts";
 import { MINUTE_MS } from "./lib/minute.ts";
@@ -32,12 +33,20 @@ if (config.kvPath?.startsWith("./data/")) {
   await Deno.mkdir("./data", { recursive: true });
 }
 const kv = await Deno.openKv(config.kvPath);
-const store = createKvStore(kv, {
+const buffered = config.ackMode === "buffered";
+const kvStore = createKvStore(kv, {
   retentionMs: config.retentionWindows * config.windowMs,
   counterShards: config.counterShards,
   maxUrlsPerWindow: config.maxUrlsPerWindow,
   batchSize: batchSizeFor(config.kvPath),
+  lingerMs: buffered ? config.bufferFlushMs : 0,
 });
+const store = buffered
+  ? createBufferedStore(kvStore, {
+    logger: getLogger([LOG_CATEGORY, "store"]),
+    maxPending: config.bufferMaxIds,
+  })
+  : kvStore;
 
 const shutdown = new AbortController();
 const reporter = createReporter({
@@ -69,6 +78,7 @@ const server = Deno.serve(
         port,
         kvPath: config.kvPath ?? "(default)",
         windowMs: config.windowMs,
+        ackMode: config.ackMode,
       });
     },
   },

@@ -34,9 +34,24 @@ export interface Config {
   webhookAttempts: number;
   /** `WEBHOOK_CONCURRENCY`: webhook POSTs in flight at once, in all. */
   webhookConcurrency: number;
+  /**
+   * `ACK_MODE`: `durable` answers `ok` once the id is committed; `buffered`
+   * once it is queued for commit.
+   */
+  ackMode: AckMode;
+  /** `BUFFER_MAX_IDS`: ids acknowledged but not yet committed, at most. */
+  bufferMaxIds: number;
+  /** `BUFFER_FLUSH_MS`: how long a buffered batch may wait to fill. */
+  bufferFlushMs: number;
   /** `LOG_LEVEL`: the lowest level written to the log. */
   logLevel: LogLevel;
 }
+
+/** The acknowledgement modes `ACK_MODE` accepts. */
+export const ACK_MODES = ["durable", "buffered"] as const;
+
+/** One of {@link ACK_MODES}. */
+export type AckMode = typeof ACK_MODES[number];
 
 /** The log levels `LOG_LEVEL` accepts. */
 export const LOG_LEVELS = [
@@ -82,6 +97,11 @@ const schema = z.object({
   WEBHOOK_TIMEOUT_MS: integer(100, 60_000, 5000),
   WEBHOOK_ATTEMPTS: integer(1, 10, 3),
   WEBHOOK_CONCURRENCY: integer(1, 1000, 32),
+  ACK_MODE: z.string().trim().toLowerCase().default("durable").pipe(
+    z.enum(ACK_MODES),
+  ),
+  BUFFER_MAX_IDS: integer(1, 10_000_000, 100_000),
+  BUFFER_FLUSH_MS: integer(0, 10_000, 20),
   LOG_LEVEL: z.string().trim().toLowerCase().default("info").pipe(
     z.enum(LOG_LEVELS),
   ),
@@ -120,6 +140,13 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(variable, `${issue?.message ?? "invalid"}${shown}`);
   }
   const s = result.data;
+  if (s.ACK_MODE === "buffered" && s.BUFFER_FLUSH_MS >= s.REPORT_GRACE_MS) {
+    // Buffered ids must be committed before their window is reported.
+    throw new ConfigError(
+      "BUFFER_FLUSH_MS",
+      `must be below REPORT_GRACE_MS (${s.REPORT_GRACE_MS}) with ACK_MODE=buffered (got "${s.BUFFER_FLUSH_MS}")`,
+    );
+  }
   const onDeploy = !!env.DENO_DEPLOYMENT_ID;
   return {
     host: s.HOST,
@@ -133,6 +160,9 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     webhookTimeoutMs: s.WEBHOOK_TIMEOUT_MS,
     webhookAttempts: s.WEBHOOK_ATTEMPTS,
     webhookConcurrency: s.WEBHOOK_CONCURRENCY,
+    ackMode: s.ACK_MODE,
+    bufferMaxIds: s.BUFFER_MAX_IDS,
+    bufferFlushMs: s.BUFFER_FLUSH_MS,
     logLevel: s.LOG_LEVEL,
   };
 }

@@ -18,6 +18,9 @@ const DEFAULTS: Config = {
   webhookTimeoutMs: 5000,
   webhookAttempts: 3,
   webhookConcurrency: 32,
+  ackMode: "durable",
+  bufferMaxIds: 100_000,
+  bufferFlushMs: 20,
   logLevel: "info",
 };
 
@@ -64,6 +67,10 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     ["LOG_LEVEL", "error", { logLevel: "error" }],
     ["LOG_LEVEL", "fatal", { logLevel: "fatal" }],
     ["LOG_LEVEL", " DEBUG ", { logLevel: "debug" }],
+    ["ACK_MODE", "buffered", { ackMode: "buffered" }],
+    ["ACK_MODE", "Durable", { ackMode: "durable" }],
+    ["BUFFER_MAX_IDS", "1", { bufferMaxIds: 1 }],
+    ["BUFFER_FLUSH_MS", "0", { bufferFlushMs: 0 }],
   ];
   for (const [variable, value, changed] of cases) {
     await t.step(`${variable}=${JSON.stringify(value)}`, () => {
@@ -88,6 +95,9 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
         WEBHOOK_TIMEOUT_MS: "300",
         WEBHOOK_ATTEMPTS: "2",
         WEBHOOK_CONCURRENCY: "8",
+        ACK_MODE: "buffered",
+        BUFFER_MAX_IDS: "10",
+        BUFFER_FLUSH_MS: "5",
         LOG_LEVEL: "error",
       }),
       {
@@ -102,6 +112,9 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
         webhookTimeoutMs: 300,
         webhookAttempts: 2,
         webhookConcurrency: 8,
+        ackMode: "buffered",
+        bufferMaxIds: 10,
+        bufferFlushMs: 5,
         logLevel: "error",
       },
     );
@@ -123,6 +136,9 @@ Deno.test("parseConfig() treats empty and undefined values as unset", async (t) 
         WEBHOOK_TIMEOUT_MS: "",
         WEBHOOK_ATTEMPTS: "",
         WEBHOOK_CONCURRENCY: "",
+        ACK_MODE: "",
+        BUFFER_MAX_IDS: "",
+        BUFFER_FLUSH_MS: "",
         LOG_LEVEL: "",
       }),
       DEFAULTS,
@@ -177,6 +193,9 @@ Deno.test("parseConfig() leaves kvPath undefined on Deno Deploy", async (t) => {
 
 Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) => {
   const cases: [string, string][] = [
+    ["ACK_MODE", "sometimes"],
+    ["BUFFER_MAX_IDS", "0"],
+    ["BUFFER_FLUSH_MS", "-1"],
     ["PORT", "abc"],
     ["PORT", "70000"],
     ["PORT", "65536"],
@@ -243,4 +262,24 @@ Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) 
       { name: "ConfigError", variable: "COUNTER_SHARDS" },
     );
   });
+});
+
+Deno.test("parseConfig() wants buffered ids committed before their window is reported", () => {
+  assert.throws(
+    () =>
+      parseConfig({
+        ACK_MODE: "buffered",
+        BUFFER_FLUSH_MS: "500",
+        REPORT_GRACE_MS: "500",
+      }),
+    (error) =>
+      error instanceof ConfigError && error.variable === "BUFFER_FLUSH_MS" &&
+      /REPORT_GRACE_MS/.test(error.message),
+  );
+  // In durable mode the buffer settings are unused.
+  assert.equal(
+    parseConfig({ BUFFER_FLUSH_MS: "500", REPORT_GRACE_MS: "500" })
+      .bufferFlushMs,
+    500,
+  );
 });

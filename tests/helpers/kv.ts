@@ -53,3 +53,47 @@ export function failingCommits(
     },
   });
 }
+
+/** A KV whose commits are counted and can be held back. */
+export interface GatedKv {
+  kv: Deno.Kv;
+  /** Atomic commits started so far. */
+  commits: number;
+  /** Makes commits wait until the returned function is called. */
+  hold(): () => void;
+}
+
+/**
+ * Wraps a real KV to count its atomic commits and to hold them back on
+ * demand, as a slow database would. Everything goes to the real database.
+ */
+export function gatedCommits(kv: Deno.Kv): GatedKv {
+  let gate: Promise<void> = Promise.resolve();
+  const gated: GatedKv = {
+    commits: 0,
+    hold() {
+      let release!: () => void;
+      gate = new Promise((resolve) => release = resolve);
+      return release;
+    },
+    kv: new Proxy(kv, {
+      get(target, property) {
+        if (property === "atomic") {
+          return () => {
+            const op = target.atomic();
+            const commit = op.commit.bind(op);
+            op.commit = async () => {
+              gated.commits++;
+              await gate;
+              return commit();
+            };
+            return op;
+          };
+        }
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }),
+  };
+  return gated;
+}

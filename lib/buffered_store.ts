@@ -1,0 +1,147 @@
+/**
+ * Buffered acknowledgements (`ACK_MODE=buffered`): a {@link Store} wrapper
+ * whose `recordId` answers as soon as the id is queued for commit, instead of
+ * after the commit. A crash loses the ids acknowledged but not yet committed:
+ * at most `maxPending` of them. A clean shutdown commits them all.
+ *
+ * It falls back to waiting for commits, so callers see store failures as
+ * they happen, when `maxPending` ids are already waiting (backpressure, so
+ * memory stays bounded) and after a commit failed, until one succeeds again.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import type { Store } from "./store.ts";
+
+/** Options of {@link createBufferedStore}. */
+export interface BufferedStoreOptions {
+  /** Where ids lost after their acknowledgement are logged. */
+  logger: Logger;
+  /**
+   * The most ids acknowledged and not yet committed; past it, `recordId`
+   * waits for the commit. Default: 100 000.
+   */
+  maxPending?: number;
+  /** How often lost ids are summed up in the log, in ms. Default: 1000. */
+  lossReportMs?: number;
+}
+
+const ACCEPTED = Promise.resolve(true);
+
+/**
+ * Wraps `store` so that ids are acknowledged before they are committed.
+ * `recordId` resolves `true` at once for an id it buffered: accepted, not yet
+ * known to be new.
+ *
+ * @example
+ * ```ts
+ * const store = createBufferedStore(createKvStore(kv, options), {
+ *   logger: getLogger(["verve", "store"]),
+ * });
+ * ```
+ */
+export function createBufferedStore(
+  store: Store,
+  options: BufferedStoreOptions,
+): Store {
+  return new BufferedStore(store, options);
+}
+
+class BufferedStore implements Store {
+  readonly #store: Store;
+  readonly #logger: Logger;
+  readonly #maxPending: number;
+  readonly #lossReportMs: number;
+  #pending = 0;
+  #failing = false;
+  #lost = 0;
+  #lastLoss = "";
+  #lossTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(store: Store, options: BufferedStoreOptions) {
+    this.#store = store;
+    this.#logger = options.logger;
+    this.#maxPending = options.maxPending ?? 100_000;
+    this.#lossReportMs = options.lossReportMs ?? 1000;
+    if (!Number.isInteger(this.#maxPending) || this.#maxPending < 1) {
+      throw new RangeError(
+        `Cannot create buffered store: maxPending must be a whole number of at least 1, got ${this.#maxPending}`,
+      );
+    }
+  }
+
+  recordId(minute: number, id: string): Promise<boolean> {
+    if (this.#failing || this.#pending >= this.#maxPending) {
+      return this.#store.recordId(minute, id).then((recorded) => {
+        this.#failing = false;
+        return recorded;
+      });
+    }
+    this.#pending++;
+    this.#store.recordId(minute, id).then(
+      () => {
+        this.#pending--;
+        this.#failing = false;
+      },
+      (error: Error) => {
+        this.#pending--;
+        this.#failing = true;
+        this.#lose(error);
+      },
+    );
+    return ACCEPTED;
+  }
+
+  /** Counts an acknowledged id that was not committed; logs them in sums. */
+  #lose(error: Error): void {
+    this.#lost++;
+    this.#lastLoss = error.message;
+    this.#lossTimer ??= setTimeout(
+      () => this.#reportLosses(),
+      this.#lossReportMs,
+    );
+  }
+
+  #reportLosses(): void {
+    clearTimeout(this.#lossTimer);
+    this.#lossTimer = undefined;
+    if (this.#lost === 0) return;
+    this.#logger.error(
+      "Lost {lost} acknowledged ids that could not be committed: {error}",
+      { lost: this.#lost, error: this.#lastLoss },
+    );
+    this.#lost = 0;
+  }
+
+  recordUrl(minute: number, url: string) {
+    return this.#store.recordUrl(minute, url);
+  }
+
+  countIds(minute: number) {
+    return this.#store.countIds(minute);
+  }
+
+  listUrls(minute: number) {
+    return this.#store.listUrls(minute);
+  }
+
+  claimReport(minute: number, owner: string, now: number, leaseMs: number) {
+    return this.#store.claimReport(minute, owner, now, leaseMs);
+  }
+
+  completeReport(minute: number, owner: string, uniqueIds: number) {
+    return this.#store.completeReport(minute, owner, uniqueIds);
+  }
+
+  unreportedWindows() {
+    return this.#store.unreportedWindows();
+  }
+
+  /** Commits every buffered id (the wrapped store drains its queue), then closes. */
+  async close(): Promise<void> {
+    await this.#store.close();
+    // Let the settle callbacks of the last commits run before summing up.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    this.#reportLosses();
+  }
+}

@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import { createBufferedStore } from "../lib/buffered_store.ts";
+import { StoreUnavailableError } from "../lib/store.ts";
+import { createKvStore } from "../lib/store_kv.ts";
+import { failingCommits, gatedCommits, tempKvPath } from "./helpers/kv.ts";
+import { captureLogs } from "./helpers/logs.ts";
+
+const M0 = Date.UTC(2026, 0, 1, 12, 0);
+const RETENTION = 3_600_000;
+
+/** Resolves whether `promise` settled within a few event-loop turns. */
+async function settlesSoon(promise: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  promise.then(() => settled = true, () => settled = true);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  return settled;
+}
+
+Deno.test("buffered recordId() answers before the commit, and the commit follows", async () => {
+  await using logs = await captureLogs();
+  const gated = gatedCommits(await Deno.openKv(":memory:"));
+  const store = createBufferedStore(
+    createKvStore(gated.kv, { retentionMs: RETENTION }),
+    { logger: logs.logger("store") },
+  );
+  const release = gated.hold();
+  const answers = ["1", "2", "2", "3"].map((id) => store.recordId(M0, id));
+  for (const answer of answers) assert.equal(await answer, true);
+  assert.equal(await store.countIds(M0), 0); // acknowledged, not committed
+  release();
+  await store.close(); // commits what is pending
+  assert.deepEqual(logs.of("store"), []);
+});
+
+Deno.test("buffered recordId() waits for its commit once maxPending ids are pending", async () => {
+  await using logs = await captureLogs();
+  const gated = gatedCommits(await Deno.openKv(":memory:"));
+  const store = createBufferedStore(
+    createKvStore(gated.kv, { retentionMs: RETENTION }),
+    { logger: logs.logger("store"), maxPending: 2 },
+  );
+  const release = gated.hold();
+  assert.equal(await store.recordId(M0, "1"), true);
+  assert.equal(await store.recordId(M0, "2"), true);
+  const third = store.recordId(M0, "3");
+  assert.equal(await settlesSoon(third), false);
+  release();
+  assert.equal(await third, true);
+  assert.equal(await store.countIds(M0), 3);
+  await store.close();
+});
+
+Deno.test("buffered recordId() logs lost ids, then answers failures until the store recovers", async () => {
+  await using logs = await captureLogs();
+  const failures = { count: 1000 };
+  const store = createBufferedStore(
+    createKvStore(failingCommits(await Deno.openKv(":memory:"), failures), {
+      retentionMs: RETENTION,
+      commitAttempts: 2,
+      retryBaseMs: 1,
+    }),
+    { logger: logs.logger("store"), lossReportMs: 10 },
+  );
+  assert.equal(await store.recordId(M0, "1"), true);
+  assert.equal(await store.recordId(M0, "2"), true);
+  while (logs.of("store").length === 0) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  // The buffered commit failed: the next caller sees the failure.
+  await assert.rejects(store.recordId(M0, "3"), StoreUnavailableError);
+  const lost = logs.of("store");
+  assert.equal(lost.length, 1);
+  assert.equal(lost[0]!.level, "error");
+  assert.equal(lost[0]!.properties.lost, 2);
+
+  failures.count = 0;
+  assert.equal(await store.recordId(M0, "4"), true); // durable, succeeded
+  assert.equal(await store.recordId(M0, "5"), true); // buffered again
+  await store.close();
+});
+
+Deno.test("buffered close() commits every acknowledged id", async () => {
+  await using logs = await captureLogs();
+  await using file = await tempKvPath();
+  const store = createBufferedStore(
+    createKvStore(await Deno.openKv(file.path), {
+      retentionMs: RETENTION,
+      lingerMs: 50,
+    }),
+    { logger: logs.logger("store") },
+  );
+  for (let i = 0; i < 2000; i++) {
+    assert.equal(await store.recordId(M0, String(i % 1500)), true);
+  }
+  await store.close();
+  const reopened = createKvStore(await Deno.openKv(file.path), {
+    retentionMs: RETENTION,
+  });
+  assert.equal(await reopened.countIds(M0), 1500);
+  await reopened.close();
+});
