@@ -20,8 +20,8 @@ const SCRIPT = `${ROOT}bench/ids.lua`;
 interface Workload {
   name: string;
   description: string;
-  /** Arguments of `bench/ids.lua`: mode, url percent, delay ms, limit. */
-  script: [mode: string, urlPercent: number, delayMs: number, limit: number];
+  /** Arguments of `bench/ids.lua`: mode, url percent, rate, limit. */
+  script: [mode: string, urlPercent: number, rate: number, limit: number];
   connections: number;
   /** Extra settings of the service. */
   env?: Record<string, string>;
@@ -84,17 +84,27 @@ const WORKLOADS: Workload[] = [
   },
   {
     name: "d",
-    description: "paced ~10K req/s, every id new",
-    // 100 connections, each sending a request every 10 ms after its answer.
-    script: ["new", 0, 10, 0],
-    connections: 100,
+    description: "fixed 10K req/s, every id new",
+    // Requests leave on a fixed schedule; 200 connections leave room for
+    // slow answers without lowering the rate.
+    script: ["new", 0, 10_000, 0],
+    connections: 200,
+    baseline: false,
+  },
+  {
+    name: "d-buffered",
+    description: "fixed 10K req/s, every id new, ACK_MODE=buffered",
+    script: ["new", 0, 10_000, 0],
+    connections: 200,
+    env: { ACK_MODE: "buffered" },
     baseline: false,
   },
   {
     name: "e",
-    description: "3M new ids, as fast as they go",
+    description: "3M new ids in one run, ACK_MODE=buffered",
     script: ["new", 0, 0, 3_000_000],
     connections: 64,
+    env: { ACK_MODE: "buffered" },
     durationS: 300,
     baseline: false,
   },

@@ -1,14 +1,28 @@
 -- wrk script for the accept endpoint.
 --
--- Arguments (after `--`): mode, url_percent, delay_ms, limit
+-- Arguments (after `--`): mode, url_percent, rate, limit
 --   mode         "repeat": ids cycle through 1000 values; "new": random
 --                63-bit ids, a new one per request
 --   url_percent  share of requests that carry a `url` (0-100)
---   delay_ms     pause of each connection between requests, for a paced load
+--   rate         requests per second on a fixed schedule, whatever the
+--                answers take (needs enough connections); 0: as fast as the
+--                connections go
 --   limit        stop after this many responses (0: run for the duration)
 -- At the end it prints one JSON line with the figures the bench reads.
 
-local mode, url_every, delay_ms, limit = "new", 0, 0, 0
+local ffi = require("ffi")
+ffi.cdef [[
+  typedef struct { long tv_sec; long tv_nsec; } verve_timespec;
+  int clock_gettime(int clock, verve_timespec *now);
+]]
+local timespec = ffi.new("verve_timespec")
+
+local function now_ms()
+  ffi.C.clock_gettime(1, timespec) -- CLOCK_MONOTONIC
+  return tonumber(timespec.tv_sec) * 1000 + tonumber(timespec.tv_nsec) / 1e6
+end
+
+local mode, url_every, limit = "new", 0, 0
 local counter, responses = 0, 0
 
 local function seed()
@@ -20,11 +34,21 @@ function init(args)
   mode = args[1] or "new"
   local url_percent = tonumber(args[2] or "0")
   if url_percent > 0 then url_every = math.floor(100 / url_percent) end
-  delay_ms = tonumber(args[3] or "0")
+  local rate = tonumber(args[3] or "0")
   limit = tonumber(args[4] or "0")
   seed()
-  if delay_ms > 0 then
-    delay = function() return delay_ms end
+  if rate > 0 then
+    -- Each request takes the next slot of one schedule for the thread, so
+    -- slow answers do not lower the rate while connections are free.
+    local interval, next_slot = 1000 / rate, nil
+    delay = function()
+      local now = now_ms()
+      next_slot = next_slot or now
+      local wait = next_slot - now
+      next_slot = next_slot + interval
+      if wait < 0 then return 0 end
+      return wait
+    end
   end
   if limit > 0 then
     response = function()

@@ -105,6 +105,12 @@ interface Entry {
 const RESOLVED_REPEAT = Promise.resolve(false);
 
 /**
+ * The value of an id key. Only its presence matters; bytes are stored as
+ * they are, without the structured-clone serializer a number goes through.
+ */
+const SEEN = new Uint8Array(0);
+
+/**
  * Creates a {@link Store} on a Deno KV database. The store owns `kv` and
  * closes it in `close()`.
  *
@@ -262,7 +268,7 @@ class KvStore implements Store {
         for (const entry of batch) {
           const key = idKey(minute, entry.id);
           op.check({ key, versionstamp: null });
-          op.set(key, 1, { expireIn: this.#retentionMs });
+          op.set(key, SEEN, { expireIn: this.#retentionMs });
         }
         this.#nextShard = (this.#nextShard + 1) % this.#shards;
         return op.sum(

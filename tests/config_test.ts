@@ -19,7 +19,7 @@ const DEFAULTS: Config = {
   webhookAttempts: 3,
   webhookConcurrency: 32,
   ackMode: "durable",
-  bufferMaxIds: 100_000,
+  bufferMaxIds: 10_000,
   bufferFlushMs: 20,
   logLevel: "info",
 };
