@@ -7,7 +7,11 @@
  * @module
  */
 
-/** Remembers committed ids of the two most recent windows, up to a limit. */
+/**
+ * Remembers committed ids of the two most recent windows, up to `limit` ids
+ * in all. When full, the newest window takes the room of the older one, so
+ * the current window is never starved by the last.
+ */
 export class SeenIds {
   #windows = new Map<number, Set<string>>();
   #size = 0;
@@ -55,8 +59,24 @@ export class SeenIds {
       ids = new Set();
       this.#windows.set(minute, ids);
     }
-    if (this.#size >= this.#limit || ids.has(id)) return;
+    if (ids.has(id)) return;
+    if (this.#size >= this.#limit) {
+      // The window being filled is the one asked about; when it is the
+      // newest, the older one makes way for it.
+      if (ids.size === this.#size || !this.#isNewest(minute)) return;
+      for (const [m, set] of this.#windows) {
+        if (m !== minute) {
+          this.#size -= set.size;
+          this.#windows.delete(m);
+        }
+      }
+    }
     ids.add(id);
     this.#size++;
+  }
+
+  #isNewest(minute: number): boolean {
+    for (const m of this.#windows.keys()) if (m > minute) return false;
+    return true;
   }
 }
