@@ -5,7 +5,12 @@ import {
   type KvStoreOptions,
 } from "../lib/store_kv.ts";
 import { StoreUnavailableError, WindowClosedError } from "../lib/store.ts";
-import { failingCommits, gatedCommits, tempKvPath } from "./helpers/kv.ts";
+import {
+  everyNthCommitFails,
+  failingCommits,
+  gatedCommits,
+  tempKvPath,
+} from "./helpers/kv.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const NEXT = MINUTE + 60_000;
@@ -336,4 +341,71 @@ Deno.test("close() commits lingering ids at once", async () => {
   await store.close();
   assert.equal(await answer, true);
   assert.equal(gated.commits, 1);
+});
+
+Deno.test("recordId() stays exact under duplicates, two stores, a window boundary and failing commits", async () => {
+  await using file = await tempKvPath();
+  // Every third commit of each store throws once and is not retried, so some
+  // batches fail outright while others succeed around them.
+  const stores = await Promise.all([0, 1].map(async () => {
+    const flaky = everyNthCommitFails(await Deno.openKv(file.path), 3);
+    return createKvStore(flaky, {
+      ...OPTIONS,
+      batchSize: 7,
+      commitAttempts: 1,
+    });
+  }));
+  const calls: {
+    minute: number;
+    id: string;
+    outcome: Promise<PromiseSettledResult<boolean>>;
+  }[] = [];
+  let seed = 7;
+  const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
+  for (let round = 0; round < 5; round++) {
+    for (let i = 0; i < 300; i++) {
+      const minute = random() < 0.5 ? MINUTE : NEXT;
+      const id = String(Math.floor(random() * 200));
+      const store = stores[i % 2]!;
+      const outcome = store.recordId(minute, id).then(
+        (value) => ({ status: "fulfilled", value }) as const,
+        (reason) => ({ status: "rejected", reason }) as const,
+      );
+      calls.push({ minute, id, outcome });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  const settled = await Promise.all(calls.map((c) => c.outcome));
+
+  const kv = await Deno.openKv(file.path);
+  const failed = settled.filter((s) => s.status === "rejected");
+  assert.ok(failed.length > 0, "no commit failed: the test proves nothing");
+  for (const s of failed) {
+    assert.ok(
+      s.status === "rejected" && s.reason instanceof StoreUnavailableError,
+    );
+  }
+  for (const minute of [MINUTE, NEXT]) {
+    const winners = new Set<string>();
+    for (const [i, call] of calls.entries()) {
+      const result = settled[i]!;
+      if (call.minute !== minute || result.status !== "fulfilled") continue;
+      // No ok without a committed record.
+      const entry = await kv.get(["verve", "id", minute, call.id]);
+      assert.notEqual(entry.versionstamp, null, `id ${call.id} not stored`);
+      if (result.value) {
+        assert.ok(!winners.has(call.id), `id ${call.id} recorded twice`);
+        winners.add(call.id);
+      }
+    }
+    const stored = new Set<string>();
+    for await (const entry of kv.list({ prefix: ["verve", "id", minute] })) {
+      stored.add(String(entry.key[3]));
+    }
+    // Every stored id was recorded by exactly one call, and counted once.
+    assert.deepEqual([...winners].sort(), [...stored].sort());
+    assert.equal(await stores[0]!.countIds(minute), stored.size);
+  }
+  kv.close();
+  for (const store of stores) await store.close();
 });

@@ -97,3 +97,24 @@ export function gatedCommits(kv: Deno.Kv): GatedKv {
   };
   return gated;
 }
+
+/**
+ * Wraps a real KV so that every `n`th atomic commit throws, as an
+ * intermittently failing database would.
+ */
+export function everyNthCommitFails(kv: Deno.Kv, n: number): Deno.Kv {
+  let commits = 0;
+  const failures = { count: 0 };
+  const failing = failingCommits(kv, failures);
+  return new Proxy(failing, {
+    get(target, property) {
+      if (property === "atomic") {
+        return () => {
+          if (++commits % n === 0) failures.count = 1;
+          return target.atomic();
+        };
+      }
+      return Reflect.get(target, property, target);
+    },
+  });
+}
