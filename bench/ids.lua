@@ -1,13 +1,12 @@
 -- wrk script for the accept endpoint.
 --
--- Arguments (after `--`): mode, url_percent, rate, limit
+-- Arguments (after `--`): mode, url_percent, rate
 --   mode         "repeat": ids cycle through 1000 values; "new": random
 --                63-bit ids, a new one per request
 --   url_percent  share of requests that carry a `url` (0-100)
 --   rate         requests per second on a fixed schedule, whatever the
 --                answers take (needs enough connections); 0: as fast as the
 --                connections go
---   limit        stop after this many responses (0: run for the duration)
 -- At the end it prints one JSON line with the figures the bench reads.
 
 local ffi = require("ffi")
@@ -22,8 +21,8 @@ local function now_ms()
   return tonumber(timespec.tv_sec) * 1000 + tonumber(timespec.tv_nsec) / 1e6
 end
 
-local mode, url_every, limit = "new", 0, 0
-local counter, responses = 0, 0
+local mode, url_every = "new", 0
+local counter = 0
 
 local function seed()
   local address = tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0
@@ -35,7 +34,6 @@ function init(args)
   local url_percent = tonumber(args[2] or "0")
   if url_percent > 0 then url_every = math.floor(100 / url_percent) end
   local rate = tonumber(args[3] or "0")
-  limit = tonumber(args[4] or "0")
   seed()
   if rate > 0 then
     -- Each request takes the next slot of one schedule for the thread, so
@@ -48,12 +46,6 @@ function init(args)
       next_slot = next_slot + interval
       if wait < 0 then return 0 end
       return wait
-    end
-  end
-  if limit > 0 then
-    response = function()
-      responses = responses + 1
-      if responses >= limit then wrk.thread:stop() end
     end
   end
 end
