@@ -71,7 +71,7 @@ async function runStore(clients: number, buffered: boolean) {
   const store = buffered
     ? createBufferedStore(kvStore, {
       logger: getLogger(["bench"]),
-      maxPending: 10_000,
+      maxPending: 2000,
     })
     : kvStore;
   const minute = Date.now();

@@ -19,7 +19,7 @@ export interface BufferedStoreOptions {
   logger: Logger;
   /**
    * The most ids acknowledged and not yet committed; past it, `recordId`
-   * waits for the commit. Default: 10 000.
+   * waits for the commit. Default: 2000.
    */
   maxPending?: number;
   /** How often lost ids are summed up in the log, in ms. Default: 1000. */
@@ -61,7 +61,7 @@ class BufferedStore implements Store {
   constructor(store: Store, options: BufferedStoreOptions) {
     this.#store = store;
     this.#logger = options.logger;
-    this.#maxPending = options.maxPending ?? 10_000;
+    this.#maxPending = options.maxPending ?? 2000;
     this.#lossReportMs = options.lossReportMs ?? 1000;
     if (!Number.isInteger(this.#maxPending) || this.#maxPending < 1) {
       throw new RangeError(

@@ -100,7 +100,7 @@ const schema = z.object({
   ACK_MODE: z.string().trim().toLowerCase().default("durable").pipe(
     z.enum(ACK_MODES),
   ),
-  BUFFER_MAX_IDS: integer(1, 10_000_000, 10_000),
+  BUFFER_MAX_IDS: integer(1, 10_000_000, 2000),
   BUFFER_FLUSH_MS: integer(0, 10_000, 20),
   LOG_LEVEL: z.string().trim().toLowerCase().default("info").pipe(
     z.enum(LOG_LEVELS),

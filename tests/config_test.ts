@@ -19,7 +19,7 @@ const DEFAULTS: Config = {
   webhookAttempts: 3,
   webhookConcurrency: 32,
   ackMode: "durable",
-  bufferMaxIds: 10_000,
+  bufferMaxIds: 2000,
   bufferFlushMs: 20,
   logLevel: "info",
 };
