@@ -39,12 +39,12 @@ const kvStore = createKvStore(kv, {
   counterShards: config.counterShards,
   maxUrlsPerWindow: config.maxUrlsPerWindow,
   batchSize: batchSizeFor(config.kvPath),
-  lingerMs: buffered ? config.bufferFlushMs : 0,
 });
 const store = buffered
   ? createBufferedStore(kvStore, {
     logger: getLogger([LOG_CATEGORY, "store"]),
     maxPending: config.bufferMaxIds,
+    maxAgeMs: config.bufferFlushMs,
   })
   : kvStore;
 

@@ -64,10 +64,7 @@ for (
 /** The whole store: `clients` callers each awaiting `recordId` in a loop. */
 async function runStore(clients: number, buffered: boolean) {
   const kv = await Deno.openKv(`${dir}/store-${clients}-${buffered}.kv`);
-  const kvStore = createKvStore(kv, {
-    retentionMs: 3_600_000,
-    lingerMs: buffered ? 20 : 0,
-  });
+  const kvStore = createKvStore(kv, { retentionMs: 3_600_000 });
   const store = buffered
     ? createBufferedStore(kvStore, {
       logger: getLogger(["bench"]),

@@ -2,11 +2,13 @@
  * Buffered acknowledgements (`ACK_MODE=buffered`): a {@link Store} wrapper
  * whose `recordId` answers as soon as the id is queued for commit, instead of
  * after the commit. A crash loses the ids acknowledged but not yet committed:
- * at most `maxPending` of them. A clean shutdown commits them all.
+ * at most `maxPending` of them, acknowledged within the last `maxAgeMs`. A
+ * clean shutdown commits them all.
  *
- * It falls back to waiting for commits, so callers see store failures as
- * they happen, when `maxPending` ids are already waiting (backpressure, so
- * memory stays bounded) and after a commit failed, until one succeeds again.
+ * It falls back to waiting for commits (backpressure, so memory and the
+ * window of loss stay bounded) while `maxPending` ids are waiting, while the
+ * oldest of them has waited `maxAgeMs`, and after a commit failed, until one
+ * succeeds again, so callers see store failures as they happen.
  *
  * @module
  */
@@ -22,11 +24,25 @@ export interface BufferedStoreOptions {
    * waits for the commit. Default: 2000.
    */
   maxPending?: number;
+  /**
+   * How long an acknowledged id may wait for its commit, in ms; while the
+   * oldest one has waited longer, `recordId` waits for the commit. Default:
+   * 100.
+   */
+  maxAgeMs?: number;
+  /** The current time in ms, for `maxAgeMs`. Default: `performance.now`. */
+  clock?: () => number;
   /** How often lost ids are summed up in the log, in ms. Default: 1000. */
   lossReportMs?: number;
 }
 
 const ACCEPTED = Promise.resolve(true);
+
+/** One acknowledged id waiting for its commit. */
+interface Pending {
+  since: number;
+  done: boolean;
+}
 
 /**
  * Wraps `store` so that ids are acknowledged before they are committed.
@@ -51,8 +67,13 @@ class BufferedStore implements Store {
   readonly #store: Store;
   readonly #logger: Logger;
   readonly #maxPending: number;
+  readonly #maxAgeMs: number;
+  readonly #clock: () => number;
   readonly #lossReportMs: number;
-  #pending = 0;
+  /** Acknowledged ids in order of acknowledgement; settled ones leave the head. */
+  #pending: Pending[] = [];
+  #head = 0;
+  #count = 0;
   #failing = false;
   #lost = 0;
   #lastLoss = "";
@@ -62,34 +83,65 @@ class BufferedStore implements Store {
     this.#store = store;
     this.#logger = options.logger;
     this.#maxPending = options.maxPending ?? 2000;
+    this.#maxAgeMs = options.maxAgeMs ?? 100;
+    this.#clock = options.clock ?? (() => performance.now());
     this.#lossReportMs = options.lossReportMs ?? 1000;
     if (!Number.isInteger(this.#maxPending) || this.#maxPending < 1) {
       throw new RangeError(
         `Cannot create buffered store: maxPending must be a whole number of at least 1, got ${this.#maxPending}`,
       );
     }
+    if (!(this.#maxAgeMs > 0)) {
+      throw new RangeError(
+        `Cannot create buffered store: maxAgeMs must be above 0, got ${this.#maxAgeMs}`,
+      );
+    }
   }
 
   recordId(minute: number, id: string): Promise<boolean> {
-    if (this.#failing || this.#pending >= this.#maxPending) {
+    const now = this.#clock();
+    if (this.#failing || !this.#hasRoom(now)) {
       return this.#store.recordId(minute, id).then((recorded) => {
         this.#failing = false;
         return recorded;
       });
     }
-    this.#pending++;
+    const pending: Pending = { since: now, done: false };
+    this.#pending.push(pending);
+    this.#count++;
     this.#store.recordId(minute, id).then(
       () => {
-        this.#pending--;
+        this.#settle(pending);
         this.#failing = false;
       },
       (error: Error) => {
-        this.#pending--;
+        this.#settle(pending);
         this.#failing = true;
         this.#lose(error);
       },
     );
     return ACCEPTED;
+  }
+
+  /** Whether one more id may be acknowledged before its commit. */
+  #hasRoom(now: number): boolean {
+    if (this.#count >= this.#maxPending) return false;
+    const oldest = this.#pending[this.#head];
+    return oldest === undefined || now - oldest.since < this.#maxAgeMs;
+  }
+
+  #settle(pending: Pending): void {
+    pending.done = true;
+    this.#count--;
+    const list = this.#pending;
+    while (this.#head < list.length && list[this.#head]!.done) this.#head++;
+    if (this.#head === list.length) {
+      list.length = 0;
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > list.length) {
+      list.splice(0, this.#head);
+      this.#head = 0;
+    }
   }
 
   /** Counts an acknowledged id that was not committed; logs them in sums. */

@@ -41,7 +41,10 @@ export interface Config {
   ackMode: AckMode;
   /** `BUFFER_MAX_IDS`: ids acknowledged but not yet committed, at most. */
   bufferMaxIds: number;
-  /** `BUFFER_FLUSH_MS`: how long a buffered batch may wait to fill. */
+  /**
+   * `BUFFER_FLUSH_MS`: how long an acknowledged id may wait for its commit
+   * before new requests wait for theirs.
+   */
   bufferFlushMs: number;
   /** `LOG_LEVEL`: the lowest level written to the log. */
   logLevel: LogLevel;
@@ -101,7 +104,7 @@ const schema = z.object({
     z.enum(ACK_MODES),
   ),
   BUFFER_MAX_IDS: integer(1, 10_000_000, 2000),
-  BUFFER_FLUSH_MS: integer(0, 10_000, 20),
+  BUFFER_FLUSH_MS: integer(1, 10_000, 100),
   LOG_LEVEL: z.string().trim().toLowerCase().default("info").pipe(
     z.enum(LOG_LEVELS),
   ),

@@ -69,12 +69,6 @@ export interface KvStoreOptions {
   /** Batches committing at once. Default: 4. */
   maxInFlight?: number;
   /**
-   * How long a batch that is not full may wait for more ids before it
-   * commits, in ms. Default: 0 (commit as soon as nothing else commits).
-   * Fewer, larger commits under light load, for a little latency.
-   */
-  lingerMs?: number;
-  /**
    * Attempts per commit when KV throws (e.g. `database is locked` while
    * another process writes the same file). Default: 10.
    */
@@ -134,7 +128,6 @@ class KvStore implements Store {
   readonly #maxUrls: number;
   readonly #batchSize: number;
   readonly #maxInFlight: number;
-  readonly #lingerMs: number;
   readonly #commitAttempts: number;
   readonly #conflictRounds: number;
   readonly #retryBaseMs: number;
@@ -146,12 +139,8 @@ class KvStore implements Store {
   readonly #queues = new Map<number, Entry[]>();
   #queued = 0;
   #inFlight = 0;
-  /** When the oldest queued id arrived, for `lingerMs`. */
-  #queuedSince = 0;
-  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   #nextShard = 0;
   #drained: (() => void) | undefined;
-  #closing = false;
   readonly #knownUrls = new Map<number, Set<string>>();
 
   constructor(kv: Deno.Kv, options: KvStoreOptions) {
@@ -166,12 +155,6 @@ class KvStore implements Store {
       );
     }
     this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
-    this.#lingerMs = options.lingerMs ?? 0;
-    if (!(this.#lingerMs >= 0)) {
-      throw new RangeError(
-        `Cannot create KV store: lingerMs must be at least 0, got ${this.#lingerMs}`,
-      );
-    }
     this.#commitAttempts = positive(
       "commitAttempts",
       options.commitAttempts ?? 10,
@@ -211,7 +194,7 @@ class KvStore implements Store {
       this.#queues.set(entry.minute, queue);
     }
     queue.push(entry);
-    if (this.#queued++ === 0) this.#queuedSince = performance.now();
+    this.#queued++;
     this.#flush();
   }
 
@@ -225,14 +208,10 @@ class KvStore implements Store {
   #flush(): void {
     while (this.#inFlight < this.#maxInFlight && this.#queued > 0) {
       const [minute, queue] = this.#queues.entries().next().value!;
-      if (queue.length < this.#batchSize) {
-        if (this.#inFlight > 0) break;
-        if (this.#lingering()) break;
-      }
+      if (this.#inFlight > 0 && queue.length < this.#batchSize) break;
       const batch = queue.splice(0, this.#batchSize);
       if (queue.length === 0) this.#queues.delete(minute);
       this.#queued -= batch.length;
-      this.#queuedSince = performance.now();
       this.#inFlight++;
       this.#commitBatch(minute, batch).finally(() => {
         this.#inFlight--;
@@ -240,21 +219,6 @@ class KvStore implements Store {
         if (this.#inFlight === 0 && this.#queued === 0) this.#drained?.();
       });
     }
-  }
-
-  /**
-   * True while a partial batch should wait for more ids; arms a timer that
-   * flushes once the oldest queued id has waited `lingerMs`.
-   */
-  #lingering(): boolean {
-    if (this.#lingerMs === 0 || this.#closing) return false;
-    const wait = this.#queuedSince + this.#lingerMs - performance.now();
-    if (wait <= 0) return false;
-    this.#lingerTimer ??= setTimeout(() => {
-      this.#lingerTimer = undefined;
-      this.#flush();
-    }, wait);
-    return true;
   }
 
   async #commitBatch(minute: number, batch: Entry[]): Promise<void> {
@@ -520,9 +484,6 @@ class KvStore implements Store {
   }
 
   async close(): Promise<void> {
-    this.#closing = true;
-    clearTimeout(this.#lingerTimer);
-    this.#flush();
     if (this.#inFlight > 0 || this.#queued > 0) {
       await new Promise<void>((resolve) => this.#drained = resolve);
     }

@@ -50,6 +50,29 @@ Deno.test("buffered recordId() waits for its commit once maxPending ids are pend
   await store.close();
 });
 
+Deno.test("buffered recordId() waits for its commit while the oldest pending id is older than maxAgeMs", async () => {
+  await using logs = await captureLogs();
+  const gated = gatedCommits(await Deno.openKv(":memory:"));
+  const clock = { now: 0 };
+  const store = createBufferedStore(
+    createKvStore(gated.kv, { retentionMs: RETENTION }),
+    { logger: logs.logger("store"), maxAgeMs: 100, clock: () => clock.now },
+  );
+  const release = gated.hold();
+  assert.equal(await store.recordId(M0, "1"), true);
+  clock.now = 99;
+  assert.equal(await store.recordId(M0, "2"), true);
+  clock.now = 100; // "1" has waited 100 ms
+  const third = store.recordId(M0, "3");
+  assert.equal(await settlesSoon(third), false);
+  release();
+  assert.equal(await third, true);
+  // Everything committed: acknowledging at once again.
+  clock.now = 1000;
+  assert.equal(await settlesSoon(store.recordId(M0, "4")), true);
+  await store.close();
+});
+
 Deno.test("buffered recordId() logs lost ids, then answers failures until the store recovers", async () => {
   await using logs = await captureLogs();
   const failures = { count: 1000 };
@@ -83,10 +106,7 @@ Deno.test("buffered close() commits every acknowledged id", async () => {
   await using logs = await captureLogs();
   await using file = await tempKvPath();
   const store = createBufferedStore(
-    createKvStore(await Deno.openKv(file.path), {
-      retentionMs: RETENTION,
-      lingerMs: 50,
-    }),
+    createKvStore(await Deno.openKv(file.path), { retentionMs: RETENTION }),
     { logger: logs.logger("store") },
   );
   for (let i = 0; i < 2000; i++) {

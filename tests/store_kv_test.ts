@@ -8,7 +8,6 @@ import { StoreUnavailableError, WindowClosedError } from "../lib/store.ts";
 import {
   everyNthCommitFails,
   failingCommits,
-  gatedCommits,
   tempKvPath,
 } from "./helpers/kv.ts";
 
@@ -299,48 +298,6 @@ Deno.test("batchSizeFor() fits a batch and the report check into the backend's l
   assert.equal(batchSizeFor("https://kv.example.com/connect"), 9);
   assert.equal(batchSizeFor("HTTP://localhost:4512"), 9);
   assert.equal(batchSizeFor(undefined), 9);
-});
-
-Deno.test("recordId() with lingerMs gathers ids arriving apart into one commit", async (t) => {
-  for (const lingerMs of [0, 1000]) {
-    await t.step(`lingerMs ${lingerMs}`, async () => {
-      const gated = gatedCommits(await Deno.openKv(":memory:"));
-      const store = createKvStore(gated.kv, {
-        retentionMs: 3_600_000,
-        lingerMs,
-      });
-      const answers: Promise<boolean>[] = [];
-      for (let i = 0; i < 5; i++) {
-        answers.push(store.recordId(MINUTE, String(i)));
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      assert.deepEqual(await Promise.all(answers), [
-        true,
-        true,
-        true,
-        true,
-        true,
-      ]);
-      // Without lingering the first id commits alone; with it, all wait for
-      // one commit.
-      if (lingerMs === 0) assert.ok(gated.commits > 1, `${gated.commits}`);
-      else assert.equal(gated.commits, 1);
-      assert.equal(await store.countIds(MINUTE), 5);
-      await store.close();
-    });
-  }
-});
-
-Deno.test("close() commits lingering ids at once", async () => {
-  const gated = gatedCommits(await Deno.openKv(":memory:"));
-  const store = createKvStore(gated.kv, {
-    retentionMs: 3_600_000,
-    lingerMs: 60_000,
-  });
-  const answer = store.recordId(MINUTE, "1");
-  await store.close();
-  assert.equal(await answer, true);
-  assert.equal(gated.commits, 1);
 });
 
 Deno.test("recordId() stays exact under duplicates, two stores, a window boundary and failing commits", async () => {
