@@ -71,6 +71,7 @@ const server = Deno.serve(
   {
     hostname: config.host,
     port: config.port,
+    reusePort: config.reusePort,
     signal: shutdown.signal,
     onListen({ hostname, port }) {
       logger.info("Listening on http://{hostname}:{port}/", {

@@ -13,6 +13,11 @@ export interface Config {
   /** `PORT`: the TCP port to listen on; `0` picks a free one. */
   port: number;
   /**
+   * `REUSE_PORT`: lets several processes listen on the same port (Linux
+   * `SO_REUSEPORT`); the kernel spreads connections across them.
+   */
+  reusePort: boolean;
+  /**
    * `KV_PATH`: the Deno KV database: a file path, `:memory:`, or an
    * `https://` KV Connect URL. Undefined means Deno's default database (the
    * managed KV on Deno Deploy).
@@ -91,6 +96,9 @@ function integer(min: number, max: number, fallback: number) {
 const schema = z.object({
   HOST: z.string().trim().min(1).default("0.0.0.0"),
   PORT: integer(0, 65_535, 8000),
+  REUSE_PORT: z.string().trim().toLowerCase().default("false").pipe(
+    z.enum(["true", "false", "1", "0"], "must be true or false"),
+  ).transform((v) => v === "true" || v === "1"),
   KV_PATH: z.string().trim().min(1).optional(),
   WINDOW_MS: integer(100, 3_600_000, 60_000),
   COUNTER_SHARDS: integer(1, 256, 16),
@@ -154,6 +162,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   return {
     host: s.HOST,
     port: s.PORT,
+    reusePort: s.REUSE_PORT,
     kvPath: s.KV_PATH ?? (onDeploy ? undefined : DEFAULT_KV_PATH),
     windowMs: s.WINDOW_MS,
     counterShards: s.COUNTER_SHARDS,

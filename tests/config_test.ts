@@ -9,6 +9,7 @@ import {
 const DEFAULTS: Config = {
   host: "0.0.0.0",
   port: 8000,
+  reusePort: false,
   kvPath: "./data/verve.kv",
   windowMs: 60_000,
   counterShards: 16,
@@ -38,6 +39,9 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     ["PORT", "65535", { port: 65_535 }],
     ["PORT", " 9000 ", { port: 9000 }],
     ["PORT", "0080", { port: 80 }],
+    ["REUSE_PORT", "true", { reusePort: true }],
+    ["REUSE_PORT", "1", { reusePort: true }],
+    ["REUSE_PORT", "FALSE", { reusePort: false }],
     ["KV_PATH", ":memory:", { kvPath: ":memory:" }],
     ["KV_PATH", "/tmp/x.kv", { kvPath: "/tmp/x.kv" }],
     [
@@ -86,6 +90,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
       parseConfig({
         HOST: "::1",
         PORT: "1234",
+        REUSE_PORT: "1",
         KV_PATH: "./other.kv",
         WINDOW_MS: "500",
         COUNTER_SHARDS: "4",
@@ -103,6 +108,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
       {
         host: "::1",
         port: 1234,
+        reusePort: true,
         kvPath: "./other.kv",
         windowMs: 500,
         counterShards: 4,
@@ -127,6 +133,7 @@ Deno.test("parseConfig() treats empty and undefined values as unset", async (t) 
       parseConfig({
         HOST: "",
         PORT: "",
+        REUSE_PORT: "",
         KV_PATH: "",
         WINDOW_MS: "",
         COUNTER_SHARDS: "",
@@ -194,6 +201,7 @@ Deno.test("parseConfig() leaves kvPath undefined on Deno Deploy", async (t) => {
 Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) => {
   const cases: [string, string][] = [
     ["ACK_MODE", "sometimes"],
+    ["REUSE_PORT", "yes"],
     ["BUFFER_MAX_IDS", "0"],
     ["BUFFER_FLUSH_MS", "0"],
     ["PORT", "abc"],

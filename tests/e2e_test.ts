@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { formatMinute, windowStart } from "../lib/minute.ts";
 import { tempKvPath } from "./helpers/kv.ts";
+import { nextWindow, withinOneWindow } from "./helpers/windows.ts";
 import { startReceiver } from "./helpers/receiver.ts";
 import {
   type LogLine,
@@ -30,27 +31,6 @@ async function get(service: Service, query: string, method = "GET") {
     method,
   });
   return { status: response.status, body: await response.text() };
-}
-
-/** Sleeps until `offsetMs` after the start of the next window. */
-async function nextWindow(offsetMs: number): Promise<number> {
-  const now = Date.now();
-  const start = windowStart(now, WINDOW_MS) + WINDOW_MS;
-  await new Promise((resolve) => setTimeout(resolve, start + offsetMs - now));
-  return start;
-}
-
-/**
- * Runs `phase` inside one window, and again in the next window when it
- * happened to cross a boundary. Returns the window it ran in.
- */
-async function withinOneWindow(phase: () => Promise<void>): Promise<number> {
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const start = await nextWindow(50);
-    await phase();
-    if (windowStart(Date.now(), WINDOW_MS) === start) return start;
-  }
-  throw new Error("could not fit the requests into one window");
 }
 
 function reportOf(minute: number) {
@@ -84,7 +64,7 @@ Deno.test("the service counts unique ids per window and reports each window once
     ["", false],
   ];
   let answers: { status: number; body: string }[] = [];
-  const window = await withinOneWindow(async () => {
+  const window = await withinOneWindow(WINDOW_MS, async () => {
     answers = await Promise.all(expected.map(([q]) => get(service, q)));
   });
   expected.forEach(([query, valid], i) => {
@@ -150,7 +130,7 @@ Deno.test("a restarted service reports windows it missed, and none twice", async
   let window: number;
   {
     await using first = await startService(env);
-    window = await withinOneWindow(async () => {
+    window = await withinOneWindow(WINDOW_MS, async () => {
       for (const id of ["10", "11", "12", "10"]) {
         assert.equal((await get(first, `id=${id}`)).body, "ok");
       }
@@ -160,7 +140,7 @@ Deno.test("a restarted service reports windows it missed, and none twice", async
     assert.ok(!first.lines.some(reportOf(window)));
   }
   // Restarted after the window closed: the catch-up reports it.
-  await nextWindow(WINDOW_MS / 2);
+  await nextWindow(WINDOW_MS, WINDOW_MS / 2);
   await using second = await startService(env);
   const report = await second.waitForLog(reportOf(window));
   assert.equal(report.properties.unique_ids, 3);
@@ -188,7 +168,7 @@ Deno.test("in buffered mode ids acknowledged just before SIGTERM are all counted
   let window: number;
   {
     await using first = await startService(env);
-    window = await withinOneWindow(async () => {
+    window = await withinOneWindow(WINDOW_MS, async () => {
       // 20 connections at once; the signal follows the last answer at once.
       for (let i = 0; i < ids.length; i += 20) {
         const answers = await Promise.all(
