@@ -20,7 +20,7 @@ import {
   urlKey,
   urlPrefix,
 } from "./keys.ts";
-import { SeenIds } from "./seen_ids.ts";
+import { GroupCommit, type IdOutcome } from "./group_commit.ts";
 import {
   type ClaimOutcome,
   type Store,
@@ -84,20 +84,6 @@ export interface KvStoreOptions {
   retryBaseMs?: number;
 }
 
-interface Waiter {
-  resolve(recorded: boolean): void;
-  reject(error: Error): void;
-}
-
-interface Entry {
-  minute: number;
-  id: string;
-  waiters: Waiter[];
-  rounds: number;
-}
-
-const RESOLVED_REPEAT = Promise.resolve(false);
-
 /**
  * The value of an id key. Only its presence matters; bytes are stored as
  * they are, without the structured-clone serializer a number goes through.
@@ -126,21 +112,11 @@ class KvStore implements Store {
   readonly #retentionMs: number;
   readonly #shards: number;
   readonly #maxUrls: number;
-  readonly #batchSize: number;
-  readonly #maxInFlight: number;
   readonly #commitAttempts: number;
   readonly #conflictRounds: number;
   readonly #retryBaseMs: number;
-  readonly #seen: SeenIds;
-
-  /** Entries not yet settled, by window and id (queued or committing). */
-  readonly #entries = new Map<number, Map<string, Entry>>();
-  /** Entries waiting for a batch, by window, in arrival order. */
-  readonly #queues = new Map<number, Entry[]>();
-  #queued = 0;
-  #inFlight = 0;
+  readonly #ids: GroupCommit;
   #nextShard = 0;
-  #drained: (() => void) | undefined;
   readonly #knownUrls = new Map<number, Set<string>>();
 
   constructor(kv: Deno.Kv, options: KvStoreOptions) {
@@ -148,13 +124,12 @@ class KvStore implements Store {
     this.#retentionMs = positive("retentionMs", options.retentionMs);
     this.#shards = positive("counterShards", options.counterShards ?? 16);
     this.#maxUrls = options.maxUrlsPerWindow ?? 1000;
-    this.#batchSize = positive("batchSize", options.batchSize ?? 99);
-    if (this.#batchSize >= LOCAL_KV_MAX_CHECKS) {
+    const batchSize = positive("batchSize", options.batchSize ?? 99);
+    if (batchSize >= LOCAL_KV_MAX_CHECKS) {
       throw new RangeError(
-        `Cannot create KV store: batchSize must be below ${LOCAL_KV_MAX_CHECKS}, got ${this.#batchSize}`,
+        `Cannot create KV store: batchSize must be below ${LOCAL_KV_MAX_CHECKS}, got ${batchSize}`,
       );
     }
-    this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
     this.#commitAttempts = positive(
       "commitAttempts",
       options.commitAttempts ?? 10,
@@ -164,152 +139,55 @@ class KvStore implements Store {
       options.conflictRounds ?? 8,
     );
     this.#retryBaseMs = options.retryBaseMs ?? 5;
-    this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
     this.#nextShard = Math.floor(Math.random() * this.#shards);
+    this.#ids = new GroupCommit({
+      commit: (minute, ids) => this.#commitIds(minute, ids),
+      batchSize,
+      maxInFlight: options.maxInFlight ?? 4,
+      maxRounds: this.#conflictRounds,
+      seenIdsLimit: options.seenIdsLimit ?? 100_000,
+    });
   }
 
   recordId(minute: number, id: string): Promise<boolean> {
-    if (this.#seen.has(minute, id)) return RESOLVED_REPEAT;
-    let byId = this.#entries.get(minute);
-    if (byId === undefined) {
-      byId = new Map();
-      this.#entries.set(minute, byId);
-    }
-    let entry = byId.get(id);
-    if (entry === undefined) {
-      entry = { minute, id, waiters: [], rounds: 0 };
-      byId.set(id, entry);
-      this.#enqueue(entry);
-    }
-    const waiters = entry.waiters;
-    return new Promise((resolve, reject) => {
-      waiters.push({ resolve, reject });
-    });
-  }
-
-  #enqueue(entry: Entry): void {
-    let queue = this.#queues.get(entry.minute);
-    if (queue === undefined) {
-      queue = [];
-      this.#queues.set(entry.minute, queue);
-    }
-    queue.push(entry);
-    this.#queued++;
-    this.#flush();
+    return this.#ids.record(minute, id);
   }
 
   /**
-   * Starts batches while there are queued ids and free commit slots. A batch
-   * that is not full starts only when nothing is committing: ids arriving
-   * meanwhile gather into the next batch, so commits grow with the load
-   * instead of multiplying (each commit costs a transaction and a write to
-   * the database's log, whatever its size). Full batches may run alongside.
+   * Commits a batch in one atomic operation: the window's report key must
+   * be absent, each id key absent, then set, and one counter shard grows by
+   * the batch size. When a check fails, reads which ids exist: those are
+   * known, the others retried (or refused once the window is reported).
    */
-  #flush(): void {
-    while (this.#inFlight < this.#maxInFlight && this.#queued > 0) {
-      const [minute, queue] = this.#queues.entries().next().value!;
-      if (this.#inFlight > 0 && queue.length < this.#batchSize) break;
-      const batch = queue.splice(0, this.#batchSize);
-      if (queue.length === 0) this.#queues.delete(minute);
-      this.#queued -= batch.length;
-      this.#inFlight++;
-      this.#commitBatch(minute, batch).finally(() => {
-        this.#inFlight--;
-        this.#flush();
-        if (this.#inFlight === 0 && this.#queued === 0) this.#drained?.();
+  async #commitIds(minute: number, ids: string[]): Promise<IdOutcome[]> {
+    const result = await this.#commit(() => {
+      const op = this.#kv.atomic().check({
+        key: reportKey(minute),
+        versionstamp: null,
       });
-    }
-  }
-
-  async #commitBatch(minute: number, batch: Entry[]): Promise<void> {
-    let result: Deno.KvCommitResult | Deno.KvCommitError;
-    try {
-      result = await this.#commit(() => {
-        const op = this.#kv.atomic().check({
-          key: reportKey(minute),
-          versionstamp: null,
-        });
-        for (const entry of batch) {
-          const key = idKey(minute, entry.id);
-          op.check({ key, versionstamp: null });
-          op.set(key, SEEN, { expireIn: this.#retentionMs });
-        }
-        this.#nextShard = (this.#nextShard + 1) % this.#shards;
-        return op.sum(
-          counterKey(minute, this.#nextShard),
-          BigInt(batch.length),
-        );
-      });
-    } catch (error) {
-      this.#failAll(batch, error as Error);
-      return;
-    }
-    if (result.ok) {
-      for (const entry of batch) this.#settle(entry, true);
-      return;
-    }
-    await this.#resolveConflicts(minute, batch);
-  }
-
-  /** After failed checks: settle the ids that exist, retry the others. */
-  async #resolveConflicts(minute: number, batch: Entry[]): Promise<void> {
-    let exists: boolean[];
-    let reported: boolean;
-    try {
-      const reads = await this.#withRetries(() =>
-        Promise.all([
-          this.#kv.get(reportKey(minute)),
-          ...batch.map((entry) => this.#kv.get(idKey(minute, entry.id))),
-        ])
-      );
-      reported = reads[0]!.versionstamp !== null;
-      exists = reads.slice(1).map((read) => read.versionstamp !== null);
-    } catch (error) {
-      this.#failAll(batch, error as Error);
-      return;
-    }
-    batch.forEach((entry, i) => {
-      if (exists[i]) {
-        this.#settle(entry, false);
-      } else if (reported) {
-        this.#reject(entry, new WindowClosedError(minute));
-      } else if (++entry.rounds >= this.#conflictRounds) {
-        this.#reject(
-          entry,
-          new StoreUnavailableError(
-            `Cannot record id ${entry.id}: too many conflicting commits`,
-          ),
-        );
-      } else {
-        this.#enqueue(entry);
+      for (const id of ids) {
+        const key = idKey(minute, id);
+        op.check({ key, versionstamp: null });
+        op.set(key, SEEN, { expireIn: this.#retentionMs });
       }
+      this.#nextShard = (this.#nextShard + 1) % this.#shards;
+      return op.sum(counterKey(minute, this.#nextShard), BigInt(ids.length));
     });
-  }
-
-  #failAll(batch: Entry[], error: Error): void {
-    const failure = new StoreUnavailableError(
-      `Cannot record ids: ${error.message}`,
-      { cause: error },
+    if (result.ok) return ids.map(() => "recorded");
+    const reads = await this.#withRetries(() =>
+      Promise.all([
+        this.#kv.get(reportKey(minute)),
+        ...ids.map((id) => this.#kv.get(idKey(minute, id))),
+      ])
     );
-    for (const entry of batch) this.#reject(entry, failure);
-  }
-
-  #settle(entry: Entry, recorded: boolean): void {
-    this.#forget(entry);
-    this.#seen.add(entry.minute, entry.id);
-    // Only the first request for an id recorded it; the rest are repeats.
-    entry.waiters.forEach((waiter, i) => waiter.resolve(recorded && i === 0));
-  }
-
-  #reject(entry: Entry, error: Error): void {
-    this.#forget(entry);
-    for (const waiter of entry.waiters) waiter.reject(error);
-  }
-
-  #forget(entry: Entry): void {
-    const byId = this.#entries.get(entry.minute);
-    byId?.delete(entry.id);
-    if (byId?.size === 0) this.#entries.delete(entry.minute);
+    const reported = reads[0]!.versionstamp !== null;
+    return reads.slice(1).map((read) =>
+      read.versionstamp !== null
+        ? "known"
+        : reported
+        ? new WindowClosedError(minute)
+        : "retry"
+    );
   }
 
   /** Commits the operation `build` makes, retrying when KV throws. */
@@ -484,9 +362,7 @@ class KvStore implements Store {
   }
 
   async close(): Promise<void> {
-    if (this.#inFlight > 0 || this.#queued > 0) {
-      await new Promise<void>((resolve) => this.#drained = resolve);
-    }
+    await this.#ids.drain();
     this.#kv.close();
   }
 }

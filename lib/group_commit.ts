@@ -1,0 +1,214 @@
+/**
+ * Group commit for recording ids, shared by the store backends: requests
+ * queue per window and are committed in batches by a backend function, with
+ * concurrent requests for one id collapsed into one entry and ids already
+ * committed answered from the local first-seen filter.
+ *
+ * @module
+ */
+import { SeenIds } from "./seen_ids.ts";
+import { StoreUnavailableError } from "./store.ts";
+
+/**
+ * What a backend made of one id of a batch: newly `recorded`, already
+ * `known`, to `retry` in a later batch (its commit lost a race), or an error
+ * for that id alone.
+ */
+export type IdOutcome = "recorded" | "known" | "retry" | Error;
+
+/** Options of {@link GroupCommit}. */
+export interface GroupCommitOptions {
+  /**
+   * Commits a batch of distinct ids of one window, resolving one outcome per
+   * id in order. A thrown error fails the whole batch.
+   */
+  commit(minute: number, ids: string[]): Promise<IdOutcome[]>;
+  /** The most ids in one batch. */
+  batchSize: number;
+  /** Batches committing at once. Default: 4. */
+  maxInFlight?: number;
+  /** Batches an id may be retried in before it fails. Default: 8. */
+  maxRounds?: number;
+  /** Ids remembered by the first-seen filter. Default: 100 000. */
+  seenIdsLimit?: number;
+}
+
+interface Waiter {
+  resolve(recorded: boolean): void;
+  reject(error: Error): void;
+}
+
+interface Entry {
+  minute: number;
+  id: string;
+  waiters: Waiter[];
+  rounds: number;
+}
+
+const RESOLVED_REPEAT = Promise.resolve(false);
+
+/**
+ * Queues ids per window and commits them in batches through `commit`.
+ *
+ * A batch that is not full starts only when nothing is committing: ids
+ * arriving meanwhile gather into the next batch, so commits grow with the
+ * load instead of multiplying. Full batches may run alongside, up to
+ * `maxInFlight`.
+ *
+ * @example
+ * ```ts
+ * const commits = new GroupCommit({
+ *   batchSize: 99,
+ *   commit: async (minute, ids) => ids.map(() => "recorded"),
+ * });
+ * await commits.record(minute, "42"); // true
+ * ```
+ */
+export class GroupCommit {
+  readonly #commit: GroupCommitOptions["commit"];
+  readonly #batchSize: number;
+  readonly #maxInFlight: number;
+  readonly #maxRounds: number;
+  readonly #seen: SeenIds;
+
+  /** Entries not yet settled, by window and id (queued or committing). */
+  readonly #entries = new Map<number, Map<string, Entry>>();
+  /** Entries waiting for a batch, by window, in arrival order. */
+  readonly #queues = new Map<number, Entry[]>();
+  #queued = 0;
+  #inFlight = 0;
+  #drained: (() => void) | undefined;
+
+  constructor(options: GroupCommitOptions) {
+    this.#commit = options.commit;
+    this.#batchSize = positive("batchSize", options.batchSize);
+    this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
+    this.#maxRounds = positive("maxRounds", options.maxRounds ?? 8);
+    this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
+  }
+
+  /**
+   * Records `id` in the window `minute` once its batch commits.
+   *
+   * @returns `true` when this call recorded the id, `false` when it was
+   *   already recorded.
+   */
+  record(minute: number, id: string): Promise<boolean> {
+    if (this.#seen.has(minute, id)) return RESOLVED_REPEAT;
+    let byId = this.#entries.get(minute);
+    if (byId === undefined) {
+      byId = new Map();
+      this.#entries.set(minute, byId);
+    }
+    let entry = byId.get(id);
+    if (entry === undefined) {
+      entry = { minute, id, waiters: [], rounds: 0 };
+      byId.set(id, entry);
+      this.#enqueue(entry);
+    }
+    const waiters = entry.waiters;
+    return new Promise((resolve, reject) => {
+      waiters.push({ resolve, reject });
+    });
+  }
+
+  /** Resolves once every queued id is committed or failed. */
+  async drain(): Promise<void> {
+    if (this.#inFlight > 0 || this.#queued > 0) {
+      await new Promise<void>((resolve) => this.#drained = resolve);
+    }
+  }
+
+  #enqueue(entry: Entry): void {
+    let queue = this.#queues.get(entry.minute);
+    if (queue === undefined) {
+      queue = [];
+      this.#queues.set(entry.minute, queue);
+    }
+    queue.push(entry);
+    this.#queued++;
+    this.#flush();
+  }
+
+  /** Starts batches while there are queued ids and free commit slots. */
+  #flush(): void {
+    while (this.#inFlight < this.#maxInFlight && this.#queued > 0) {
+      const [minute, queue] = this.#queues.entries().next().value!;
+      if (this.#inFlight > 0 && queue.length < this.#batchSize) break;
+      const batch = queue.splice(0, this.#batchSize);
+      if (queue.length === 0) this.#queues.delete(minute);
+      this.#queued -= batch.length;
+      this.#inFlight++;
+      this.#commitBatch(minute, batch).finally(() => {
+        this.#inFlight--;
+        this.#flush();
+        if (this.#inFlight === 0 && this.#queued === 0) this.#drained?.();
+      });
+    }
+  }
+
+  async #commitBatch(minute: number, batch: Entry[]): Promise<void> {
+    let outcomes: IdOutcome[];
+    try {
+      outcomes = await this.#commit(minute, batch.map((entry) => entry.id));
+    } catch (error) {
+      const failure = error instanceof StoreUnavailableError
+        ? error
+        : new StoreUnavailableError(
+          `Cannot record ids: ${(error as Error).message}`,
+          { cause: error },
+        );
+      for (const entry of batch) this.#reject(entry, failure);
+      return;
+    }
+    batch.forEach((entry, i) => {
+      const outcome = outcomes[i];
+      if (outcome === "recorded" || outcome === "known") {
+        this.#settle(entry, outcome === "recorded");
+      } else if (outcome instanceof Error) {
+        this.#reject(entry, outcome);
+      } else if (outcome === undefined) {
+        this.#reject(
+          entry,
+          new StoreUnavailableError(`Cannot record id ${entry.id}: no outcome`),
+        );
+      } else if (++entry.rounds >= this.#maxRounds) {
+        this.#reject(
+          entry,
+          new StoreUnavailableError(
+            `Cannot record id ${entry.id}: too many conflicting commits`,
+          ),
+        );
+      } else {
+        this.#enqueue(entry);
+      }
+    });
+  }
+
+  #settle(entry: Entry, recorded: boolean): void {
+    this.#forget(entry);
+    this.#seen.add(entry.minute, entry.id);
+    // Only the first request for an id recorded it; the rest are repeats.
+    entry.waiters.forEach((waiter, i) => waiter.resolve(recorded && i === 0));
+  }
+
+  #reject(entry: Entry, error: Error): void {
+    this.#forget(entry);
+    for (const waiter of entry.waiters) waiter.reject(error);
+  }
+
+  #forget(entry: Entry): void {
+    const byId = this.#entries.get(entry.minute);
+    byId?.delete(entry.id);
+    if (byId?.size === 0) this.#entries.delete(entry.minute);
+  }
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RangeError(
+      `Cannot create group commit: ${name} must be a whole number of at least 1, got ${value}`,
+    );
+  }
+  return value;
+}
