@@ -13,7 +13,9 @@ import { MINUTE_MS } from "./lib/minute.ts";
 import { createReporter } from "./lib/reporter.ts";
 import { createLogSink } from "./lib/sinks/log.ts";
 import { createWebhookSink } from "./lib/sinks/webhook.ts";
+import type { Store } from "./lib/store.ts";
 import { batchSizeFor, createKvStore } from "./lib/store_kv.ts";
+import { createRedisStore, openRedis } from "./lib/store_redis.ts";
 import { startWindowTimer } from "./lib/window_timer.ts";
 import { sleep } from "./lib/backoff.ts";
 
@@ -29,24 +31,37 @@ try {
 const closeLogging = await configureLogging(config.logLevel);
 const logger = getLogger([LOG_CATEGORY, "service"]);
 
-if (config.kvPath?.startsWith("./data/")) {
-  await Deno.mkdir("./data", { recursive: true });
-}
-const kv = await Deno.openKv(config.kvPath);
-const buffered = config.ackMode === "buffered";
-const kvStore = createKvStore(kv, {
-  retentionMs: config.retentionWindows * config.windowMs,
-  counterShards: config.counterShards,
-  maxUrlsPerWindow: config.maxUrlsPerWindow,
-  batchSize: batchSizeFor(config.kvPath),
-});
-const store = buffered
-  ? createBufferedStore(kvStore, {
+const retentionMs = config.retentionWindows * config.windowMs;
+const backend: Store = config.store === "redis"
+  ? createRedisStore(
+    openRedis(config.redisUrl, getLogger([LOG_CATEGORY, "redis"])),
+    {
+      retentionMs,
+      maxUrlsPerWindow: config.maxUrlsPerWindow,
+      timeoutMs: config.redisTimeoutMs,
+    },
+  )
+  : createKvStore(await openKv(config.kvPath), {
+    retentionMs,
+    counterShards: config.counterShards,
+    maxUrlsPerWindow: config.maxUrlsPerWindow,
+    batchSize: batchSizeFor(config.kvPath),
+  });
+const store = config.ackMode === "buffered"
+  ? createBufferedStore(backend, {
     logger: getLogger([LOG_CATEGORY, "store"]),
     maxPending: config.bufferMaxIds,
     maxAgeMs: config.bufferFlushMs,
   })
-  : kvStore;
+  : backend;
+
+/** Opens Deno KV, making the default `./data` directory when needed. */
+async function openKv(path: string | undefined): Promise<Deno.Kv> {
+  if (path?.startsWith("./data/")) {
+    await Deno.mkdir("./data", { recursive: true });
+  }
+  return await Deno.openKv(path);
+}
 
 const shutdown = new AbortController();
 const reporter = createReporter({
@@ -77,7 +92,9 @@ const server = Deno.serve(
       logger.info("Listening on http://{hostname}:{port}/", {
         hostname,
         port,
-        kvPath: config.kvPath ?? "(default)",
+        store: config.store === "redis"
+          ? redactUrl(config.redisUrl)
+          : config.kvPath ?? "(default KV)",
         windowMs: config.windowMs,
         ackMode: config.ackMode,
       });
@@ -126,4 +143,11 @@ async function stop(signal: string) {
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, () => void stop(signal));
+}
+
+/** A URL without its password, for the log. */
+function redactUrl(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = "***";
+  return parsed.href;
 }

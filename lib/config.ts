@@ -17,6 +17,12 @@ export interface Config {
    * `SO_REUSEPORT`); the kernel spreads connections across them.
    */
   reusePort: boolean;
+  /** `STORE`: the shared store, `kv` (Deno KV) or `redis`. */
+  store: StoreKind;
+  /** `REDIS_URL`: the Redis server, `redis://` or `rediss://`, with credentials. */
+  redisUrl: string;
+  /** `REDIS_TIMEOUT_MS`: the time limit of one Redis command. */
+  redisTimeoutMs: number;
   /**
    * `KV_PATH`: the Deno KV database: a file path, `:memory:`, or an
    * `https://` KV Connect URL. Undefined means Deno's default database (the
@@ -54,6 +60,12 @@ export interface Config {
   /** `LOG_LEVEL`: the lowest level written to the log. */
   logLevel: LogLevel;
 }
+
+/** The store backends `STORE` accepts. */
+export const STORE_KINDS = ["kv", "redis"] as const;
+
+/** One of {@link STORE_KINDS}. */
+export type StoreKind = typeof STORE_KINDS[number];
 
 /** The acknowledgement modes `ACK_MODE` accepts. */
 export const ACK_MODES = ["durable", "buffered"] as const;
@@ -99,6 +111,16 @@ const schema = z.object({
   REUSE_PORT: z.string().trim().toLowerCase().default("false").pipe(
     z.enum(["true", "false", "1", "0"], "must be true or false"),
   ).transform((v) => v === "true" || v === "1"),
+  STORE: z.string().trim().toLowerCase().default("kv").pipe(
+    z.enum(STORE_KINDS),
+  ),
+  REDIS_URL: z.string().trim().default("redis://127.0.0.1:6379").pipe(
+    z.url({
+      protocol: /^rediss?$/,
+      error: "must be a redis:// or rediss:// URL",
+    }),
+  ),
+  REDIS_TIMEOUT_MS: integer(10, 60_000, 1000),
   KV_PATH: z.string().trim().min(1).optional(),
   WINDOW_MS: integer(100, 3_600_000, 60_000),
   COUNTER_SHARDS: integer(1, 256, 16),
@@ -163,6 +185,9 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     host: s.HOST,
     port: s.PORT,
     reusePort: s.REUSE_PORT,
+    store: s.STORE,
+    redisUrl: s.REDIS_URL,
+    redisTimeoutMs: s.REDIS_TIMEOUT_MS,
     kvPath: s.KV_PATH ?? (onDeploy ? undefined : DEFAULT_KV_PATH),
     windowMs: s.WINDOW_MS,
     counterShards: s.COUNTER_SHARDS,

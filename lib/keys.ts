@@ -1,17 +1,29 @@
 /**
- * The Deno KV key schema. Every key the service writes is built here, so the
- * layout can be read (and changed) in one place. Every key carries the window
- * start, so keys of different windows never collide, even while an expired
- * key is still visible (local KV expires keys lazily, up to about a minute
- * late).
+ * The key schemas of the store backends. Every key the service writes is
+ * built here, so the layout can be read (and changed) in one place. Every key
+ * carries the window start, so keys of different windows never collide, even
+ * while an expired key is still visible (local KV expires keys lazily, up to
+ * about a minute late).
+ *
+ * Deno KV:
  *
  * | key | value | lifetime |
  * | --- | --- | --- |
- * | `verve/id/<minute>/<id>` | `1` | `expireIn` retention |
+ * | `verve/id/<minute>/<id>` | empty bytes | `expireIn` retention |
  * | `verve/count/<minute>/<shard>` | `Deno.KvU64` | deleted once reported |
  * | `verve/url/<minute>/<sha256>` | the URL | `expireIn` retention |
  * | `verve/urls/<minute>` | number of URLs | `expireIn` retention |
  * | `verve/report/<minute>` | {@link ReportRecord} | `expireIn` retention |
+ *
+ * Redis: the keys of one window share the hash tag `{verve:<minute>}`, so
+ * they live in one Redis Cluster slot and one script can use them all.
+ *
+ * | key | type | lifetime |
+ * | --- | --- | --- |
+ * | `{verve:<minute>}:ids` | set of ids | retention; deleted once reported |
+ * | `{verve:<minute>}:urls` | set of URLs | retention |
+ * | `{verve:<minute>}:report` | {@link ReportRecord} as JSON | retention |
+ * | `verve:windows` | sorted set of windows with unreported ids | pruned past retention |
  *
  * @module
  */
@@ -69,3 +81,19 @@ export function urlCountKey(minute: number): Deno.KvKey {
 export function reportKey(minute: number): Deno.KvKey {
   return [ROOT, "report", minute];
 }
+
+/** The Redis keys of one window, sharing one hash tag. */
+export interface RedisWindowKeys {
+  ids: string;
+  urls: string;
+  report: string;
+}
+
+/** The Redis keys of the window starting at `minute`. */
+export function redisWindowKeys(minute: number): RedisWindowKeys {
+  const tag = `{${ROOT}:${minute}}`;
+  return { ids: `${tag}:ids`, urls: `${tag}:urls`, report: `${tag}:report` };
+}
+
+/** The Redis sorted set of windows that have ids and no report yet. */
+export const REDIS_WINDOWS_KEY = `${ROOT}:windows`;

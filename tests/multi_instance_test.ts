@@ -5,7 +5,11 @@
 import assert from "node:assert/strict";
 import { checkFleet } from "./helpers/fleet.ts";
 import { tempKvPath } from "./helpers/kv.ts";
+import { skipWithoutRedis, startRedis } from "./helpers/redis.ts";
 import { startService } from "./helpers/service.ts";
+import { withinOneWindow } from "./helpers/windows.ts";
+
+const noRedis = skipWithoutRedis();
 
 Deno.test("three processes sharing one KV file count exactly and report each window once", async () => {
   await using file = await tempKvPath();
@@ -30,4 +34,56 @@ Deno.test("with REUSE_PORT several processes listen on one port", async () => {
   const response = await fetch(`${second.url}/api/verve/accept?id=99`);
   assert.equal(await response.text(), "ok");
   assert.equal(await second.stop("SIGTERM"), 0);
+});
+
+Deno.test({
+  name:
+    "three processes sharing one Redis count exactly and report each window once",
+  ignore: noRedis,
+  async fn() {
+    await using redis = await startRedis();
+    await checkFleet({ STORE: "redis", REDIS_URL: redis.url });
+  },
+});
+
+Deno.test({
+  name: "with Redis down the service answers 503, then recovers by itself",
+  ignore: noRedis,
+  async fn() {
+    await using redis = await startRedis();
+    await using service = await startService({
+      STORE: "redis",
+      REDIS_URL: redis.url,
+      REDIS_TIMEOUT_MS: "300",
+      WINDOW_MS: "2000",
+      REPORT_GRACE_MS: "300",
+    });
+    const get = async (id: string) => {
+      const response = await fetch(`${service.url}/api/verve/accept?id=${id}`);
+      return `${response.status} ${await response.text()}`;
+    };
+    assert.equal(await get("1"), "200 ok");
+    await redis.stop();
+    for (const id of ["2", "3"]) assert.equal(await get(id), "503 failed");
+    await redis.start();
+    let answer = "";
+    for (let i = 0; i < 100 && answer !== "200 ok"; i++) {
+      answer = await get("4");
+      if (answer !== "200 ok") {
+        assert.equal(answer, "503 failed");
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    assert.equal(answer, "200 ok");
+    // Reports go on: a window recorded after the outage is reported.
+    const window = await withinOneWindow(2000, async () => {
+      for (const id of ["5", "6", "5"]) assert.equal(await get(id), "200 ok");
+    });
+    const report = await service.waitForLog((line) =>
+      line.logger === "verve.report" &&
+      line.properties.minute === new Date(window).toISOString()
+    );
+    assert.equal(report.properties.unique_ids, 2);
+    assert.equal(await service.stop("SIGTERM"), 0);
+  },
 });

@@ -1,0 +1,337 @@
+/**
+ * The Redis {@link Store}: per window, a set of ids (`SADD` many ids per
+ * script call, batched by group commit; `SCARD` is the exact count), a set of
+ * webhook URLs, and a report record claimed with a script. Every key of a
+ * window shares one hash tag, so the store works on Redis Cluster too. Every
+ * Redis error or timeout surfaces as {@link StoreUnavailableError}; the
+ * client reconnects by itself, so the store recovers when Redis returns.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { createClient } from "redis";
+import { GroupCommit, type IdOutcome } from "./group_commit.ts";
+import { REDIS_WINDOWS_KEY, redisWindowKeys } from "./keys.ts";
+import {
+  type ClaimOutcome,
+  type Store,
+  StoreUnavailableError,
+  type UrlOutcome,
+  WindowClosedError,
+} from "./store.ts";
+
+/** The part of a Redis client the store uses. */
+export interface RedisConnection {
+  /** Sends one command, e.g. `["SCARD", key]`. */
+  sendCommand(args: string[]): Promise<unknown>;
+  /** Closes the connection. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link createRedisStore}. */
+export interface RedisStoreOptions {
+  /** How long per-window keys live, in ms. */
+  retentionMs: number;
+  /** Distinct webhook URLs accepted per window. Default: 1000. */
+  maxUrlsPerWindow?: number;
+  /** The time limit of one command, in ms. Default: 1000. */
+  timeoutMs?: number;
+  /** The most ids in one script call. Default: 500. */
+  batchSize?: number;
+  /** Batches in flight at once. Default: 4. */
+  maxInFlight?: number;
+  /** Ids remembered locally per process. Default: 100 000. */
+  seenIdsLimit?: number;
+  /** The current time in epoch ms. Default: `Date.now`. */
+  clock?: () => number;
+}
+
+// Adds ids to the window's set unless the window's report exists.
+// KEYS: ids, report. ARGV: ttl ms, id... Returns -1, or 1/0 per id.
+const RECORD_IDS = `
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local added = {}
+for i = 2, #ARGV do added[#added + 1] = redis.call('SADD', KEYS[1], ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return added`;
+
+// KEYS: urls, report. ARGV: url, max, ttl ms.
+const RECORD_URL = `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 'known' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'closed' end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 'full' end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 'recorded'`;
+
+// KEYS: report. ARGV: owner, now, lease ms, ttl ms.
+const CLAIM = `
+local current = redis.call('GET', KEYS[1])
+if current then
+  local record = cjson.decode(current)
+  if record.state == 'reported' then return 'reported' end
+  if tonumber(ARGV[2]) - record.claimedAt < tonumber(ARGV[3]) then return 'claimed' end
+end
+redis.call('SET', KEYS[1], cjson.encode({state = 'claimed', owner = ARGV[1],
+  claimedAt = tonumber(ARGV[2])}), 'PX', ARGV[4])
+return 'ok'`;
+
+// KEYS: report, ids. ARGV: owner, unique ids, ttl ms.
+const COMPLETE = `
+local current = redis.call('GET', KEYS[1])
+if not current then return 'lost' end
+local record = cjson.decode(current)
+if record.owner ~= ARGV[1] or record.state ~= 'claimed' then return 'lost' end
+record.state = 'reported'
+record.uniqueIds = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[3])
+redis.call('DEL', KEYS[2])
+return 'ok'`;
+
+/**
+ * Creates a {@link Store} on a Redis connection. The store owns the
+ * connection and closes it in `close()`.
+ *
+ * @example
+ * ```ts
+ * const store = createRedisStore(openRedis("redis://127.0.0.1:6379", logger), {
+ *   retentionMs: 3_600_000,
+ * });
+ * ```
+ */
+export function createRedisStore(
+  redis: RedisConnection,
+  options: RedisStoreOptions,
+): Store {
+  return new RedisStore(redis, options);
+}
+
+/**
+ * Opens a Redis client for `url` (`redis://` or `rediss://`, with user and
+ * password if any) that fails commands at once while disconnected, instead
+ * of queueing them, and reconnects in the background. Connection errors are
+ * logged, at most once per outage.
+ */
+export function openRedis(url: string, logger: Logger): RedisConnection {
+  const connectTimeoutMs = 2000;
+  let down = false;
+  let everReady = false;
+  const client = createClient({
+    url,
+    disableOfflineQueue: true,
+    socket: {
+      connectTimeout: connectTimeoutMs,
+      reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 2000),
+    },
+  });
+  client.on("error", (error: Error) => {
+    if (down) return;
+    down = true;
+    logger.warn("Redis is unreachable: {error}", { error: error.message });
+  });
+  client.on("ready", () => {
+    everReady = true;
+    if (down) logger.info("Redis is reachable again");
+    down = false;
+  });
+  client.connect().catch(() => {
+    // Reported through the error event; the client keeps reconnecting.
+  });
+
+  /** Until the first connection, waits for it (up to the connect timeout). */
+  function firstConnection(): Promise<void> {
+    if (everReady) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        client.off("ready", done);
+        resolve();
+      };
+      const timer = setTimeout(done, connectTimeoutMs);
+      client.on("ready", done);
+    });
+  }
+
+  return {
+    async sendCommand(args) {
+      await firstConnection();
+      return await client.sendCommand(args);
+    },
+    async close() {
+      if (client.isOpen) await client.close();
+      else client.destroy();
+    },
+  };
+}
+
+class RedisStore implements Store {
+  readonly #redis: RedisConnection;
+  readonly #retentionMs: number;
+  readonly #maxUrls: number;
+  readonly #timeoutMs: number;
+  readonly #clock: () => number;
+  readonly #ids: GroupCommit;
+  /** Windows this process already put in the index of unreported windows. */
+  readonly #indexed = new Set<number>();
+
+  constructor(redis: RedisConnection, options: RedisStoreOptions) {
+    if (!(options.retentionMs >= 1)) {
+      throw new RangeError(
+        `Cannot create Redis store: retentionMs must be at least 1, got ${options.retentionMs}`,
+      );
+    }
+    this.#redis = redis;
+    this.#retentionMs = Math.round(options.retentionMs);
+    this.#maxUrls = options.maxUrlsPerWindow ?? 1000;
+    this.#timeoutMs = options.timeoutMs ?? 1000;
+    this.#clock = options.clock ?? Date.now;
+    this.#ids = new GroupCommit({
+      commit: (minute, ids) => this.#commitIds(minute, ids),
+      batchSize: options.batchSize ?? 500,
+      maxInFlight: options.maxInFlight ?? 4,
+      seenIdsLimit: options.seenIdsLimit ?? 100_000,
+    });
+  }
+
+  recordId(minute: number, id: string): Promise<boolean> {
+    return this.#ids.record(minute, id);
+  }
+
+  async #commitIds(minute: number, ids: string[]): Promise<IdOutcome[]> {
+    if (!this.#indexed.has(minute)) {
+      await this.#call([
+        "ZADD",
+        REDIS_WINDOWS_KEY,
+        "NX",
+        String(minute),
+        String(minute),
+      ]);
+      for (const m of this.#indexed) if (m < minute) this.#indexed.delete(m);
+      this.#indexed.add(minute);
+    }
+    const keys = redisWindowKeys(minute);
+    const added = await this.#call([
+      "EVAL",
+      RECORD_IDS,
+      "2",
+      keys.ids,
+      keys.report,
+      String(this.#retentionMs),
+      ...ids,
+    ]);
+    if (added === -1) return ids.map(() => new WindowClosedError(minute));
+    return (added as number[]).map((n) => n === 1 ? "recorded" : "known");
+  }
+
+  async recordUrl(minute: number, url: string): Promise<UrlOutcome> {
+    const keys = redisWindowKeys(minute);
+    const outcome = await this.#call([
+      "EVAL",
+      RECORD_URL,
+      "2",
+      keys.urls,
+      keys.report,
+      url,
+      String(this.#maxUrls),
+      String(this.#retentionMs),
+    ]);
+    if (outcome === "closed") throw new WindowClosedError(minute);
+    return outcome as UrlOutcome;
+  }
+
+  async countIds(minute: number): Promise<number> {
+    return Number(await this.#call(["SCARD", redisWindowKeys(minute).ids]));
+  }
+
+  async listUrls(minute: number): Promise<string[]> {
+    return await this.#call([
+      "SMEMBERS",
+      redisWindowKeys(minute).urls,
+    ]) as string[];
+  }
+
+  async claimReport(
+    minute: number,
+    owner: string,
+    now: number,
+    leaseMs: number,
+  ): Promise<ClaimOutcome> {
+    const outcome = await this.#call([
+      "EVAL",
+      CLAIM,
+      "1",
+      redisWindowKeys(minute).report,
+      owner,
+      String(now),
+      String(leaseMs),
+      String(this.#retentionMs),
+    ]);
+    if (outcome === "ok") return { claimed: true };
+    return { claimed: false, reason: outcome as "reported" | "claimed" };
+  }
+
+  async completeReport(
+    minute: number,
+    owner: string,
+    uniqueIds: number,
+  ): Promise<void> {
+    const keys = redisWindowKeys(minute);
+    const outcome = await this.#call([
+      "EVAL",
+      COMPLETE,
+      "2",
+      keys.report,
+      keys.ids,
+      owner,
+      String(uniqueIds),
+      String(this.#retentionMs),
+    ]);
+    if (outcome !== "ok") {
+      throw new StoreUnavailableError(
+        `Cannot complete report of ${
+          new Date(minute).toISOString()
+        }: not claimed by ${owner}`,
+      );
+    }
+    await this.#call(["ZREM", REDIS_WINDOWS_KEY, String(minute)]);
+  }
+
+  async unreportedWindows(): Promise<number[]> {
+    // Windows past retention have lost their ids; they cannot be reported.
+    const oldest = this.#clock() - this.#retentionMs;
+    await this.#call([
+      "ZREMRANGEBYSCORE",
+      REDIS_WINDOWS_KEY,
+      "-inf",
+      `(${oldest}`,
+    ]);
+    const minutes = await this.#call(["ZRANGE", REDIS_WINDOWS_KEY, "0", "-1"]);
+    return (minutes as string[]).map(Number).sort((a, b) => a - b);
+  }
+
+  async close(): Promise<void> {
+    await this.#ids.drain();
+    await this.#redis.close();
+  }
+
+  /** Sends a command within the time limit; any failure is unavailability. */
+  async #call(args: string[]): Promise<unknown> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`timed out after ${this.#timeoutMs} ms`)),
+        this.#timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([this.#redis.sendCommand(args), timeout]);
+    } catch (error) {
+      throw new StoreUnavailableError(
+        `Redis ${args[0]} failed: ${(error as Error).message}`,
+        { cause: error },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

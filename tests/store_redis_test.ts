@@ -1,0 +1,273 @@
+/**
+ * The Redis store against a real redis-server.
+ */
+import assert from "node:assert/strict";
+import { StoreUnavailableError, WindowClosedError } from "../lib/store.ts";
+import { createRedisStore, openRedis } from "../lib/store_redis.ts";
+import type { Store } from "../lib/store.ts";
+import { captureLogs } from "./helpers/logs.ts";
+import {
+  type RedisServer,
+  skipWithoutRedis,
+  startRedis,
+} from "./helpers/redis.ts";
+
+const ignore = skipWithoutRedis();
+const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
+const NEXT = MINUTE + 60_000;
+const RETENTION = 3_600_000;
+
+type Logs = Awaited<ReturnType<typeof captureLogs>>;
+
+function redisStore(
+  server: RedisServer,
+  logs: Logs,
+  options: {
+    batchSize?: number;
+    maxUrlsPerWindow?: number;
+    clock?: () => number;
+  } = {},
+): Store {
+  return createRedisStore(openRedis(server.url, logs.logger("redis")), {
+    retentionMs: RETENTION,
+    timeoutMs: 500,
+    clock: () => MINUTE + 120_000,
+    ...options,
+  });
+}
+
+/** A plain connection for looking at what the store wrote. */
+function inspector(server: RedisServer, logs: Logs) {
+  return openRedis(server.url, logs.logger("inspect"));
+}
+
+Deno.test({
+  name: "Redis recordId() counts hundreds of concurrent duplicates once",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const store = redisStore(server, logs);
+    const results = await Promise.all(
+      Array.from({ length: 300 }, () => store.recordId(MINUTE, "42")),
+    );
+    assert.equal(results.filter(Boolean).length, 1);
+    assert.equal(await store.countIds(MINUTE), 1);
+    await store.close();
+  },
+});
+
+Deno.test({
+  name:
+    "Redis recordId() counts many distinct ids exactly, across batches and windows",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const store = redisStore(server, logs, { batchSize: 7 });
+    const calls = [];
+    for (let i = 0; i < 1000; i++) {
+      calls.push(store.recordId(i % 3 === 0 ? NEXT : MINUTE, String(i % 700)));
+    }
+    const results = await Promise.all(calls);
+    const minuteIds = new Set<number>();
+    const nextIds = new Set<number>();
+    for (let i = 0; i < 1000; i++) {
+      (i % 3 === 0 ? nextIds : minuteIds).add(i % 700);
+    }
+    assert.equal(results.filter(Boolean).length, minuteIds.size + nextIds.size);
+    assert.equal(await store.countIds(MINUTE), minuteIds.size);
+    assert.equal(await store.countIds(NEXT), nextIds.size);
+    assert.deepEqual(await store.unreportedWindows(), [MINUTE, NEXT]);
+    await store.close();
+  },
+});
+
+Deno.test({
+  name: "two Redis stores count every id exactly once",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const stores = [redisStore(server, logs), redisStore(server, logs)];
+    const results = await Promise.all(
+      Array.from(
+        { length: 900 },
+        (_, i) => stores[i % 2]!.recordId(MINUTE, String(i % 250)),
+      ),
+    );
+    assert.equal(results.filter(Boolean).length, 250);
+    assert.equal(await stores[0]!.countIds(MINUTE), 250);
+    for (const store of stores) await store.close();
+  },
+});
+
+Deno.test({
+  name:
+    "Redis claimReport() lets exactly one instance claim, closes the window, and completeReport() finishes it",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const stores = [0, 1, 2].map(() => redisStore(server, logs));
+    const store = stores[0]!;
+    await Promise.all(["1", "2", "3"].map((id) => store.recordId(MINUTE, id)));
+    await store.recordUrl(MINUTE, "https://example.com/a");
+    const claims = await Promise.all(
+      stores.map((s, i) =>
+        s.claimReport(MINUTE, `r${i}`, MINUTE + 62_000, 60_000)
+      ),
+    );
+    assert.equal(claims.filter((c) => c.claimed).length, 1);
+    const owner = `r${claims.findIndex((c) => c.claimed)}`;
+    await assert.rejects(stores[1]!.recordId(MINUTE, "4"), WindowClosedError);
+    await assert.rejects(
+      store.recordUrl(MINUTE, "https://example.com/b"),
+      WindowClosedError,
+    );
+    // A repeat already known stays fine.
+    assert.equal(
+      await store.recordUrl(MINUTE, "https://example.com/a"),
+      "known",
+    );
+
+    assert.equal(await store.countIds(MINUTE), 3);
+    await assert.rejects(
+      store.completeReport(MINUTE, "someone else", 3),
+      StoreUnavailableError,
+    );
+    await store.completeReport(MINUTE, owner, 3);
+    assert.deepEqual(
+      await store.claimReport(MINUTE, "late", MINUTE + 999_000, 60_000),
+      { claimed: false, reason: "reported" },
+    );
+    assert.deepEqual(await store.unreportedWindows(), []);
+    for (const s of stores) await s.close();
+  },
+});
+
+Deno.test({
+  name: "Redis claimReport() lets a stale claim be taken over after its lease",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const store = redisStore(server, logs);
+    assert.deepEqual(await store.claimReport(MINUTE, "a", 1000, 500), {
+      claimed: true,
+    });
+    assert.deepEqual(await store.claimReport(MINUTE, "b", 1499, 500), {
+      claimed: false,
+      reason: "claimed",
+    });
+    assert.deepEqual(await store.claimReport(MINUTE, "b", 1500, 500), {
+      claimed: true,
+    });
+    await assert.rejects(
+      store.completeReport(MINUTE, "a", 0),
+      StoreUnavailableError,
+    );
+    await store.completeReport(MINUTE, "b", 0);
+    await store.close();
+  },
+});
+
+Deno.test({
+  name:
+    "Redis recordUrl() dedupes URLs and enforces the per-window cap across stores",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const stores = [0, 1].map(() =>
+      redisStore(server, logs, { maxUrlsPerWindow: 5 })
+    );
+    const outcomes = await Promise.all(
+      Array.from(
+        { length: 40 },
+        (_, i) =>
+          stores[i % 2]!.recordUrl(MINUTE, `https://example.com/${i % 8}`),
+      ),
+    );
+    assert.equal(outcomes.filter((o) => o === "recorded").length, 5);
+    assert.equal((await stores[0]!.listUrls(MINUTE)).length, 5);
+    assert.ok(outcomes.includes("full"));
+    for (const store of stores) await store.close();
+  },
+});
+
+Deno.test({
+  name: "Redis keys of a window share one hash tag and expire after retention",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const store = redisStore(server, logs);
+    await store.recordId(MINUTE, "1");
+    await store.recordUrl(MINUTE, "https://example.com/");
+    await store.claimReport(MINUTE, "r", MINUTE + 62_000, 60_000);
+    const redis = inspector(server, logs);
+    const keys = (await redis.sendCommand(["KEYS", "*"]) as string[]).sort();
+    const tag = `{verve:${MINUTE}}`;
+    assert.deepEqual(keys, [
+      "verve:windows",
+      `${tag}:ids`,
+      `${tag}:report`,
+      `${tag}:urls`,
+    ]);
+    for (const key of keys.filter((k) => k.startsWith(tag))) {
+      const ttl = Number(await redis.sendCommand(["PTTL", key]));
+      assert.ok(ttl > 0 && ttl <= RETENTION, `${key} ttl ${ttl}`);
+    }
+    await redis.close();
+    await store.close();
+  },
+});
+
+Deno.test({
+  name: "Redis unreportedWindows() forgets windows past retention",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const clock = { now: MINUTE + 60_000 };
+    const store = redisStore(server, logs, { clock: () => clock.now });
+    await store.recordId(MINUTE, "1");
+    await store.recordId(NEXT, "2");
+    assert.deepEqual(await store.unreportedWindows(), [MINUTE, NEXT]);
+    clock.now = NEXT + RETENTION - 1;
+    assert.deepEqual(await store.unreportedWindows(), [NEXT]);
+    await store.close();
+  },
+});
+
+Deno.test({
+  name:
+    "Redis down: commands fail fast as unavailable, and the store recovers when it returns",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const store = redisStore(server, logs);
+    assert.equal(await store.recordId(MINUTE, "1"), true);
+    await server.stop();
+    await assert.rejects(store.recordId(MINUTE, "2"), StoreUnavailableError);
+    await assert.rejects(store.countIds(MINUTE), StoreUnavailableError);
+    await server.start();
+    // The client reconnects by itself.
+    let recorded: boolean | undefined;
+    for (let i = 0; i < 100 && recorded === undefined; i++) {
+      try {
+        recorded = await store.recordId(MINUTE, "2");
+      } catch (error) {
+        assert.ok(error instanceof StoreUnavailableError);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    assert.equal(recorded, true);
+    assert.equal(await store.countIds(MINUTE), 1); // the server lost "1" with its memory
+    const warnings = logs.of("redis").filter((r) => r.level === "warning");
+    assert.ok(warnings.length >= 1);
+    await store.close();
+  },
+});
