@@ -138,6 +138,9 @@ export function openRedis(url: string, logger: Logger): RedisConnection {
     // Reported through the error event; the client keeps reconnecting.
   });
 
+  /** Waiters for the first connection, ended early by `close()`. */
+  const waiting = new Set<() => void>();
+
   /** Until the first connection, waits for it (up to the connect timeout). */
   function firstConnection(): Promise<void> {
     if (everReady) return Promise.resolve();
@@ -145,10 +148,12 @@ export function openRedis(url: string, logger: Logger): RedisConnection {
       const done = () => {
         clearTimeout(timer);
         client.off("ready", done);
+        waiting.delete(done);
         resolve();
       };
       const timer = setTimeout(done, connectTimeoutMs);
       client.on("ready", done);
+      waiting.add(done);
     });
   }
 
@@ -158,7 +163,8 @@ export function openRedis(url: string, logger: Logger): RedisConnection {
       return await client.sendCommand(args);
     },
     async close() {
-      if (client.isOpen) await client.close();
+      for (const done of waiting) done();
+      if (client.isReady) await client.close();
       else client.destroy();
     },
   };

@@ -271,3 +271,29 @@ Deno.test({
     await store.close();
   },
 });
+
+Deno.test({
+  name: "Redis store authenticates with the password in REDIS_URL",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis({ password: "s3cret/pass" });
+    const store = redisStore(server, logs);
+    assert.equal(await store.recordId(MINUTE, "1"), true);
+    assert.equal(await store.countIds(MINUTE), 1);
+    await store.close();
+
+    const wrong = createRedisStore(
+      openRedis(
+        `redis://:wrong@127.0.0.1:${server.port}`,
+        logs.logger("wrong"),
+      ),
+      { retentionMs: RETENTION, timeoutMs: 500 },
+    );
+    await assert.rejects(wrong.countIds(MINUTE), StoreUnavailableError);
+    await wrong.close();
+    // After a refused login the client waits before its next attempt (at
+    // most 2 s) with a timer that closing it cannot cancel.
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+  },
+});

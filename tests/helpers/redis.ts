@@ -42,8 +42,13 @@ export interface RedisServer extends AsyncDisposable {
   start(): Promise<void>;
 }
 
-/** Starts redis-server on 127.0.0.1 and a free port, without persistence. */
-export async function startRedis(): Promise<RedisServer> {
+/**
+ * Starts redis-server on 127.0.0.1 and a free port, without persistence, and
+ * with `password` required when given.
+ */
+export async function startRedis(
+  options: { password?: string } = {},
+): Promise<RedisServer> {
   const dir = await Deno.makeTempDir({ prefix: "verve-redis-" });
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
@@ -63,6 +68,7 @@ export async function startRedis(): Promise<RedisServer> {
         "no",
         "--dir",
         dir,
+        ...(options.password ? ["--requirepass", options.password] : []),
       ],
       stdout: "null",
       stderr: "null",
@@ -88,7 +94,9 @@ export async function startRedis(): Promise<RedisServer> {
 
   await start();
   return {
-    url: `redis://127.0.0.1:${port}`,
+    url: options.password
+      ? `redis://:${encodeURIComponent(options.password)}@127.0.0.1:${port}`
+      : `redis://127.0.0.1:${port}`,
     port,
     stop,
     start,
