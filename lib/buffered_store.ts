@@ -13,7 +13,7 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import type { Store } from "./store.ts";
+import type { NewOutboxEntries, OutboxEntry, Store } from "./store.ts";
 
 /** Options of {@link createBufferedStore}. */
 export interface BufferedStoreOptions {
@@ -181,8 +181,29 @@ class BufferedStore implements Store {
     return this.#store.claimReport(minute, owner, now, leaseMs);
   }
 
-  completeReport(minute: number, owner: string, uniqueIds: number) {
-    return this.#store.completeReport(minute, owner, uniqueIds);
+  completeReport(
+    minute: number,
+    owner: string,
+    uniqueIds: number,
+    outbox?: NewOutboxEntries,
+  ) {
+    return this.#store.completeReport(minute, owner, uniqueIds, outbox);
+  }
+
+  listOutbox() {
+    return this.#store.listOutbox();
+  }
+
+  leaseOutbox(entry: OutboxEntry, until: number) {
+    return this.#store.leaseOutbox(entry, until);
+  }
+
+  retryOutbox(entry: OutboxEntry, notBefore: number) {
+    return this.#store.retryOutbox(entry, notBefore);
+  }
+
+  removeOutbox(entry: OutboxEntry) {
+    return this.#store.removeOutbox(entry);
   }
 
   unreportedWindows() {

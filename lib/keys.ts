@@ -14,6 +14,7 @@
  * | `verve/url/<minute>/<sha256>` | the URL | `expireIn` retention |
  * | `verve/urls/<minute>` | number of URLs | `expireIn` retention |
  * | `verve/report/<minute>` | {@link ReportRecord} | `expireIn` retention |
+ * | `verve/outbox/<minute>/<sink>` | report waiting for a sink | until delivered or dropped |
  *
  * Redis: the keys of one window share the hash tag `{verve:<minute>}`, so
  * they live in one Redis Cluster slot and one script can use them all.
@@ -23,7 +24,9 @@
  * | `{verve:<minute>}:ids` | set of ids | retention; deleted once reported |
  * | `{verve:<minute>}:urls` | set of URLs | retention |
  * | `{verve:<minute>}:report` | {@link ReportRecord} as JSON | retention |
+ * | `{verve:<minute>}:outbox` | hash: sink → report waiting for it | until delivered or dropped |
  * | `verve:windows` | sorted set of windows with unreported ids | pruned past retention |
+ * | `verve:outbox` | sorted set of windows with reports in the outbox | until emptied |
  *
  * @module
  */
@@ -77,6 +80,16 @@ export function urlCountKey(minute: number): Deno.KvKey {
   return [ROOT, "urls", minute];
 }
 
+/** The key of a report waiting in the outbox for one sink. */
+export function outboxKey(minute: number, sink: string): Deno.KvKey {
+  return [ROOT, "outbox", minute, sink];
+}
+
+/** The prefix of every outbox entry. */
+export function outboxPrefix(): Deno.KvKey {
+  return [ROOT, "outbox"];
+}
+
 /** The key of a window's {@link ReportRecord}. */
 export function reportKey(minute: number): Deno.KvKey {
   return [ROOT, "report", minute];
@@ -87,13 +100,22 @@ export interface RedisWindowKeys {
   ids: string;
   urls: string;
   report: string;
+  outbox: string;
 }
 
 /** The Redis keys of the window starting at `minute`. */
 export function redisWindowKeys(minute: number): RedisWindowKeys {
   const tag = `{${ROOT}:${minute}}`;
-  return { ids: `${tag}:ids`, urls: `${tag}:urls`, report: `${tag}:report` };
+  return {
+    ids: `${tag}:ids`,
+    urls: `${tag}:urls`,
+    report: `${tag}:report`,
+    outbox: `${tag}:outbox`,
+  };
 }
 
 /** The Redis sorted set of windows that have ids and no report yet. */
 export const REDIS_WINDOWS_KEY = `${ROOT}:windows`;
+
+/** The Redis sorted set of windows with reports in the outbox. */
+export const REDIS_OUTBOX_KEY = `${ROOT}:outbox`;

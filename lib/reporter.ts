@@ -1,13 +1,17 @@
 /**
  * The reporter: turns closed windows into reports, exactly once across every
- * instance that shares the store, and hands them to the sinks.
+ * instance that shares the store, and delivers them to the sinks through the
+ * store's outbox: a report enters the outbox, once per sink, in the same step
+ * that marks its window reported, and leaves it per sink only once that sink
+ * took it. Failed deliveries are retried with backoff on later ticks, by
+ * whichever instance ticks, until they succeed or grow too old.
  *
  * @module
  */
 import type { Logger } from "@logtape/logtape";
 import { formatMinute, windowStart } from "./minute.ts";
-import type { MinuteReport, Sink } from "./sink.ts";
-import type { Store } from "./store.ts";
+import { type MinuteReport, PermanentSinkError, type Sink } from "./sink.ts";
+import type { OutboxEntry, Store } from "./store.ts";
 
 /** Options of {@link createReporter}. */
 export interface ReporterOptions {
@@ -30,6 +34,20 @@ export interface ReporterOptions {
    * over, in ms. Default: 60 000.
    */
   leaseMs?: number;
+  /**
+   * How long a report may wait in the outbox for a sink that keeps failing
+   * before it is dropped (and logged), in ms. Default: 3 600 000.
+   */
+  outboxMaxAgeMs?: number;
+  /** The first retry delay of a failed delivery, in ms. Default: 10 000. */
+  retryBaseMs?: number;
+  /** The longest retry delay, in ms. Default: 300 000. */
+  retryMaxMs?: number;
+  /**
+   * How long one delivery attempt holds its outbox entry before another
+   * instance may try it, in ms. Default: 120 000.
+   */
+  deliveryLeaseMs?: number;
 }
 
 /** Reports closed windows. */
@@ -37,7 +55,8 @@ export interface Reporter {
   /**
    * Reports every due window not yet reported: the previous window (even
    * with no ids), and any older window that still has unreported ids, e.g.
-   * after downtime. Sinks run in the background; see {@link Reporter.idle}.
+   * after downtime; then starts every due delivery in the outbox. Sinks run
+   * in the background; see {@link Reporter.idle}.
    *
    * @returns The reports this call made, oldest first.
    */
@@ -66,21 +85,16 @@ export function createReporter(options: ReporterOptions): Reporter {
     instanceId = crypto.randomUUID(),
     leaseMs = 60_000,
   } = options;
+  const {
+    outboxMaxAgeMs = 3_600_000,
+    retryBaseMs = 10_000,
+    retryMaxMs = 300_000,
+    deliveryLeaseMs = 120_000,
+  } = options;
+  const sinksByName = new Map(sinks.map((sink) => [sink.name, sink]));
   const deliveries = new Set<Promise<void>>();
-
-  function dispatch(report: MinuteReport, minute: number) {
-    for (const sink of sinks) {
-      const delivery = sink.send(report, minute).catch((error) => {
-        logger.error("Sink {sink} failed on {minute}: {error}", {
-          sink: sink.name,
-          minute: report.minute,
-          error: error instanceof Error ? error.message : String(error),
-        });
-      });
-      deliveries.add(delivery);
-      delivery.finally(() => deliveries.delete(delivery));
-    }
-  }
+  /** Outbox entries this instance is delivering, by `minute/sink`. */
+  const delivering = new Set<string>();
 
   async function reportWindow(
     minute: number,
@@ -88,15 +102,120 @@ export function createReporter(options: ReporterOptions): Reporter {
     const claim = await store.claimReport(minute, instanceId, clock(), leaseMs);
     if (!claim.claimed) return undefined;
     const uniqueIds = await store.countIds(minute);
-    await store.completeReport(minute, instanceId, uniqueIds);
     const report: MinuteReport = {
       minute: formatMinute(minute),
       unique_ids: uniqueIds,
       window_ms: windowMs,
       reported_at: new Date(clock()).toISOString(),
     };
-    dispatch(report, minute);
+    await store.completeReport(minute, instanceId, uniqueIds, {
+      report,
+      sinks: sinks.map((sink) => sink.name),
+      now: clock(),
+    });
     return report;
+  }
+
+  /** Starts every due delivery of the outbox that nobody else holds. */
+  async function deliverDue(): Promise<void> {
+    let entries: OutboxEntry[];
+    try {
+      entries = await store.listOutbox();
+    } catch (error) {
+      logger.error("Cannot read the outbox; will retry: {error}", {
+        error: describe(error),
+      });
+      return;
+    }
+    for (const entry of entries) {
+      const key = `${entry.minute}/${entry.sink}`;
+      if (entry.notBefore > clock() || delivering.has(key)) continue;
+      const sink = sinksByName.get(entry.sink);
+      if (sink === undefined) {
+        logger.warn(
+          "No sink {sink} is configured; left in the outbox: {minute}",
+          { sink: entry.sink, minute: entry.report.minute },
+        );
+        continue;
+      }
+      try {
+        if (!await store.leaseOutbox(entry, clock() + deliveryLeaseMs)) {
+          continue;
+        }
+      } catch (error) {
+        logger.error("Cannot take {minute} for {sink}; will retry: {error}", {
+          sink: entry.sink,
+          minute: entry.report.minute,
+          error: describe(error),
+        });
+        continue;
+      }
+      delivering.add(key);
+      const delivery = deliver(sink, entry).finally(() => {
+        delivering.delete(key);
+        deliveries.delete(delivery);
+      });
+      deliveries.add(delivery);
+    }
+  }
+
+  /** One delivery attempt; the outcome goes back to the outbox. */
+  async function deliver(sink: Sink, entry: OutboxEntry): Promise<void> {
+    const { report } = entry;
+    const attempt = entry.attempts + 1;
+    try {
+      try {
+        await sink.send(report, entry.minute);
+      } catch (error) {
+        if (error instanceof PermanentSinkError) {
+          logger.error(
+            "Sink {sink} refused the report of {minute}, dropped: {error}",
+            {
+              sink: sink.name,
+              minute: report.minute,
+              error: error.message,
+              report,
+            },
+          );
+        } else if (clock() - entry.createdAt >= outboxMaxAgeMs) {
+          logger.error(
+            "Sink {sink} failed on {minute} {attempt} times, dropped: {error}",
+            {
+              sink: sink.name,
+              minute: report.minute,
+              attempt,
+              error: describe(error),
+              report,
+            },
+          );
+        } else {
+          const delayMs = Math.min(
+            retryMaxMs,
+            retryBaseMs * 2 ** entry.attempts,
+          );
+          logger.warn(
+            "Sink {sink} failed on {minute} (attempt {attempt}), retrying in {delayMs} ms: {error}",
+            {
+              sink: sink.name,
+              minute: report.minute,
+              attempt,
+              delayMs,
+              error: describe(error),
+            },
+          );
+          await store.retryOutbox(entry, clock() + delayMs);
+          return;
+        }
+      }
+      await store.removeOutbox(entry);
+    } catch (error) {
+      // The lease runs out and a later tick tries again.
+      logger.error("Cannot update the outbox for {sink} on {minute}: {error}", {
+        sink: sink.name,
+        minute: report.minute,
+        error: describe(error),
+      });
+    }
   }
 
   return {
@@ -126,10 +245,15 @@ export function createReporter(options: ReporterOptions): Reporter {
           });
         }
       }
+      await deliverDue();
       return reports;
     },
     async idle(): Promise<void> {
       while (deliveries.size > 0) await Promise.allSettled([...deliveries]);
     },
   };
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

@@ -21,11 +21,25 @@ export interface Sink {
   /** A short name for logs, e.g. `log` or `webhook`. */
   readonly name: string;
   /**
-   * Delivers one report. Resolves when the sink is done with it (delivered
-   * or given up, which the sink logs itself); it does not throw.
+   * Delivers one report. Resolves once the destination took it (or the sink
+   * is done with it, for sinks that handle their own failures). Throws
+   * {@link PermanentSinkError} when retrying cannot help, any other error
+   * for a retry on a later tick.
    *
    * @param report The report.
    * @param minute The window start in epoch ms, the report's identity.
    */
   send(report: MinuteReport, minute: number): Promise<void>;
+}
+
+/**
+ * A delivery failure that retrying cannot fix (bad credentials, unknown
+ * topic, a request the destination refuses): the report is dropped, logged.
+ */
+export class PermanentSinkError extends Error {
+  /** @param message What the destination said. */
+  constructor(message: string) {
+    super(message);
+    this.name = "PermanentSinkError";
+  }
 }

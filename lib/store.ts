@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { MinuteReport } from "./sink.ts";
+
 /** The outcome of recording a webhook URL for a window. */
 export type UrlOutcome = "recorded" | "known" | "full";
 
@@ -47,14 +49,29 @@ export interface Store {
     leaseMs: number,
   ): Promise<ClaimOutcome>;
   /**
-   * Marks a claimed window as reported with its final count, and drops the
-   * window's counter, in one step.
+   * Marks a claimed window as reported with its final count, drops the
+   * window's ids or counter, and puts the report in the outbox for each of
+   * `outbox.sinks`, in one step.
    */
   completeReport(
     minute: number,
     owner: string,
     uniqueIds: number,
+    outbox?: NewOutboxEntries,
   ): Promise<void>;
+  /** Every report waiting for a sink, oldest window first. */
+  listOutbox(): Promise<OutboxEntry[]>;
+  /**
+   * Takes `entry` for one delivery attempt by moving its `notBefore` to
+   * `until`, if nobody changed it since it was listed.
+   *
+   * @returns `false` when another instance took or finished it first.
+   */
+  leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean>;
+  /** Records a failed attempt: one more attempt, next try not before `notBefore`. */
+  retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void>;
+  /** Removes an entry: its sink acknowledged it, or it was dropped. */
+  removeOutbox(entry: OutboxEntry): Promise<void>;
   /**
    * Windows that have recorded ids but no finished report, oldest first.
    * Includes the window that is still open.
@@ -62,6 +79,30 @@ export interface Store {
   unreportedWindows(): Promise<number[]>;
   /** Finishes pending writes, then releases the backend. */
   close(): Promise<void>;
+}
+
+/** A report to put in the outbox, once per sink. */
+export interface NewOutboxEntries {
+  report: MinuteReport;
+  /** The names of the sinks that are to deliver it. */
+  sinks: string[];
+  /** The current time in epoch ms. */
+  now: number;
+}
+
+/** One report waiting for one sink. */
+export interface OutboxEntry {
+  minute: number;
+  sink: string;
+  report: MinuteReport;
+  /** Failed delivery attempts so far. */
+  attempts: number;
+  /** When the report entered the outbox, in epoch ms. */
+  createdAt: number;
+  /** No attempt before this time, in epoch ms. */
+  notBefore: number;
+  /** The backend's version of the entry, for `leaseOutbox`. */
+  version: string;
 }
 
 /** The store could not be reached or did not commit; answer 503. */

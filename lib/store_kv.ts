@@ -14,6 +14,8 @@ import {
   counterKey,
   counterPrefix,
   idKey,
+  outboxKey,
+  outboxPrefix,
   reportKey,
   type ReportRecord,
   urlCountKey,
@@ -23,6 +25,8 @@ import {
 import { GroupCommit, type IdOutcome } from "./group_commit.ts";
 import {
   type ClaimOutcome,
+  type NewOutboxEntries,
+  type OutboxEntry,
   type Store,
   StoreUnavailableError,
   type UrlOutcome,
@@ -314,6 +318,7 @@ class KvStore implements Store {
     minute: number,
     owner: string,
     uniqueIds: number,
+    outbox?: NewOutboxEntries,
   ): Promise<void> {
     const key = reportKey(minute);
     const current = await this.#withRetries(() =>
@@ -342,6 +347,15 @@ class KvStore implements Store {
         expireIn: this.#retentionMs,
       });
       for (const shard of shards) op.delete(shard);
+      for (const sink of outbox?.sinks ?? []) {
+        const value: StoredOutbox = {
+          report: outbox!.report,
+          attempts: 0,
+          createdAt: outbox!.now,
+          notBefore: outbox!.now,
+        };
+        op.set(outboxKey(minute, sink), value);
+      }
       return op;
     });
     if (!result.ok) {
@@ -351,6 +365,58 @@ class KvStore implements Store {
         }: claim changed`,
       );
     }
+  }
+
+  async listOutbox(): Promise<OutboxEntry[]> {
+    const entries: OutboxEntry[] = [];
+    for await (
+      const entry of this.#kv.list<StoredOutbox>({ prefix: outboxPrefix() })
+    ) {
+      entries.push({
+        ...entry.value,
+        minute: entry.key[2] as number,
+        sink: entry.key[3] as string,
+        version: entry.versionstamp,
+      });
+    }
+    return entries;
+  }
+
+  async leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean> {
+    const result = await this.#commit(() =>
+      this.#kv.atomic()
+        .check({
+          key: outboxKey(entry.minute, entry.sink),
+          versionstamp: entry.version,
+        })
+        .set(outboxKey(entry.minute, entry.sink), {
+          ...storedOutbox(entry),
+          notBefore: until,
+        })
+    );
+    if (result.ok) entry.version = result.versionstamp;
+    return result.ok;
+  }
+
+  async retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void> {
+    await this.#commit(() =>
+      this.#kv.atomic()
+        .check({
+          key: outboxKey(entry.minute, entry.sink),
+          versionstamp: entry.version,
+        })
+        .set(outboxKey(entry.minute, entry.sink), {
+          ...storedOutbox(entry),
+          attempts: entry.attempts + 1,
+          notBefore,
+        })
+    );
+  }
+
+  async removeOutbox(entry: OutboxEntry): Promise<void> {
+    await this.#withRetries(() =>
+      this.#kv.delete(outboxKey(entry.minute, entry.sink))
+    );
   }
 
   async unreportedWindows(): Promise<number[]> {
@@ -365,6 +431,17 @@ class KvStore implements Store {
     await this.#ids.drain();
     this.#kv.close();
   }
+}
+
+/** An outbox entry as stored; its window and sink are in its key. */
+type StoredOutbox = Pick<
+  OutboxEntry,
+  "report" | "attempts" | "createdAt" | "notBefore"
+>;
+
+function storedOutbox(entry: OutboxEntry): StoredOutbox {
+  const { report, attempts, createdAt, notBefore } = entry;
+  return { report, attempts, createdAt, notBefore };
 }
 
 function positive(name: string, value: number): number {

@@ -11,9 +11,15 @@
 import type { Logger } from "@logtape/logtape";
 import { createClient } from "redis";
 import { GroupCommit, type IdOutcome } from "./group_commit.ts";
-import { REDIS_WINDOWS_KEY, redisWindowKeys } from "./keys.ts";
+import {
+  REDIS_OUTBOX_KEY,
+  REDIS_WINDOWS_KEY,
+  redisWindowKeys,
+} from "./keys.ts";
 import {
   type ClaimOutcome,
+  type NewOutboxEntries,
+  type OutboxEntry,
   type Store,
   StoreUnavailableError,
   type UrlOutcome,
@@ -76,7 +82,8 @@ redis.call('SET', KEYS[1], cjson.encode({state = 'claimed', owner = ARGV[1],
   claimedAt = tonumber(ARGV[2])}), 'PX', ARGV[4])
 return 'ok'`;
 
-// KEYS: report, ids. ARGV: owner, unique ids, ttl ms.
+// KEYS: report, ids, outbox. ARGV: owner, unique ids, ttl ms, then pairs of
+// sink name and outbox entry JSON.
 const COMPLETE = `
 local current = redis.call('GET', KEYS[1])
 if not current then return 'lost' end
@@ -86,7 +93,15 @@ record.state = 'reported'
 record.uniqueIds = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[3])
 redis.call('DEL', KEYS[2])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 'ok'`;
+
+// Replaces an outbox entry if it is unchanged. KEYS: outbox. ARGV: sink,
+// expected JSON, new JSON. Returns 1 when replaced.
+const SWAP_OUTBOX = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1`;
 
 /**
  * Creates a {@link Store} on a Redis connection. The store owns the
@@ -280,17 +295,38 @@ class RedisStore implements Store {
     minute: number,
     owner: string,
     uniqueIds: number,
+    outbox?: NewOutboxEntries,
   ): Promise<void> {
     const keys = redisWindowKeys(minute);
+    const entries = (outbox?.sinks ?? []).flatMap((sink) => [
+      sink,
+      JSON.stringify({
+        report: outbox!.report,
+        attempts: 0,
+        createdAt: outbox!.now,
+        notBefore: outbox!.now,
+      }),
+    ]);
+    if (entries.length > 0) {
+      // Indexed first: an entry must never exist without its index.
+      await this.#call([
+        "ZADD",
+        REDIS_OUTBOX_KEY,
+        String(minute),
+        String(minute),
+      ]);
+    }
     const outcome = await this.#call([
       "EVAL",
       COMPLETE,
-      "2",
+      "3",
       keys.report,
       keys.ids,
+      keys.outbox,
       owner,
       String(uniqueIds),
       String(this.#retentionMs),
+      ...entries,
     ]);
     if (outcome !== "ok") {
       throw new StoreUnavailableError(
@@ -300,6 +336,66 @@ class RedisStore implements Store {
       );
     }
     await this.#call(["ZREM", REDIS_WINDOWS_KEY, String(minute)]);
+  }
+
+  async listOutbox(): Promise<OutboxEntry[]> {
+    const minutes = await this.#call(["ZRANGE", REDIS_OUTBOX_KEY, "0", "-1"]);
+    const entries: OutboxEntry[] = [];
+    for (const minute of (minutes as string[]).map(Number)) {
+      const fields = await this.#call([
+        "HGETALL",
+        redisWindowKeys(minute).outbox,
+      ]) as Record<string, string> | string[];
+      const pairs = Array.isArray(fields)
+        ? Array.from(
+          { length: fields.length / 2 },
+          (_, i) => [fields[2 * i]!, fields[2 * i + 1]!],
+        )
+        : Object.entries(fields);
+      if (pairs.length === 0) {
+        await this.#call(["ZREM", REDIS_OUTBOX_KEY, String(minute)]);
+      }
+      for (const [sink, json] of pairs) {
+        entries.push({ ...JSON.parse(json!), minute, sink, version: json });
+      }
+    }
+    return entries;
+  }
+
+  async leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean> {
+    return await this.#swapOutbox(entry, { notBefore: until });
+  }
+
+  async retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void> {
+    await this.#swapOutbox(entry, { attempts: entry.attempts + 1, notBefore });
+  }
+
+  async #swapOutbox(
+    entry: OutboxEntry,
+    change: Partial<Pick<OutboxEntry, "attempts" | "notBefore">>,
+  ): Promise<boolean> {
+    const { report, attempts, createdAt, notBefore } = { ...entry, ...change };
+    const json = JSON.stringify({ report, attempts, createdAt, notBefore });
+    const swapped = await this.#call([
+      "EVAL",
+      SWAP_OUTBOX,
+      "1",
+      redisWindowKeys(entry.minute).outbox,
+      entry.sink,
+      entry.version,
+      json,
+    ]);
+    if (swapped !== 1) return false;
+    entry.version = json;
+    return true;
+  }
+
+  async removeOutbox(entry: OutboxEntry): Promise<void> {
+    await this.#call([
+      "HDEL",
+      redisWindowKeys(entry.minute).outbox,
+      entry.sink,
+    ]);
   }
 
   async unreportedWindows(): Promise<number[]> {

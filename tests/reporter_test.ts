@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { createReporter } from "../lib/reporter.ts";
-import type { MinuteReport, Sink } from "../lib/sink.ts";
+import {
+  type MinuteReport,
+  PermanentSinkError,
+  type Sink,
+} from "../lib/sink.ts";
 import { createLogSink } from "../lib/sinks/log.ts";
 import { createWebhookSink } from "../lib/sinks/webhook.ts";
 import type { Store } from "../lib/store.ts";
@@ -69,6 +73,7 @@ Deno.test("reportDue() reports the previous window once its grace has passed", a
 
   // A second tick in the same window reports nothing more.
   assert.deepEqual(await reporter.reportDue(), []);
+  await reporter.idle();
   await store.close();
 });
 
@@ -81,6 +86,7 @@ Deno.test("reportDue() reports an empty previous window as zero", async () => {
     "2026-01-01T12:00:00.000Z",
     0,
   ]]);
+  await reporter.idle();
   await store.close();
 });
 
@@ -102,6 +108,7 @@ Deno.test("reportDue() catches up on windows missed while down, oldest first", a
     "2026-01-01T12:03:00.000Z",
     1,
   ]]);
+  await reporter.idle();
   await store.close();
 });
 
@@ -130,6 +137,7 @@ Deno.test("reportDue() makes exactly one report per window across reporters shar
     ["2026-01-01T12:01:00.000Z", 1],
   ]);
   assert.equal(logs.of("report").length, 2);
+  for (const { reporter } of reporters) await reporter.idle();
   for (const store of stores) await store.close();
 });
 
@@ -166,6 +174,8 @@ Deno.test("reportDue() keeps going when one window cannot be reported", async ()
     "2026-01-01T12:00:00.000Z",
     1,
   ]]);
+  await reporter.idle();
+  await retry.reporter.idle();
   await store.close();
 });
 
@@ -201,6 +211,7 @@ Deno.test("webhook sink POSTs the report once to every distinct URL of the windo
     logs.of("webhook").map((r) => [r.level, r.properties.status]),
     [["info", 204], ["info", 204]],
   );
+  await reporter.idle();
   await store.close();
 });
 
@@ -312,5 +323,171 @@ Deno.test("a webhook that never answers holds up neither other URLs nor the next
     ],
   );
   assert.equal(logs.of("report").length, 2);
+  await reporter.idle();
   await store.close();
+});
+
+/**
+ * A sink that records what it was given and fails while `failures` says
+ * so: the reporter's side of the sink contract, not a stand-in for a real
+ * destination.
+ */
+function scriptedSink(name: string) {
+  const delivered: string[] = [];
+  const state = {
+    delivered,
+    failWith: undefined as Error | undefined,
+    calls: 0,
+    sink: {
+      name,
+      send(report: MinuteReport): Promise<void> {
+        state.calls++;
+        if (state.failWith) return Promise.reject(state.failWith);
+        delivered.push(report.minute);
+        return Promise.resolve();
+      },
+    } satisfies Sink,
+  };
+  return state;
+}
+
+const OUTBOX_TIMING = { retryBaseMs: 1000, retryMaxMs: 4000 };
+
+Deno.test("a failing sink is retried on later ticks with backoff, without holding up the others", async () => {
+  await using logs = await captureLogs();
+  const store = kvStore(await Deno.openKv(":memory:"));
+  const good = scriptedSink("good");
+  const flaky = scriptedSink("flaky");
+  flaky.failWith = new Error("proxy answered 503");
+  const clock = { now: M1 + GRACE };
+  const reporter = createReporter({
+    store,
+    logger: logs.logger("reporter"),
+    sinks: [good.sink, flaky.sink],
+    clock: () => clock.now,
+    windowMs: WINDOW,
+    graceMs: GRACE,
+    ...OUTBOX_TIMING,
+  });
+  await store.recordId(M0, "1");
+  await reporter.reportDue();
+  await reporter.idle();
+  assert.deepEqual(good.delivered, ["2026-01-01T12:00:00.000Z"]);
+  assert.equal(flaky.calls, 1);
+  const [pending] = await store.listOutbox();
+  assert.equal(pending?.sink, "flaky");
+  assert.equal(pending?.attempts, 1);
+  assert.equal(pending?.notBefore, clock.now + 1000);
+
+  clock.now += 999; // not due yet
+  await reporter.reportDue();
+  await reporter.idle();
+  assert.equal(flaky.calls, 1);
+  clock.now += 1; // due: fails again, next delay doubles
+  await reporter.reportDue();
+  await reporter.idle();
+  assert.equal(flaky.calls, 2);
+  assert.equal((await store.listOutbox())[0]?.notBefore, clock.now + 2000);
+
+  flaky.failWith = undefined;
+  clock.now = M2 + GRACE; // the next window is due too
+  await reporter.reportDue();
+  await reporter.idle();
+  assert.deepEqual(flaky.delivered, [
+    "2026-01-01T12:00:00.000Z",
+    "2026-01-01T12:01:00.000Z",
+  ]);
+  assert.deepEqual(good.delivered, [
+    "2026-01-01T12:00:00.000Z",
+    "2026-01-01T12:01:00.000Z",
+  ]);
+  assert.deepEqual(await store.listOutbox(), []);
+  const warnings = logs.of("reporter").filter((r) => r.level === "warning");
+  assert.deepEqual(warnings.map((r) => r.properties.attempt), [1, 2]);
+  await store.close();
+});
+
+Deno.test("a sink's permanent refusal and a report past the maximum age are dropped and logged with the report", async (t) => {
+  for (
+    const [name, error, maxAge] of [
+      [
+        "permanent",
+        new PermanentSinkError("401 Unauthorized: bad key"),
+        3_600_000,
+      ],
+      ["too old", new Error("timed out"), 0],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      await using logs = await captureLogs();
+      const store = kvStore(await Deno.openKv(":memory:"));
+      const sink = scriptedSink("kafka-rest");
+      sink.failWith = error;
+      const reporter = createReporter({
+        store,
+        logger: logs.logger("reporter"),
+        sinks: [sink.sink],
+        clock: () => M1 + GRACE,
+        windowMs: WINDOW,
+        graceMs: GRACE,
+        outboxMaxAgeMs: maxAge,
+      });
+      const [report] = await reporter.reportDue();
+      await reporter.idle();
+      assert.deepEqual(await store.listOutbox(), []);
+      const [line] = logs.of("reporter");
+      assert.equal(line?.level, "error");
+      assert.equal(line?.properties.sink, "kafka-rest");
+      assert.equal(line?.properties.error, error.message);
+      assert.deepEqual(line?.properties.report, report);
+      await reporter.reportDue();
+      await reporter.idle();
+      assert.equal(sink.calls, 1);
+      await store.close();
+    });
+  }
+});
+
+Deno.test("pending deliveries survive a restart and go out once across reporters", async () => {
+  await using logs = await captureLogs();
+  await using file = await tempKvPath();
+  const clock = { now: M1 + GRACE };
+  const reporterOn = (store: Store, sink: Sink, id: string) =>
+    createReporter({
+      store,
+      logger: logs.logger("reporter"),
+      sinks: [sink],
+      clock: () => clock.now,
+      windowMs: WINDOW,
+      graceMs: GRACE,
+      instanceId: id,
+      ...OUTBOX_TIMING,
+    });
+  const down = scriptedSink("kafka");
+  down.failWith = new Error("broker unreachable");
+  {
+    const store = kvStore(await Deno.openKv(file.path));
+    const reporter = reporterOn(store, down.sink, "old");
+    await reporter.reportDue();
+    await reporter.idle();
+    await store.close();
+  }
+  // Two instances start on the same store; the sink is back.
+  const stores = [
+    kvStore(await Deno.openKv(file.path)),
+    kvStore(await Deno.openKv(file.path)),
+  ];
+  const sinks = [scriptedSink("kafka"), scriptedSink("kafka")];
+  const reporters = stores.map((s, i) =>
+    reporterOn(s, sinks[i]!.sink, `n${i}`)
+  );
+  clock.now += 1000;
+  await Promise.all(reporters.map((r) => r.reportDue()));
+  for (const reporter of reporters) await reporter.idle();
+  assert.deepEqual(
+    sinks.flatMap((s) => s.delivered),
+    ["2026-01-01T12:00:00.000Z"],
+  );
+  assert.deepEqual(await stores[0]!.listOutbox(), []);
+  for (const store of stores) await store.close();
 });

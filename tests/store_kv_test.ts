@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { checkOutboxContract } from "./helpers/outbox_contract.ts";
 import {
   batchSizeFor,
   createKvStore,
@@ -365,4 +366,13 @@ Deno.test("recordId() stays exact under duplicates, two stores, a window boundar
   }
   kv.close();
   for (const store of stores) await store.close();
+});
+
+Deno.test("the KV outbox keeps reports per sink until removed, one lease at a time", async () => {
+  await using file = await tempKvPath();
+  const a = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  const b = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  await checkOutboxContract(a, b);
+  await a.close();
+  await b.close();
 });

@@ -6,6 +6,7 @@ import { StoreUnavailableError, WindowClosedError } from "../lib/store.ts";
 import { createRedisStore, openRedis } from "../lib/store_redis.ts";
 import type { Store } from "../lib/store.ts";
 import { captureLogs } from "./helpers/logs.ts";
+import { checkOutboxContract } from "./helpers/outbox_contract.ts";
 import {
   type RedisServer,
   skipWithoutRedis,
@@ -295,5 +296,20 @@ Deno.test({
     // After a refused login the client waits before its next attempt (at
     // most 2 s) with a timer that closing it cannot cancel.
     await new Promise((resolve) => setTimeout(resolve, 2100));
+  },
+});
+
+Deno.test({
+  name:
+    "the Redis outbox keeps reports per sink until removed, one lease at a time",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const a = redisStore(server, logs);
+    const b = redisStore(server, logs);
+    await checkOutboxContract(a, b);
+    await a.close();
+    await b.close();
   },
 });
