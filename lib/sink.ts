@@ -30,6 +30,8 @@ export interface Sink {
    * @param minute The window start in epoch ms, the report's identity.
    */
   send(report: MinuteReport, minute: number): Promise<void>;
+  /** Releases connections the sink holds, at shutdown. */
+  close?(): Promise<void>;
 }
 
 /**
