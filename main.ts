@@ -5,13 +5,21 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Config, ConfigError, parseConfig } from "./lib/config.ts";
+import {
+  type Config,
+  ConfigError,
+  parseConfig,
+  type SinkName,
+} from "./lib/config.ts";
 import { createBufferedStore } from "./lib/buffered_store.ts";
 import { createHandler } from "./lib/handler.ts";
 import { configureLogging, LOG_CATEGORY } from "./lib/logging.ts";
 import { MINUTE_MS } from "./lib/minute.ts";
 import { createReporter } from "./lib/reporter.ts";
 import { createLogSink } from "./lib/sinks/log.ts";
+import type { Sink } from "./lib/sink.ts";
+import { createKafkaSink } from "./lib/sinks/kafka.ts";
+import { createKafkaRestSink } from "./lib/sinks/kafka_rest.ts";
 import { createWebhookSink } from "./lib/sinks/webhook.ts";
 import type { Store } from "./lib/store.ts";
 import { batchSizeFor, createKvStore } from "./lib/store_kv.ts";
@@ -64,22 +72,70 @@ async function openKv(path: string | undefined): Promise<Deno.Kv> {
 }
 
 const shutdown = new AbortController();
+
+/** Builds the sink `REPORT_SINKS` names. */
+function createSink(name: SinkName): Sink {
+  switch (name) {
+    case "log":
+      return createLogSink(getLogger([LOG_CATEGORY, "report"]));
+    case "webhook":
+      return createWebhookSink({
+        listUrls: (minute) => store.listUrls(minute),
+        logger: getLogger([LOG_CATEGORY, "webhook"]),
+        timeoutMs: config.webhookTimeoutMs,
+        attempts: config.webhookAttempts,
+        concurrency: config.webhookConcurrency,
+        signal: shutdown.signal,
+      });
+    case "kafka-rest": {
+      const rest = config.kafkaRest;
+      return createKafkaRestSink({
+        baseUrl: rest.url!,
+        api: rest.api,
+        topic: config.kafkaTopic,
+        timeoutMs: rest.timeoutMs,
+        ...(rest.clusterId ? { clusterId: rest.clusterId } : {}),
+        ...(rest.username !== undefined
+          ? {
+            basic: { username: rest.username, password: rest.password ?? "" },
+          }
+          : {}),
+        ...(rest.token ? { token: rest.token } : {}),
+      });
+    }
+    case "kafka": {
+      const kafka = config.kafka;
+      return createKafkaSink({
+        brokers: kafka.brokers,
+        topic: config.kafkaTopic,
+        clientId: kafka.clientId,
+        ssl: kafka.ssl,
+        timeoutMs: kafka.timeoutMs,
+        logger: getLogger([LOG_CATEGORY, "kafka"]),
+        ...(kafka.saslMechanism
+          ? {
+            sasl: {
+              mechanism: kafka.saslMechanism,
+              username: kafka.saslUsername!,
+              password: kafka.saslPassword!,
+            },
+          }
+          : {}),
+      });
+    }
+  }
+}
+
+const sinks = config.reportSinks.map(createSink);
 const reporter = createReporter({
   store,
+  sinks,
   logger: getLogger([LOG_CATEGORY, "reporter"]),
   windowMs: config.windowMs,
   graceMs: config.reportGraceMs,
-  sinks: [
-    createLogSink(getLogger([LOG_CATEGORY, "report"])),
-    createWebhookSink({
-      listUrls: (minute) => store.listUrls(minute),
-      logger: getLogger([LOG_CATEGORY, "webhook"]),
-      timeoutMs: config.webhookTimeoutMs,
-      attempts: config.webhookAttempts,
-      concurrency: config.webhookConcurrency,
-      signal: shutdown.signal,
-    }),
-  ],
+  outboxMaxAgeMs: config.outboxMaxAgeMs,
+  retryBaseMs: config.sinkRetryBaseMs,
+  retryMaxMs: config.sinkRetryMaxMs,
 });
 
 const server = Deno.serve(
@@ -136,6 +192,7 @@ async function stop(signal: string) {
   await server.finished;
   await Promise.all([catchUp, timer]);
   await reporter.idle();
+  await Promise.all(sinks.map((sink) => sink.close?.()));
   await store.close();
   await closeLogging();
   Deno.exit(0);

@@ -57,9 +57,45 @@ export interface Config {
    * before new requests wait for theirs.
    */
   bufferFlushMs: number;
+  /** `REPORT_SINKS`: where reports go, e.g. `log,webhook,kafka-rest`. */
+  reportSinks: SinkName[];
+  /** `OUTBOX_MAX_AGE_MS`: how long a report waits for a failing sink. */
+  outboxMaxAgeMs: number;
+  /** `SINK_RETRY_BASE_MS`: the first retry delay of a failed delivery. */
+  sinkRetryBaseMs: number;
+  /** `SINK_RETRY_MAX_MS`: the longest retry delay of a failed delivery. */
+  sinkRetryMaxMs: number;
+  /** `KAFKA_TOPIC`: the topic both Kafka sinks produce to. */
+  kafkaTopic: string;
+  /** The REST proxy sink's settings (`KAFKA_REST_*`). */
+  kafkaRest: {
+    url: string | undefined;
+    api: "v2" | "v3";
+    clusterId: string | undefined;
+    username: string | undefined;
+    password: string | undefined;
+    token: string | undefined;
+    timeoutMs: number;
+  };
+  /** The direct Kafka sink's settings (`KAFKA_*`). */
+  kafka: {
+    brokers: string[];
+    clientId: string;
+    ssl: boolean;
+    saslMechanism: "plain" | "scram-sha-256" | "scram-sha-512" | undefined;
+    saslUsername: string | undefined;
+    saslPassword: string | undefined;
+    timeoutMs: number;
+  };
   /** `LOG_LEVEL`: the lowest level written to the log. */
   logLevel: LogLevel;
 }
+
+/** The sinks `REPORT_SINKS` may name. */
+export const SINK_NAMES = ["log", "webhook", "kafka-rest", "kafka"] as const;
+
+/** One of {@link SINK_NAMES}. */
+export type SinkName = typeof SINK_NAMES[number];
 
 /** The store backends `STORE` accepts. */
 export const STORE_KINDS = ["kv", "redis"] as const;
@@ -135,6 +171,53 @@ const schema = z.object({
   ),
   BUFFER_MAX_IDS: integer(1, 10_000_000, 2000),
   BUFFER_FLUSH_MS: integer(1, 10_000, 100),
+  REPORT_SINKS: z.string().trim().toLowerCase().default("log,webhook")
+    .transform((v) => v.split(",").map((name) => name.trim()))
+    .pipe(
+      z.array(
+        z.enum(SINK_NAMES, `must list sinks among ${SINK_NAMES.join(", ")}`),
+      )
+        .min(1)
+        .refine(
+          (names) => new Set(names).size === names.length,
+          "names a sink twice",
+        ),
+    ),
+  OUTBOX_MAX_AGE_MS: integer(1000, 604_800_000, 3_600_000),
+  SINK_RETRY_BASE_MS: integer(10, 3_600_000, 10_000),
+  SINK_RETRY_MAX_MS: integer(10, 3_600_000, 300_000),
+  KAFKA_TOPIC: z.string().trim().regex(
+    /^[A-Za-z0-9._-]{1,249}$/,
+    "must be a Kafka topic name (letters, digits, . _ -)",
+  ).default("verve-unique-ids"),
+  KAFKA_REST_URL: z.url({
+    protocol: /^https?$/,
+    error: "must be an http:// or https:// URL",
+  }).optional(),
+  KAFKA_REST_API: z.string().trim().toLowerCase().default("v2").pipe(
+    z.enum(["v2", "v3"]),
+  ),
+  KAFKA_REST_CLUSTER_ID: z.string().trim().min(1).optional(),
+  KAFKA_REST_USERNAME: z.string().optional(),
+  KAFKA_REST_PASSWORD: z.string().optional(),
+  KAFKA_REST_TOKEN: z.string().optional(),
+  KAFKA_REST_TIMEOUT_MS: integer(100, 60_000, 5000),
+  KAFKA_BROKERS: z.string().trim().transform((v) =>
+    v.split(",").map((b) => b.trim()).filter(Boolean)
+  ).pipe(
+    z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, "must list host:port pairs"))
+      .min(1),
+  ).optional(),
+  KAFKA_CLIENT_ID: z.string().trim().min(1).default("verve"),
+  KAFKA_SSL: z.string().trim().toLowerCase().default("false").pipe(
+    z.enum(["true", "false", "1", "0"], "must be true or false"),
+  ).transform((v) => v === "true" || v === "1"),
+  KAFKA_SASL_MECHANISM: z.string().trim().toLowerCase().pipe(
+    z.enum(["plain", "scram-sha-256", "scram-sha-512"]),
+  ).optional(),
+  KAFKA_SASL_USERNAME: z.string().optional(),
+  KAFKA_SASL_PASSWORD: z.string().optional(),
+  KAFKA_TIMEOUT_MS: integer(100, 120_000, 10_000),
   LOG_LEVEL: z.string().trim().toLowerCase().default("info").pipe(
     z.enum(LOG_LEVELS),
   ),
@@ -180,6 +263,37 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       `must be below REPORT_GRACE_MS (${s.REPORT_GRACE_MS}) with ACK_MODE=buffered (got "${s.BUFFER_FLUSH_MS}")`,
     );
   }
+  const sinks = s.REPORT_SINKS;
+  if (sinks.includes("kafka-rest") && !s.KAFKA_REST_URL) {
+    throw new ConfigError(
+      "KAFKA_REST_URL",
+      "is required when REPORT_SINKS has kafka-rest",
+    );
+  }
+  if (
+    sinks.includes("kafka-rest") && s.KAFKA_REST_API === "v3" &&
+    !s.KAFKA_REST_CLUSTER_ID
+  ) {
+    throw new ConfigError(
+      "KAFKA_REST_CLUSTER_ID",
+      "is required with KAFKA_REST_API=v3",
+    );
+  }
+  if (sinks.includes("kafka") && !s.KAFKA_BROKERS) {
+    throw new ConfigError(
+      "KAFKA_BROKERS",
+      "is required when REPORT_SINKS has kafka",
+    );
+  }
+  if (
+    s.KAFKA_SASL_MECHANISM &&
+    (s.KAFKA_SASL_USERNAME === undefined || s.KAFKA_SASL_PASSWORD === undefined)
+  ) {
+    throw new ConfigError(
+      "KAFKA_SASL_USERNAME",
+      "and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM",
+    );
+  }
   const onDeploy = !!env.DENO_DEPLOYMENT_ID;
   return {
     host: s.HOST,
@@ -200,6 +314,29 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     ackMode: s.ACK_MODE,
     bufferMaxIds: s.BUFFER_MAX_IDS,
     bufferFlushMs: s.BUFFER_FLUSH_MS,
+    reportSinks: sinks,
+    outboxMaxAgeMs: s.OUTBOX_MAX_AGE_MS,
+    sinkRetryBaseMs: s.SINK_RETRY_BASE_MS,
+    sinkRetryMaxMs: s.SINK_RETRY_MAX_MS,
+    kafkaTopic: s.KAFKA_TOPIC,
+    kafkaRest: {
+      url: s.KAFKA_REST_URL,
+      api: s.KAFKA_REST_API,
+      clusterId: s.KAFKA_REST_CLUSTER_ID,
+      username: s.KAFKA_REST_USERNAME,
+      password: s.KAFKA_REST_PASSWORD,
+      token: s.KAFKA_REST_TOKEN,
+      timeoutMs: s.KAFKA_REST_TIMEOUT_MS,
+    },
+    kafka: {
+      brokers: s.KAFKA_BROKERS ?? [],
+      clientId: s.KAFKA_CLIENT_ID,
+      ssl: s.KAFKA_SSL,
+      saslMechanism: s.KAFKA_SASL_MECHANISM,
+      saslUsername: s.KAFKA_SASL_USERNAME,
+      saslPassword: s.KAFKA_SASL_PASSWORD,
+      timeoutMs: s.KAFKA_TIMEOUT_MS,
+    },
     logLevel: s.LOG_LEVEL,
   };
 }

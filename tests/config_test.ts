@@ -25,6 +25,29 @@ const DEFAULTS: Config = {
   ackMode: "durable",
   bufferMaxIds: 2000,
   bufferFlushMs: 100,
+  reportSinks: ["log", "webhook"],
+  outboxMaxAgeMs: 3_600_000,
+  sinkRetryBaseMs: 10_000,
+  sinkRetryMaxMs: 300_000,
+  kafkaTopic: "verve-unique-ids",
+  kafkaRest: {
+    url: undefined,
+    api: "v2",
+    clusterId: undefined,
+    username: undefined,
+    password: undefined,
+    token: undefined,
+    timeoutMs: 5000,
+  },
+  kafka: {
+    brokers: [],
+    clientId: "verve",
+    ssl: false,
+    saslMechanism: undefined,
+    saslUsername: undefined,
+    saslPassword: undefined,
+    timeoutMs: 10_000,
+  },
   logLevel: "info",
 };
 
@@ -53,6 +76,12 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
       { redisUrl: "rediss://user:secret@cache.example.com:6380/2" },
     ],
     ["REDIS_TIMEOUT_MS", "250", { redisTimeoutMs: 250 }],
+    ["REPORT_SINKS", "log", { reportSinks: ["log"] }],
+    ["REPORT_SINKS", " Webhook , log ", { reportSinks: ["webhook", "log"] }],
+    ["OUTBOX_MAX_AGE_MS", "60000", { outboxMaxAgeMs: 60_000 }],
+    ["SINK_RETRY_BASE_MS", "500", { sinkRetryBaseMs: 500 }],
+    ["SINK_RETRY_MAX_MS", "5000", { sinkRetryMaxMs: 5000 }],
+    ["KAFKA_TOPIC", "unique.ids-1", { kafkaTopic: "unique.ids-1" }],
     ["KV_PATH", ":memory:", { kvPath: ":memory:" }],
     ["KV_PATH", "/tmp/x.kv", { kvPath: "/tmp/x.kv" }],
     [
@@ -120,6 +149,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
         LOG_LEVEL: "error",
       }),
       {
+        ...DEFAULTS,
         host: "::1",
         port: 1234,
         reusePort: true,
@@ -226,6 +256,13 @@ Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) 
     ["REDIS_URL", "http://cache.example.com"],
     ["REDIS_URL", "not a url"],
     ["REDIS_TIMEOUT_MS", "5"],
+    ["REPORT_SINKS", "log,carrier-pigeon"],
+    ["REPORT_SINKS", "log,log"],
+    ["KAFKA_TOPIC", "no spaces"],
+    ["KAFKA_REST_URL", "ftp://proxy"],
+    ["KAFKA_REST_API", "v4"],
+    ["KAFKA_BROKERS", "kafka-1"],
+    ["KAFKA_SASL_MECHANISM", "gssapi"],
     ["BUFFER_MAX_IDS", "0"],
     ["BUFFER_FLUSH_MS", "0"],
     ["PORT", "abc"],
@@ -314,4 +351,60 @@ Deno.test("parseConfig() wants buffered ids committed before their window is rep
       .bufferFlushMs,
     500,
   );
+});
+
+Deno.test("parseConfig() reads the Kafka sinks' settings and wants what each sink needs", async (t) => {
+  await t.step("a REST proxy with API v3 and a bearer token", () => {
+    const config = parseConfig({
+      REPORT_SINKS: "log,kafka-rest",
+      KAFKA_REST_URL: "https://pkc-1.confluent.cloud/kafka",
+      KAFKA_REST_API: "V3",
+      KAFKA_REST_CLUSTER_ID: "lkc-123",
+      KAFKA_REST_TOKEN: "t0ken",
+      KAFKA_REST_TIMEOUT_MS: "2000",
+    });
+    assert.deepEqual(config.reportSinks, ["log", "kafka-rest"]);
+    assert.deepEqual(config.kafkaRest, {
+      url: "https://pkc-1.confluent.cloud/kafka",
+      api: "v3",
+      clusterId: "lkc-123",
+      username: undefined,
+      password: undefined,
+      token: "t0ken",
+      timeoutMs: 2000,
+    });
+  });
+
+  await t.step("brokers with SASL and TLS", () => {
+    const config = parseConfig({
+      REPORT_SINKS: "kafka",
+      KAFKA_BROKERS: "k1:9092, k2:9093",
+      KAFKA_SSL: "true",
+      KAFKA_SASL_MECHANISM: "SCRAM-SHA-512",
+      KAFKA_SASL_USERNAME: "svc",
+      KAFKA_SASL_PASSWORD: "pw",
+    });
+    assert.deepEqual(config.kafka.brokers, ["k1:9092", "k2:9093"]);
+    assert.equal(config.kafka.ssl, true);
+    assert.equal(config.kafka.saslMechanism, "scram-sha-512");
+  });
+
+  const missing: [Record<string, string>, string][] = [
+    [{ REPORT_SINKS: "kafka-rest" }, "KAFKA_REST_URL"],
+    [{
+      REPORT_SINKS: "kafka-rest",
+      KAFKA_REST_URL: "http://proxy:8082",
+      KAFKA_REST_API: "v3",
+    }, "KAFKA_REST_CLUSTER_ID"],
+    [{ REPORT_SINKS: "kafka" }, "KAFKA_BROKERS"],
+    [{ KAFKA_SASL_MECHANISM: "plain" }, "KAFKA_SASL_USERNAME"],
+  ];
+  for (const [env, variable] of missing) {
+    await t.step(`${variable} is required`, () => {
+      assert.throws(
+        () => parseConfig(env),
+        (error) => error instanceof ConfigError && error.variable === variable,
+      );
+    });
+  }
 });
