@@ -138,14 +138,31 @@ const reporter = createReporter({
   retryMaxMs: config.sinkRetryMaxMs,
 });
 
+const tls = config.tls && {
+  cert: await readSetting("TLS_CERT_FILE", config.tls.certFile),
+  key: await readSetting("TLS_KEY_FILE", config.tls.keyFile),
+};
+
+/** Reads a file a setting names; stops the service when it cannot. */
+async function readSetting(variable: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    console.error(`Cannot read ${variable}: ${(error as Error).message}`);
+    Deno.exit(2);
+  }
+}
+
 const server = Deno.serve(
   {
     hostname: config.host,
     port: config.port,
     reusePort: config.reusePort,
     signal: shutdown.signal,
+    ...tls,
     onListen({ hostname, port }) {
-      logger.info("Listening on http://{hostname}:{port}/", {
+      logger.info("Listening on {scheme}://{hostname}:{port}/", {
+        scheme: tls ? "https" : "http",
         hostname,
         port,
         store: config.store === "redis"

@@ -210,6 +210,10 @@ class BufferedStore implements Store {
     return this.#store.unreportedWindows();
   }
 
+  ping() {
+    return this.#store.ping();
+  }
+
   /** Commits every buffered id (the wrapped store drains its queue), then closes. */
   async close(): Promise<void> {
     await this.#store.close();

@@ -17,6 +17,11 @@ export interface Config {
    * `SO_REUSEPORT`); the kernel spreads connections across them.
    */
   reusePort: boolean;
+  /**
+   * `TLS_CERT_FILE` and `TLS_KEY_FILE`: PEM files; with both, the service
+   * speaks HTTPS.
+   */
+  tls: { certFile: string; keyFile: string } | undefined;
   /** `STORE`: the shared store, `kv` (Deno KV) or `redis`. */
   store: StoreKind;
   /** `REDIS_URL`: the Redis server, `redis://` or `rediss://`, with credentials. */
@@ -147,6 +152,8 @@ const schema = z.object({
   REUSE_PORT: z.string().trim().toLowerCase().default("false").pipe(
     z.enum(["true", "false", "1", "0"], "must be true or false"),
   ).transform((v) => v === "true" || v === "1"),
+  TLS_CERT_FILE: z.string().trim().min(1).optional(),
+  TLS_KEY_FILE: z.string().trim().min(1).optional(),
   STORE: z.string().trim().toLowerCase().default("kv").pipe(
     z.enum(STORE_KINDS),
   ),
@@ -263,6 +270,12 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       `must be below REPORT_GRACE_MS (${s.REPORT_GRACE_MS}) with ACK_MODE=buffered (got "${s.BUFFER_FLUSH_MS}")`,
     );
   }
+  if ((s.TLS_CERT_FILE === undefined) !== (s.TLS_KEY_FILE === undefined)) {
+    throw new ConfigError(
+      s.TLS_CERT_FILE === undefined ? "TLS_CERT_FILE" : "TLS_KEY_FILE",
+      "is required with the other TLS file",
+    );
+  }
   const sinks = s.REPORT_SINKS;
   if (sinks.includes("kafka-rest") && !s.KAFKA_REST_URL) {
     throw new ConfigError(
@@ -299,6 +312,9 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     host: s.HOST,
     port: s.PORT,
     reusePort: s.REUSE_PORT,
+    tls: s.TLS_CERT_FILE && s.TLS_KEY_FILE
+      ? { certFile: s.TLS_CERT_FILE, keyFile: s.TLS_KEY_FILE }
+      : undefined,
     store: s.STORE,
     redisUrl: s.REDIS_URL,
     redisTimeoutMs: s.REDIS_TIMEOUT_MS,

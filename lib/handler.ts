@@ -26,7 +26,15 @@ export interface HandlerOptions {
   clock?: () => number;
   /** The window length in ms. Default: 60 000. */
   windowMs?: number;
+  /** How long `/readyz` waits for the store, in ms. Default: 1000. */
+  readyTimeoutMs?: number;
 }
+
+/** The liveness probe's path: answers while the process runs. */
+export const HEALTH_PATH = "/healthz";
+
+/** The readiness probe's path: answers 200 while the store answers. */
+export const READY_PATH = "/readyz";
 
 const TEXT = "text/plain; charset=utf-8";
 /** Shared by every `ok` answer: Deno copies the init, so one object serves. */
@@ -72,7 +80,28 @@ function respond(
 export function createHandler(
   options: HandlerOptions,
 ): (request: Request) => Promise<Response> {
-  const { store, logger, clock = Date.now, windowMs = 60_000 } = options;
+  const {
+    store,
+    logger,
+    clock = Date.now,
+    windowMs = 60_000,
+    readyTimeoutMs = 1000,
+  } = options;
+
+  /** 200 `ready` when the store answers within the time limit, else 503. */
+  async function ready(method: string): Promise<Response> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const answered = await Promise.race([
+      store.ping().then(() => true, () => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), readyTimeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    return answered
+      ? respond(method, 200, "ready")
+      : respond(method, 503, "not ready");
+  }
 
   async function accept(query: string): Promise<Response> {
     const minute = windowStart(clock(), windowMs);
@@ -95,10 +124,19 @@ export function createHandler(
       const path = queryStart < 0
         ? url.slice(pathStart)
         : url.slice(pathStart, queryStart);
-      if (path !== ACCEPT_PATH) throw new HttpError(404, "not found");
       if (method !== "GET" && method !== "HEAD") {
-        throw new HttpError(405, "method not allowed", { allow: "GET, HEAD" });
+        if (
+          path === ACCEPT_PATH || path === HEALTH_PATH || path === READY_PATH
+        ) {
+          throw new HttpError(405, "method not allowed", {
+            allow: "GET, HEAD",
+          });
+        }
+        throw new HttpError(404, "not found");
       }
+      if (path === HEALTH_PATH) return respond(method, 200, "ok");
+      if (path === READY_PATH) return await ready(method);
+      if (path !== ACCEPT_PATH) throw new HttpError(404, "not found");
       const response = await accept(
         queryStart < 0 ? "" : url.slice(queryStart + 1),
       );

@@ -77,6 +77,12 @@ export interface Store {
    * Includes the window that is still open.
    */
   unreportedWindows(): Promise<number[]>;
+  /**
+   * Checks that the backend answers.
+   *
+   * @throws {StoreUnavailableError} when it does not.
+   */
+  ping(): Promise<void>;
   /** Finishes pending writes, then releases the backend. */
   close(): Promise<void>;
 }

@@ -427,6 +427,17 @@ class KvStore implements Store {
     return [...minutes].sort((a, b) => a - b);
   }
 
+  async ping(): Promise<void> {
+    try {
+      await this.#kv.get(reportKey(0));
+    } catch (error) {
+      throw new StoreUnavailableError(
+        `Deno KV does not answer: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
   async close(): Promise<void> {
     await this.#ids.drain();
     this.#kv.close();

@@ -411,6 +411,10 @@ class RedisStore implements Store {
     return (minutes as string[]).map(Number).sort((a, b) => a - b);
   }
 
+  async ping(): Promise<void> {
+    await this.#call(["PING"]);
+  }
+
   async close(): Promise<void> {
     await this.#ids.drain();
     await this.#redis.close();

@@ -10,6 +10,7 @@ const DEFAULTS: Config = {
   host: "0.0.0.0",
   port: 8000,
   reusePort: false,
+  tls: undefined,
   store: "kv",
   redisUrl: "redis://127.0.0.1:6379",
   redisTimeoutMs: 1000,
@@ -407,4 +408,24 @@ Deno.test("parseConfig() reads the Kafka sinks' settings and wants what each sin
       );
     });
   }
+});
+
+Deno.test("parseConfig() wants both TLS files or neither", () => {
+  assert.deepEqual(
+    parseConfig({
+      TLS_CERT_FILE: "/etc/tls/cert.pem",
+      TLS_KEY_FILE: "/etc/tls/key.pem",
+    }).tls,
+    { certFile: "/etc/tls/cert.pem", keyFile: "/etc/tls/key.pem" },
+  );
+  assert.throws(
+    () => parseConfig({ TLS_CERT_FILE: "/etc/tls/cert.pem" }),
+    (error) =>
+      error instanceof ConfigError && error.variable === "TLS_KEY_FILE",
+  );
+  assert.throws(
+    () => parseConfig({ TLS_KEY_FILE: "/etc/tls/key.pem" }),
+    (error) =>
+      error instanceof ConfigError && error.variable === "TLS_CERT_FILE",
+  );
 });

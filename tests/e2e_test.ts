@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { formatMinute, windowStart } from "../lib/minute.ts";
 import { tempKvPath } from "./helpers/kv.ts";
+import { makeTestCertificates } from "./helpers/tls.ts";
 import { nextWindow, withinOneWindow } from "./helpers/windows.ts";
 import { startReceiver } from "./helpers/receiver.ts";
 import {
@@ -183,4 +184,35 @@ Deno.test("in buffered mode ids acknowledged just before SIGTERM are all counted
   const report = await second.waitForLog(reportOf(window));
   assert.equal(report.properties.unique_ids, 300);
   assert.equal(await second.stop("SIGTERM"), 0);
+});
+
+Deno.test("with TLS_CERT_FILE and TLS_KEY_FILE the service speaks HTTPS", async () => {
+  await using file = await tempKvPath();
+  const tls = await makeTestCertificates(file.dir);
+  await using service = await startService({
+    KV_PATH: file.path,
+    TLS_CERT_FILE: tls.certFile,
+    TLS_KEY_FILE: tls.keyFile,
+  });
+  assert.match(service.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+  using client = Deno.createHttpClient({
+    caCerts: [tls.caPem],
+  });
+  const response = await fetch(`${service.url}/api/verve/accept?id=1`, {
+    client,
+  });
+  assert.equal(`${response.status} ${await response.text()}`, "200 ok");
+  // Plain HTTP gets no answer from the TLS port.
+  const plain = service.url.replace("https:", "http:");
+  await assert.rejects(fetch(`${plain}/healthz`));
+  assert.equal(await service.stop("SIGTERM"), 0);
+
+  const missing = await runServiceToExit({
+    KV_PATH: file.path,
+    PORT: "0",
+    TLS_CERT_FILE: `${file.dir}/nope.pem`,
+    TLS_KEY_FILE: tls.keyFile,
+  });
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /Cannot read TLS_CERT_FILE/);
 });

@@ -194,3 +194,62 @@ Deno.test("handler takes the window once, when the request arrives", async () =>
   assert.equal(await store.countIds(MINUTE + 60_000), 0);
   await store.close();
 });
+
+Deno.test("handler answers the health and readiness probes", async (t) => {
+  await using logs = await captureLogs();
+  const probe = async (
+    handle: (r: Request) => Promise<Response>,
+    path: string,
+    method = "GET",
+  ) => {
+    const response = await handle(
+      new Request(`http://service.test${path}`, { method }),
+    );
+    return `${response.status} ${await response.text()}`;
+  };
+
+  await t.step("a store that answers", async () => {
+    const store = createKvStore(await Deno.openKv(":memory:"), {
+      retentionMs: 600_000,
+    });
+    const handle = createHandler({ store, logger: logs.logger("http") });
+    assert.equal(await probe(handle, "/healthz"), "200 ok");
+    assert.equal(await probe(handle, "/readyz"), "200 ready");
+    assert.equal(await probe(handle, "/readyz", "HEAD"), "200 ");
+    assert.equal(
+      await probe(handle, "/healthz", "POST"),
+      "405 method not allowed",
+    );
+    await store.close();
+  });
+
+  await t.step("a store that is gone", async () => {
+    const store = createKvStore(await Deno.openKv(":memory:"), {
+      retentionMs: 600_000,
+    });
+    await store.close();
+    const handle = createHandler({ store, logger: logs.logger("http") });
+    assert.equal(await probe(handle, "/healthz"), "200 ok");
+    assert.equal(await probe(handle, "/readyz"), "503 not ready");
+  });
+
+  await t.step("a store that does not answer in time", async () => {
+    const kvStore = createKvStore(await Deno.openKv(":memory:"), {
+      retentionMs: 600_000,
+    });
+    let release!: () => void;
+    const stalled = new Promise<void>((resolve) => release = resolve);
+    // A real store whose ping is held back, as a stalled backend would be.
+    const store: Store = Object.assign(Object.create(kvStore), {
+      ping: () => stalled,
+    });
+    const handle = createHandler({
+      store,
+      logger: logs.logger("http"),
+      readyTimeoutMs: 50,
+    });
+    assert.equal(await probe(handle, "/readyz"), "503 not ready");
+    release();
+    await kvStore.close();
+  });
+});

@@ -62,9 +62,15 @@ Deno.test({
       const response = await fetch(`${service.url}/api/verve/accept?id=${id}`);
       return `${response.status} ${await response.text()}`;
     };
+    const ready = async () => {
+      const response = await fetch(`${service.url}/readyz`);
+      return `${response.status} ${await response.text()}`;
+    };
     assert.equal(await get("1"), "200 ok");
+    assert.equal(await ready(), "200 ready");
     await redis.stop();
     for (const id of ["2", "3"]) assert.equal(await get(id), "503 failed");
+    assert.equal(await ready(), "503 not ready");
     await redis.start();
     let answer = "";
     for (let i = 0; i < 100 && answer !== "200 ok"; i++) {
@@ -75,6 +81,7 @@ Deno.test({
       }
     }
     assert.equal(answer, "200 ok");
+    assert.equal(await ready(), "200 ready");
     // Reports go on: a window recorded after the outage is reported.
     const window = await withinOneWindow(2000, async () => {
       for (const id of ["5", "6", "5"]) assert.equal(await get(id), "200 ok");

@@ -125,7 +125,9 @@ export async function startService(
       l.message.startsWith("Listening on")
     );
     return {
-      url: `http://127.0.0.1:${listening.properties.port}`,
+      url: `${
+        listening.properties.scheme ?? "http"
+      }://127.0.0.1:${listening.properties.port}`,
       lines,
       waitForLog,
       stop,
