@@ -1,0 +1,232 @@
+/**
+ * Faults against the real service process: killed under load, and fed
+ * thousands of malformed requests.
+ */
+import assert from "node:assert/strict";
+import { createKvStore } from "../lib/store_kv.ts";
+import { tempKvPath } from "./helpers/kv.ts";
+import { startService } from "./helpers/service.ts";
+
+/** Windows long enough that a test stays in one or two of them. */
+const WINDOW_MS = 600_000;
+
+/** Every id key in the KV file, as id → window. */
+async function storedIds(path: string): Promise<Map<string, number>> {
+  const kv = await Deno.openKv(path);
+  const ids = new Map<string, number>();
+  for await (const entry of kv.list({ prefix: ["verve", "id"] })) {
+    ids.set(String(entry.key[3]), entry.key[2] as number);
+  }
+  kv.close();
+  return ids;
+}
+
+async function countIn(path: string, minute: number): Promise<number> {
+  const store = createKvStore(await Deno.openKv(path), {
+    retentionMs: WINDOW_MS * 2,
+  });
+  const count = await store.countIds(minute);
+  await store.close();
+  return count;
+}
+
+Deno.test("after kill -9 under load every acknowledged id is stored, counted once, also after a restart", async () => {
+  await using file = await tempKvPath();
+  const env = { KV_PATH: file.path, WINDOW_MS: String(WINDOW_MS) };
+  const acknowledged: string[] = [];
+  {
+    await using service = await startService(env);
+    let next = 0;
+    let killed = false;
+    const worker = async () => {
+      while (!killed) {
+        const id = String(1000 + next++);
+        try {
+          const response = await fetch(
+            `${service.url}/api/verve/accept?id=${id}`,
+          );
+          if (await response.text() === "ok") acknowledged.push(id);
+        } catch {
+          // The process is gone; the answer never came.
+        }
+      }
+    };
+    const workers = Array.from({ length: 16 }, worker);
+    while (acknowledged.length < 2000) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.notEqual(await service.stop("SIGKILL"), 0);
+    killed = true;
+    await Promise.all(workers);
+  }
+  const stored = await storedIds(file.path);
+  for (const id of acknowledged) assert.ok(stored.has(id), `id ${id} was lost`);
+  const counts = new Map<number, number>();
+  for (const minute of new Set(stored.values())) {
+    const inMinute = [...stored.values()].filter((m) => m === minute).length;
+    assert.equal(await countIn(file.path, minute), inMinute);
+    counts.set(minute, inMinute);
+  }
+
+  // A restart on the same store: repeats are answered, not counted again.
+  await using restarted = await startService(env);
+  for (const id of acknowledged.slice(0, 200)) {
+    const response = await fetch(`${restarted.url}/api/verve/accept?id=${id}`);
+    assert.equal(await response.text(), "ok");
+  }
+  assert.equal(await restarted.stop("SIGTERM"), 0);
+  for (const [minute, count] of counts) {
+    assert.equal(await countIn(file.path, minute), count);
+  }
+});
+
+/** Malformed accept queries: never valid, whatever is combined with them. */
+function badQueries(random: () => number): string[] {
+  const pick = <T>(items: T[]) => items[Math.floor(random() * items.length)]!;
+  const digits = (n: number) =>
+    String(1 + Math.floor(random() * 9)) +
+    Array.from({ length: n - 1 }, () => Math.floor(random() * 10)).join("");
+  const badIds = [
+    "",
+    "abc",
+    "1.5",
+    "1e3",
+    "%2B1",
+    "--1",
+    "0x10",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "%00",
+    "1%00",
+    "%zz",
+    "%",
+    "1%",
+    "%E0%A4%A",
+    "%D9%A1%D9%A2",
+    "1%202",
+    "%C3%A9",
+    "%FF%FE",
+    "-",
+    "%201",
+    "1%20",
+  ];
+  const junk = [
+    "",
+    "&x=%zz",
+    "&=",
+    "&&",
+    "&x",
+    "&%00=%00",
+    "&y=" + "%41".repeat(50),
+  ];
+  const queries: string[] = [];
+  for (let i = 0; i < 10_000; i++) {
+    const kind = Math.floor(random() * 8);
+    const id = kind === 0
+      ? digits(20 + Math.floor(random() * 30)) // out of range
+      : kind === 1
+      ? `-${digits(20 + Math.floor(random() * 30))}`
+      : pick(badIds);
+    const rest = pick(junk);
+    switch (Math.floor(random() * 6)) {
+      case 0:
+        queries.push(`id=${id}${rest}`);
+        break;
+      case 1: // repeated id, both valid on their own
+        queries.push(`id=${digits(3)}&id=${digits(3)}${rest}`);
+        break;
+      case 2: // a valid id with a bad url
+        queries.push(
+          `id=${digits(4)}&url=${
+            pick([
+              "",
+              "ftp%3A%2F%2Fexample.com",
+              "javascript%3Aalert(1)",
+              "http%3A%2F%2F" + "a".repeat(2100),
+              "http%3A%2F%2Fexa%00mple.com",
+              "%zz",
+              "not%20a%20url",
+            ])
+          }`,
+        );
+        break;
+      case 3: // too many parameters
+        queries.push(
+          `id=${digits(4)}&` +
+            Array.from({ length: 9 }, (_, j) => `p${j}=${j}`).join("&"),
+        );
+        break;
+      case 4: // no id at all
+        queries.push(`url=http%3A%2F%2Fexample.com${rest}`);
+        break;
+      default:
+        queries.push(`${rest.slice(1)}&id=${id}`);
+    }
+  }
+  return queries;
+}
+
+Deno.test("10 000 malformed requests each get their 4xx, and change no count", async () => {
+  await using file = await tempKvPath();
+  await using service = await startService({
+    KV_PATH: file.path,
+    WINDOW_MS: String(WINDOW_MS),
+  });
+  const valid = Array.from({ length: 50 }, (_, i) => String(i * 31));
+  for (const id of valid) {
+    const response = await fetch(`${service.url}/api/verve/accept?id=${id}`);
+    assert.equal(await response.text(), "ok");
+  }
+  const before = await storedIds(file.path);
+  let seed = 42;
+  const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
+  const requests: { path: string; method: string; expect: string }[] = [
+    ...badQueries(random).map((q) => ({
+      path: `/api/verve/accept?${q}`,
+      method: "GET",
+      expect: "400 failed",
+    })),
+  ];
+  for (let i = 0; i < 1000; i++) {
+    const method = ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"][i % 5]!;
+    requests.push({
+      path: `/api/verve/accept?id=${i}`,
+      method,
+      expect: "405 method not allowed",
+    });
+    requests.push({
+      path: [
+        "/",
+        "/api",
+        "/api/verve",
+        "/api/verve/accept/",
+        "/API/VERVE/ACCEPT",
+        "/api/verve/accept%00",
+        `/${"x".repeat(3000)}`,
+      ][i % 7]! + `?id=${i}`,
+      method: i % 2 ? "GET" : "POST",
+      expect: "404 not found",
+    });
+  }
+  let done = 0;
+  const worker = async () => {
+    while (done < requests.length) {
+      const request = requests[done++]!;
+      const response = await fetch(`${service.url}${request.path}`, {
+        method: request.method,
+      });
+      const answer = `${response.status} ${await response.text()}`;
+      assert.equal(answer, request.expect, `${request.method} ${request.path}`);
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, worker));
+  assert.ok(requests.length >= 12_000);
+
+  // Still up, and nothing was recorded by the malformed requests.
+  const health = await fetch(`${service.url}/healthz`);
+  assert.equal(await health.text(), "ok");
+  const after = await storedIds(file.path);
+  assert.deepEqual([...after.keys()].sort(), [...before.keys()].sort());
+  assert.equal(await countIn(file.path, [...after.values()][0]!), valid.length);
+  assert.equal(await service.stop("SIGTERM"), 0);
+});
