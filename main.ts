@@ -12,6 +12,7 @@ import {
   type SinkName,
 } from "./lib/config.ts";
 import { createBufferedStore } from "./lib/buffered_store.ts";
+import { createAddressPolicy } from "./lib/address_policy.ts";
 import { createHandler } from "./lib/handler.ts";
 import { configureLogging, LOG_CATEGORY } from "./lib/logging.ts";
 import { MINUTE_MS } from "./lib/minute.ts";
@@ -24,6 +25,7 @@ import { createWebhookSink } from "./lib/sinks/webhook.ts";
 import type { Store } from "./lib/store.ts";
 import { batchSizeFor, createKvStore } from "./lib/store_kv.ts";
 import { createRedisStore, openRedis } from "./lib/store_redis.ts";
+import { createWebhookPost } from "./lib/webhook_post.ts";
 import { startWindowTimer } from "./lib/window_timer.ts";
 import { sleep } from "./lib/backoff.ts";
 
@@ -73,6 +75,11 @@ async function openKv(path: string | undefined): Promise<Deno.Kv> {
 
 const shutdown = new AbortController();
 
+const addressPolicy = createAddressPolicy({
+  allow: config.webhookAllow,
+  allowlistOnly: config.webhookAllowlistOnly,
+});
+
 /** Builds the sink `REPORT_SINKS` names. */
 function createSink(name: SinkName): Sink {
   switch (name) {
@@ -85,6 +92,7 @@ function createSink(name: SinkName): Sink {
         timeoutMs: config.webhookTimeoutMs,
         attempts: config.webhookAttempts,
         concurrency: config.webhookConcurrency,
+        post: createWebhookPost(addressPolicy),
         signal: shutdown.signal,
       });
     case "kafka-rest": {
@@ -177,6 +185,12 @@ const server = Deno.serve(
     store,
     logger: getLogger([LOG_CATEGORY, "http"]),
     windowMs: config.windowMs,
+    ...(config.webhookRejectUndeliverable
+      ? {
+        refuseUrl: (url: string) =>
+          addressPolicy.checkHost(new URL(url).hostname),
+      }
+      : {}),
   }),
 );
 

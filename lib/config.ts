@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from "zod";
+import { createAddressPolicy } from "./address_policy.ts";
 
 /** The validated settings of one service instance. */
 export interface Config {
@@ -50,6 +51,15 @@ export interface Config {
   webhookAttempts: number;
   /** `WEBHOOK_CONCURRENCY`: webhook POSTs in flight at once, in all. */
   webhookConcurrency: number;
+  /** `WEBHOOK_ALLOW`: hosts and CIDR ranges webhooks may reach regardless. */
+  webhookAllow: string[];
+  /** `WEBHOOK_ALLOWLIST_ONLY`: webhooks may reach only `WEBHOOK_ALLOW`. */
+  webhookAllowlistOnly: boolean;
+  /**
+   * `WEBHOOK_REJECT_UNDELIVERABLE`: answer 400 at request time for a `url`
+   * whose host can never be delivered to.
+   */
+  webhookRejectUndeliverable: boolean;
   /**
    * `ACK_MODE`: `durable` answers `ok` once the id is committed; `buffered`
    * once it is queued for commit.
@@ -146,12 +156,17 @@ function integer(min: number, max: number, fallback: number) {
   );
 }
 
+/** A `true`/`false` (or `1`/`0`) setting, false when unset. */
+function boolean() {
+  return z.string().trim().toLowerCase().default("false").pipe(
+    z.enum(["true", "false", "1", "0"], "must be true or false"),
+  ).transform((v) => v === "true" || v === "1");
+}
+
 const schema = z.object({
   HOST: z.string().trim().min(1).default("0.0.0.0"),
   PORT: integer(0, 65_535, 8000),
-  REUSE_PORT: z.string().trim().toLowerCase().default("false").pipe(
-    z.enum(["true", "false", "1", "0"], "must be true or false"),
-  ).transform((v) => v === "true" || v === "1"),
+  REUSE_PORT: boolean(),
   TLS_CERT_FILE: z.string().trim().min(1).optional(),
   TLS_KEY_FILE: z.string().trim().min(1).optional(),
   STORE: z.string().trim().toLowerCase().default("kv").pipe(
@@ -173,6 +188,18 @@ const schema = z.object({
   WEBHOOK_TIMEOUT_MS: integer(100, 60_000, 5000),
   WEBHOOK_ATTEMPTS: integer(1, 10, 3),
   WEBHOOK_CONCURRENCY: integer(1, 1000, 32),
+  WEBHOOK_ALLOW: z.string().default("").transform((v) =>
+    v.split(",").map((entry) => entry.trim()).filter(Boolean)
+  ).pipe(
+    z.array(
+      z.string().regex(
+        /^([A-Za-z0-9.-]+|[0-9A-Fa-f:.]+(\/\d{1,3})?)$/,
+        "must list host names, addresses or CIDR ranges",
+      ),
+    ),
+  ),
+  WEBHOOK_ALLOWLIST_ONLY: boolean(),
+  WEBHOOK_REJECT_UNDELIVERABLE: boolean(),
   ACK_MODE: z.string().trim().toLowerCase().default("durable").pipe(
     z.enum(ACK_MODES),
   ),
@@ -216,9 +243,7 @@ const schema = z.object({
       .min(1),
   ).optional(),
   KAFKA_CLIENT_ID: z.string().trim().min(1).default("verve"),
-  KAFKA_SSL: z.string().trim().toLowerCase().default("false").pipe(
-    z.enum(["true", "false", "1", "0"], "must be true or false"),
-  ).transform((v) => v === "true" || v === "1"),
+  KAFKA_SSL: boolean(),
   KAFKA_SASL_MECHANISM: z.string().trim().toLowerCase().pipe(
     z.enum(["plain", "scram-sha-256", "scram-sha-512"]),
   ).optional(),
@@ -276,6 +301,11 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       "is required with the other TLS file",
     );
   }
+  try {
+    createAddressPolicy({ allow: s.WEBHOOK_ALLOW });
+  } catch (error) {
+    throw new ConfigError("WEBHOOK_ALLOW", (error as Error).message);
+  }
   const sinks = s.REPORT_SINKS;
   if (sinks.includes("kafka-rest") && !s.KAFKA_REST_URL) {
     throw new ConfigError(
@@ -327,6 +357,9 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     webhookTimeoutMs: s.WEBHOOK_TIMEOUT_MS,
     webhookAttempts: s.WEBHOOK_ATTEMPTS,
     webhookConcurrency: s.WEBHOOK_CONCURRENCY,
+    webhookAllow: s.WEBHOOK_ALLOW,
+    webhookAllowlistOnly: s.WEBHOOK_ALLOWLIST_ONLY,
+    webhookRejectUndeliverable: s.WEBHOOK_REJECT_UNDELIVERABLE,
     ackMode: s.ACK_MODE,
     bufferMaxIds: s.BUFFER_MAX_IDS,
     bufferFlushMs: s.BUFFER_FLUSH_MS,

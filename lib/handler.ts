@@ -28,6 +28,11 @@ export interface HandlerOptions {
   windowMs?: number;
   /** How long `/readyz` waits for the store, in ms. Default: 1000. */
   readyTimeoutMs?: number;
+  /**
+   * Refuses a webhook URL at request time (400): returns why, or
+   * `undefined` to accept it. Default: every valid URL is accepted.
+   */
+  refuseUrl?: (url: string) => string | undefined;
 }
 
 /** The liveness probe's path: answers while the process runs. */
@@ -86,6 +91,7 @@ export function createHandler(
     clock = Date.now,
     windowMs = 60_000,
     readyTimeoutMs = 1000,
+    refuseUrl,
   } = options;
 
   /** 200 `ready` when the store answers within the time limit, else 503. */
@@ -108,6 +114,9 @@ export function createHandler(
     const parsed = parseAcceptQuery(query);
     if (parsed === undefined) throw new HttpError(400, "failed");
     if (parsed.url !== undefined) {
+      if (refuseUrl?.(parsed.url) !== undefined) {
+        throw new HttpError(400, "failed");
+      }
       const outcome = await store.recordUrl(minute, parsed.url);
       if (outcome === "full") throw new HttpError(429, "failed");
     }

@@ -8,7 +8,7 @@ import { formatMinute, windowStart } from "../lib/minute.ts";
 import { tempKvPath } from "./helpers/kv.ts";
 import { makeTestCertificates } from "./helpers/tls.ts";
 import { nextWindow, withinOneWindow } from "./helpers/windows.ts";
-import { startReceiver } from "./helpers/receiver.ts";
+import { LOOPBACK_ALLOW, startReceiver } from "./helpers/receiver.ts";
 import {
   type LogLine,
   runServiceToExit,
@@ -24,6 +24,7 @@ function serviceEnv(kvPath: string): Record<string, string> {
     WINDOW_MS: String(WINDOW_MS),
     REPORT_GRACE_MS: "300",
     WEBHOOK_TIMEOUT_MS: "2000",
+    ...LOOPBACK_ALLOW,
   };
 }
 

@@ -11,7 +11,7 @@ import type { Store } from "../lib/store.ts";
 import { createKvStore } from "../lib/store_kv.ts";
 import { tempKvPath } from "./helpers/kv.ts";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
-import { startReceiver } from "./helpers/receiver.ts";
+import { LOOPBACK_POST, startReceiver } from "./helpers/receiver.ts";
 
 const WINDOW = 60_000;
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
@@ -184,6 +184,7 @@ Deno.test("webhook sink POSTs the report once to every distinct URL of the windo
   await using receiver = startReceiver();
   const store = kvStore(await Deno.openKv(":memory:"));
   const webhook = createWebhookSink({
+    post: LOOPBACK_POST,
     listUrls: (minute) => store.listUrls(minute),
     logger: logs.logger("webhook"),
   });
@@ -221,6 +222,7 @@ Deno.test("webhook sink retries 5xx and network errors, not 4xx, and logs every 
   await store.recordId(M0, "1");
   const sink = (attempts: number) =>
     createWebhookSink({
+      post: LOOPBACK_POST,
       listUrls: (minute) => store.listUrls(minute),
       logger: logs.logger("webhook"),
       attempts,
@@ -286,6 +288,7 @@ Deno.test("a webhook that never answers holds up neither other URLs nor the next
   );
   const store = kvStore(await Deno.openKv(":memory:"));
   const webhook = createWebhookSink({
+    post: LOOPBACK_POST,
     listUrls: (minute) => store.listUrls(minute),
     logger: logs.logger("webhook"),
     timeoutMs: 1000,

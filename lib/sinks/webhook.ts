@@ -8,7 +8,13 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
+import { createAddressPolicy } from "../address_policy.ts";
 import { backoffDelay, sleep } from "../backoff.ts";
+import {
+  createWebhookPost,
+  type WebhookPost,
+  WebhookRefusedError,
+} from "../webhook_post.ts";
 import type { MinuteReport, Sink } from "../sink.ts";
 
 /** Options of {@link createWebhookSink}. */
@@ -25,8 +31,11 @@ export interface WebhookSinkOptions {
   concurrency?: number;
   /** Base of the retry backoff, in ms. Default: 500. */
   retryBaseMs?: number;
-  /** The fetch implementation. Default: the global `fetch`. */
-  fetch?: typeof fetch;
+  /**
+   * How a POST is made. Default: {@link createWebhookPost} with the default
+   * {@link createAddressPolicy} (no private, loopback, link-local … targets).
+   */
+  post?: WebhookPost;
   /** Aborts deliveries in progress (at shutdown). */
   signal?: AbortSignal;
 }
@@ -50,7 +59,7 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
     attempts = 3,
     concurrency = 32,
     retryBaseMs = 500,
-    fetch: fetchImpl = fetch,
+    post = createWebhookPost(createAddressPolicy()),
     signal,
   } = options;
   const slots = new Slots(concurrency);
@@ -62,17 +71,10 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
       let retriable: boolean;
       await slots.acquire();
       try {
-        const response = await fetchImpl(url, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body,
-          redirect: "manual",
-          signal: signal
-            ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)])
-            : AbortSignal.timeout(timeoutMs),
+        const status = await post(url, body, {
+          timeoutMs,
+          ...(signal ? { signal } : {}),
         });
-        await response.body?.cancel();
-        const status = response.status;
         if (status >= 200 && status < 300) {
           logger.info("Webhook {url} answered {status} for {minute}", {
             url,
@@ -91,6 +93,14 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
           retriable,
         });
       } catch (error) {
+        if (error instanceof WebhookRefusedError) {
+          logger.error("Webhook {url} refused for {minute}: {reason}", {
+            url,
+            minute,
+            reason: error.message,
+          });
+          return;
+        }
         retriable = true;
         logger.warn("Webhook {url} failed for {minute}: {error}", {
           url,
@@ -131,7 +141,7 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
 }
 
 function describe(error: unknown): string {
-  if (error instanceof DOMException && error.name === "TimeoutError") {
+  if (error instanceof Error && error.name === "TimeoutError") {
     return "timed out";
   }
   return error instanceof Error ? error.message : String(error);

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { formatMinute } from "../../lib/minute.ts";
-import { startReceiver } from "./receiver.ts";
+import { LOOPBACK_ALLOW, startReceiver } from "./receiver.ts";
 import { type LogLine, type Service, startService } from "./service.ts";
 import { withinOneWindow } from "./windows.ts";
 
@@ -32,6 +32,7 @@ export async function checkFleet(
         await startService({
           WINDOW_MS: String(FLEET_WINDOW_MS),
           REPORT_GRACE_MS: "300",
+          ...LOOPBACK_ALLOW,
           ...env,
         }),
       );

@@ -4,11 +4,26 @@
  * @module
  */
 
+import { createAddressPolicy } from "../../lib/address_policy.ts";
+import { createWebhookPost } from "../../lib/webhook_post.ts";
+
+/**
+ * Webhook POSTs allowed to reach receivers on 127.0.0.1, which the default
+ * address policy refuses (loopback).
+ */
+export const LOOPBACK_POST = createWebhookPost(
+  createAddressPolicy({ allow: ["127.0.0.1/32"] }),
+);
+
+/** The service setting that lets webhooks reach test receivers. */
+export const LOOPBACK_ALLOW = { WEBHOOK_ALLOW: "127.0.0.1/32" };
+
 /** One request the receiver got. */
 export interface Received {
   path: string;
   method: string;
   contentType: string | null;
+  host: string | null;
   body: string;
 }
 
@@ -27,7 +42,8 @@ export interface Receiver extends AsyncDisposable {
  * request open until the receiver is closed.
  */
 export function startReceiver(
-  respond: (request: Received, index: number) => number | "hang" = () => 204,
+  respond: (request: Received, index: number) => number | "hang" | Response =
+    () => 204,
 ): Receiver {
   const received: Received[] = [];
   const waiters: { count: number; resolve: () => void }[] = [];
@@ -41,6 +57,7 @@ export function startReceiver(
       path: new URL(request.url).pathname,
       method: request.method,
       contentType: request.headers.get("content-type"),
+      host: request.headers.get("host"),
       body: await request.text(),
     };
     const index = received.push(entry) - 1;
@@ -55,6 +72,7 @@ export function startReceiver(
       );
       return new Response("late", { status: 200 });
     }
+    if (answer instanceof Response) return answer;
     return new Response(null, { status: answer });
   });
   return {

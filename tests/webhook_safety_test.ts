@@ -1,0 +1,230 @@
+/**
+ * Webhooks go only where the address policy allows: checked after DNS
+ * resolution, connected to the checked address, never redirected.
+ */
+import assert from "node:assert/strict";
+import type { lookup } from "node:dns";
+import { blockedReason, createAddressPolicy } from "../lib/address_policy.ts";
+import { createHandler } from "../lib/handler.ts";
+import type { MinuteReport } from "../lib/sink.ts";
+import { createWebhookSink } from "../lib/sinks/webhook.ts";
+import { createKvStore } from "../lib/store_kv.ts";
+import { createWebhookPost } from "../lib/webhook_post.ts";
+import { captureLogs } from "./helpers/logs.ts";
+import { startReceiver } from "./helpers/receiver.ts";
+
+const M0 = Date.UTC(2026, 0, 1, 12, 0);
+const REPORT: MinuteReport = {
+  minute: "2026-01-01T12:00:00.000Z",
+  unique_ids: 1,
+  window_ms: 60_000,
+  reported_at: "2026-01-01T12:01:02.000Z",
+};
+
+Deno.test("blockedReason() refuses internal address ranges, IPv4-mapped forms too", () => {
+  const cases: [string, string | undefined][] = [
+    ["127.0.0.1", "loopback"],
+    ["127.255.0.9", "loopback"],
+    ["10.1.2.3", "private"],
+    ["172.16.0.1", "private"],
+    ["172.31.255.255", "private"],
+    ["172.32.0.1", undefined],
+    ["192.168.1.1", "private"],
+    ["100.64.0.1", "carrier-grade NAT"],
+    ["100.128.0.1", undefined],
+    ["169.254.169.254", "link-local"],
+    ["0.0.0.0", "unspecified"],
+    ["255.255.255.255", "broadcast"],
+    ["224.0.0.251", "multicast"],
+    ["8.8.8.8", undefined],
+    ["93.184.216.34", undefined],
+    ["::1", "loopback"],
+    ["::", "unspecified"],
+    ["fe80::1", "link-local"],
+    ["fc00::1", "unique-local"],
+    ["fd12:3456::1", "unique-local"],
+    ["fec0::1", "site-local"],
+    ["ff02::1", "multicast"],
+    ["::ffff:127.0.0.1", "loopback"],
+    ["::ffff:a9fe:a9fe", "link-local"],
+    ["::ffff:8.8.8.8", undefined],
+    ["2606:4700:4700::1111", undefined],
+    ["not-an-ip", "not an IP address"],
+  ];
+  for (const [address, reason] of cases) {
+    assert.equal(blockedReason(address), reason, address);
+  }
+});
+
+Deno.test("createAddressPolicy() allows listed hosts and ranges, and can accept only those", () => {
+  const policy = createAddressPolicy({
+    allow: ["127.0.0.1/32", "Hooks.Internal", "10.8.0.0/16"],
+  });
+  assert.equal(policy.checkAddress("a.example", "127.0.0.1"), undefined);
+  assert.equal(
+    policy.checkAddress("a.example", "127.0.0.2"),
+    "127.0.0.2 is loopback",
+  );
+  assert.equal(policy.checkAddress("hooks.internal", "10.0.0.1"), undefined);
+  assert.equal(policy.checkAddress("a.example", "10.8.3.4"), undefined);
+  assert.equal(
+    policy.checkAddress("a.example", "10.9.3.4"),
+    "10.9.3.4 is private",
+  );
+  assert.equal(policy.checkHost("localhost"), "localhost is loopback");
+  assert.equal(policy.checkHost("[::1]"), "::1 is loopback");
+  assert.equal(policy.checkHost("example.com"), undefined);
+
+  const only = createAddressPolicy({
+    allow: ["hooks.example.com"],
+    allowlistOnly: true,
+  });
+  assert.equal(only.checkHost("hooks.example.com"), undefined);
+  assert.equal(
+    only.checkHost("example.com"),
+    "example.com is not in the allowlist",
+  );
+  assert.equal(
+    only.checkAddress("example.com", "93.184.216.34"),
+    "93.184.216.34 is not in the allowlist",
+  );
+
+  for (const bad of ["http://x", "10.0.0.0/40", "a b"]) {
+    assert.throws(() => createAddressPolicy({ allow: [bad] }), TypeError, bad);
+  }
+});
+
+/** Resolves every name to 127.0.0.1, as a DNS answer pointing inside would. */
+const toLoopback = ((
+  _name: string,
+  _options: unknown,
+  callback: (e: null, a: { address: string; family: number }[]) => void,
+) =>
+  callback(null, [{
+    address: "127.0.0.1",
+    family: 4,
+  }])) as unknown as typeof lookup;
+
+Deno.test("webhook sink refuses URLs whose host is or resolves to a refused address", async (t) => {
+  await using logs = await captureLogs();
+  await using receiver = startReceiver();
+  const store = createKvStore(await Deno.openKv(":memory:"), {
+    retentionMs: 600_000,
+  });
+  const port = new URL(receiver.url).port;
+  const deliverTo = async (
+    url: string,
+    post = createWebhookPost(createAddressPolicy()),
+  ) => {
+    await store.recordUrl(M0, url);
+    logs.records.length = 0;
+    await createWebhookSink({
+      listUrls: () => Promise.resolve([url]),
+      logger: logs.logger("webhook"),
+      post,
+      retryBaseMs: 1,
+    }).send(REPORT, M0);
+    return logs.of("webhook").map((
+      r,
+    ) => [r.level, r.properties.reason ?? r.properties.status]);
+  };
+
+  await t.step("an address literal", async () => {
+    assert.deepEqual(await deliverTo(`${receiver.url}/a`), [[
+      "error",
+      "127.0.0.1 is loopback",
+    ]]);
+    assert.deepEqual(await deliverTo(`http://[::ffff:127.0.0.1]:${port}/a`), [[
+      "error",
+      "::ffff:7f00:1 is loopback",
+    ]]);
+  });
+  await t.step("localhost", async () => {
+    assert.deepEqual(await deliverTo(`http://localhost:${port}/a`), [[
+      "error",
+      "localhost is loopback",
+    ]]);
+  });
+  await t.step("a name that resolves to loopback", async () => {
+    const post = createWebhookPost(createAddressPolicy(), {
+      resolve: toLoopback,
+    });
+    assert.deepEqual(
+      await deliverTo(`http://hooks.example.test:${port}/a`, post),
+      [["error", "127.0.0.1 is loopback"]],
+    );
+  });
+  assert.equal(receiver.received.length, 0);
+
+  await t.step(
+    "allowed, it connects to the checked address, with the name as Host",
+    async () => {
+      const post = createWebhookPost(
+        createAddressPolicy({ allow: ["127.0.0.1/32"] }),
+        { resolve: toLoopback },
+      );
+      assert.deepEqual(
+        await deliverTo(`http://hooks.example.test:${port}/b`, post),
+        [["info", 204]],
+      );
+      assert.equal(receiver.received.length, 1);
+      assert.equal(receiver.received[0]!.host, `hooks.example.test:${port}`);
+      assert.deepEqual(JSON.parse(receiver.received[0]!.body), REPORT);
+    },
+  );
+  await store.close();
+});
+
+Deno.test("webhook sink does not follow redirects", async () => {
+  await using logs = await captureLogs();
+  await using receiver = startReceiver((request) =>
+    request.path === "/start"
+      ? new Response(null, { status: 302, headers: { location: "/elsewhere" } })
+      : 204
+  );
+  await createWebhookSink({
+    listUrls: () => Promise.resolve([`${receiver.url}/start`]),
+    logger: logs.logger("webhook"),
+    post: createWebhookPost(createAddressPolicy({ allow: ["127.0.0.1/32"] })),
+    retryBaseMs: 1,
+  }).send(REPORT, M0);
+  assert.deepEqual(receiver.received.map((r) => r.path), ["/start"]);
+  assert.deepEqual(
+    logs.of("webhook").map((r) => [r.level, r.properties.status]),
+    [["warning", 302], ["error", undefined]],
+  );
+});
+
+Deno.test("handler refuses undeliverable webhook URLs at request time when asked", async () => {
+  await using logs = await captureLogs();
+  const store = createKvStore(await Deno.openKv(":memory:"), {
+    retentionMs: 600_000,
+  });
+  const policy = createAddressPolicy();
+  const handle = createHandler({
+    store,
+    logger: logs.logger("http"),
+    refuseUrl: (url) => policy.checkHost(new URL(url).hostname),
+  });
+  const call = async (url: string) => {
+    const response = await handle(
+      new Request(
+        `http://service.test/api/verve/accept?id=1&url=${
+          encodeURIComponent(url)
+        }`,
+      ),
+    );
+    return `${response.status} ${await response.text()}`;
+  };
+  assert.equal(await call("http://127.0.0.1/hook"), "400 failed");
+  assert.equal(
+    await call("http://169.254.169.254/latest/meta-data"),
+    "400 failed",
+  );
+  assert.equal(await call("http://localhost:8080/"), "400 failed");
+  assert.equal(await call("https://hooks.example.com/verve"), "200 ok");
+  assert.deepEqual(await store.listUrls(Date.now() - (Date.now() % 60_000)), [
+    "https://hooks.example.com/verve",
+  ]);
+  await store.close();
+});
