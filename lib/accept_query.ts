@@ -12,6 +12,13 @@ export const MAX_URL_LENGTH = 2048;
 /** The most parameters a query may carry; more is a bad request. */
 export const MAX_QUERY_PARAMS = 8;
 
+/**
+ * The most characters a raw query may have: a `url` of the longest kind,
+ * percent-encoded, and room for the rest. Longer is a bad request, refused
+ * before anything is decoded.
+ */
+export const MAX_QUERY_LENGTH = 3 * MAX_URL_LENGTH + 512;
+
 const INT64_MAX = "9223372036854775807";
 const INT64_MIN_MAGNITUDE = "9223372036854775808";
 
@@ -106,6 +113,7 @@ function decodeComponent(raw: string): string | undefined {
  * ```
  */
 export function parseAcceptQuery(query: string): AcceptQuery | undefined {
+  if (query.length > MAX_QUERY_LENGTH) return undefined;
   let rawId: string | undefined;
   let rawUrl: string | undefined;
   let params = 0;

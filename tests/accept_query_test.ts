@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  MAX_QUERY_LENGTH,
   MAX_QUERY_PARAMS,
   MAX_URL_LENGTH,
   parseAcceptQuery,
@@ -322,4 +323,19 @@ Deno.test("parseAcceptQuery() allows at most MAX_QUERY_PARAMS parameters", async
       { id: "3" },
     );
   });
+});
+
+Deno.test("parseAcceptQuery() refuses a query longer than MAX_QUERY_LENGTH before decoding it", () => {
+  const longUrl = "https%3A%2F%2Fexample.com%2F" + "%41".repeat(680);
+  const query = `id=1&url=${longUrl}`;
+  assert.ok(query.length <= MAX_QUERY_LENGTH);
+  assert.equal(parseAcceptQuery(query)?.id, "1");
+  assert.equal(
+    parseAcceptQuery(`id=1&pad=${"x".repeat(MAX_QUERY_LENGTH)}`),
+    undefined,
+  );
+  assert.equal(
+    parseAcceptQuery(`${"&".repeat(MAX_QUERY_LENGTH)}id=1`),
+    undefined,
+  );
 });
