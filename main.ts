@@ -14,6 +14,7 @@ import {
 import { createBufferedStore } from "./lib/buffered_store.ts";
 import { createAddressPolicy } from "./lib/address_policy.ts";
 import { createHandler } from "./lib/handler.ts";
+import { createServiceMetrics } from "./lib/service_metrics.ts";
 import { configureLogging, LOG_CATEGORY } from "./lib/logging.ts";
 import { MINUTE_MS } from "./lib/minute.ts";
 import { createReporter } from "./lib/reporter.ts";
@@ -41,6 +42,12 @@ try {
 const closeLogging = await configureLogging(config.logLevel);
 const logger = getLogger([LOG_CATEGORY, "service"]);
 
+const metrics = createServiceMetrics();
+const onCommit = (ids: number, seconds: number, ok: boolean) => {
+  metrics.batchSize.observe(ids);
+  metrics.commitSeconds.observe(seconds);
+  if (!ok) metrics.storeErrors.inc();
+};
 const retentionMs = config.retentionWindows * config.windowMs;
 const backend: Store = config.store === "redis"
   ? createRedisStore(
@@ -49,6 +56,7 @@ const backend: Store = config.store === "redis"
       retentionMs,
       maxUrlsPerWindow: config.maxUrlsPerWindow,
       timeoutMs: config.redisTimeoutMs,
+      onCommit,
     },
   )
   : createKvStore(await openKv(config.kvPath), {
@@ -56,6 +64,7 @@ const backend: Store = config.store === "redis"
     counterShards: config.counterShards,
     maxUrlsPerWindow: config.maxUrlsPerWindow,
     batchSize: batchSizeFor(config.kvPath),
+    onCommit,
   });
 const store = config.ackMode === "buffered"
   ? createBufferedStore(backend, {
@@ -93,6 +102,7 @@ function createSink(name: SinkName): Sink {
         attempts: config.webhookAttempts,
         concurrency: config.webhookConcurrency,
         post: createWebhookPost(addressPolicy),
+        metrics,
         signal: shutdown.signal,
       });
     case "kafka-rest": {
@@ -144,6 +154,7 @@ const reporter = createReporter({
   outboxMaxAgeMs: config.outboxMaxAgeMs,
   retryBaseMs: config.sinkRetryBaseMs,
   retryMaxMs: config.sinkRetryMaxMs,
+  metrics,
 });
 
 const tls = config.tls && {
@@ -185,6 +196,7 @@ const server = Deno.serve(
     store,
     logger: getLogger([LOG_CATEGORY, "http"]),
     windowMs: config.windowMs,
+    metrics,
     ...(config.webhookRejectUndeliverable
       ? {
         refuseUrl: (url: string) =>

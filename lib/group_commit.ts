@@ -31,7 +31,16 @@ export interface GroupCommitOptions {
   maxRounds?: number;
   /** Ids remembered by the first-seen filter. Default: 100 000. */
   seenIdsLimit?: number;
+  /** Told about every commit: its size, duration in seconds, and success. */
+  onCommit?: CommitObserver;
 }
+
+/** Watches commits, e.g. for metrics. */
+export type CommitObserver = (
+  ids: number,
+  seconds: number,
+  ok: boolean,
+) => void;
 
 interface Waiter {
   resolve(recorded: boolean): void;
@@ -70,6 +79,7 @@ export class GroupCommit {
   readonly #maxInFlight: number;
   readonly #maxRounds: number;
   readonly #seen: SeenIds;
+  readonly #onCommit: CommitObserver | undefined;
 
   /** Entries not yet settled, by window and id (queued or committing). */
   readonly #entries = new Map<number, Map<string, Entry>>();
@@ -85,6 +95,7 @@ export class GroupCommit {
     this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
     this.#maxRounds = positive("maxRounds", options.maxRounds ?? 8);
     this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
+    this.#onCommit = options.onCommit;
   }
 
   /**
@@ -149,9 +160,20 @@ export class GroupCommit {
 
   async #commitBatch(minute: number, batch: Entry[]): Promise<void> {
     let outcomes: IdOutcome[];
+    const started = performance.now();
     try {
       outcomes = await this.#commit(minute, batch.map((entry) => entry.id));
+      this.#onCommit?.(
+        batch.length,
+        (performance.now() - started) / 1000,
+        true,
+      );
     } catch (error) {
+      this.#onCommit?.(
+        batch.length,
+        (performance.now() - started) / 1000,
+        false,
+      );
       const failure = error instanceof StoreUnavailableError
         ? error
         : new StoreUnavailableError(

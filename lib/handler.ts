@@ -6,7 +6,9 @@
  */
 import type { Logger } from "@logtape/logtape";
 import { parseAcceptQuery } from "./accept_query.ts";
+import { METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { windowStart } from "./minute.ts";
+import type { ServiceMetrics } from "./service_metrics.ts";
 import {
   type Store,
   StoreUnavailableError,
@@ -33,7 +35,12 @@ export interface HandlerOptions {
    * `undefined` to accept it. Default: every valid URL is accepted.
    */
   refuseUrl?: (url: string) => string | undefined;
+  /** Metrics to count requests in and to serve at `/metrics`. */
+  metrics?: ServiceMetrics;
 }
+
+/** The path of the metrics in Prometheus text format. */
+export const METRICS_PATH = "/metrics";
 
 /** The liveness probe's path: answers while the process runs. */
 export const HEALTH_PATH = "/healthz";
@@ -92,6 +99,7 @@ export function createHandler(
     windowMs = 60_000,
     readyTimeoutMs = 1000,
     refuseUrl,
+    metrics,
   } = options;
 
   /** 200 `ready` when the store answers within the time limit, else 503. */
@@ -120,40 +128,73 @@ export function createHandler(
       const outcome = await store.recordUrl(minute, parsed.url);
       if (outcome === "full") throw new HttpError(429, "failed");
     }
-    await store.recordId(minute, parsed.id);
+    const recorded = await store.recordId(minute, parsed.id);
+    metrics?.ids.inc([recorded ? "new" : "repeat"]);
     return new Response("ok", OK_INIT);
+  }
+
+  async function route(
+    method: string,
+    path: string,
+    url: string,
+    queryStart: number,
+  ): Promise<Response> {
+    const known = path === ACCEPT_PATH || path === HEALTH_PATH ||
+      path === READY_PATH || (metrics !== undefined && path === METRICS_PATH);
+    if (!known) throw new HttpError(404, "not found");
+    if (method !== "GET" && method !== "HEAD") {
+      throw new HttpError(405, "method not allowed", { allow: "GET, HEAD" });
+    }
+    if (path === HEALTH_PATH) return respond(method, 200, "ok");
+    if (path === READY_PATH) return await ready(method);
+    if (path === METRICS_PATH) {
+      return new Response(
+        method === "HEAD" ? null : metrics!.registry.render(),
+        {
+          headers: { "content-type": METRICS_CONTENT_TYPE },
+        },
+      );
+    }
+    const response = await accept(
+      queryStart < 0 ? "" : url.slice(queryStart + 1),
+    );
+    return method === "HEAD" ? respond(method, 200, "") : response;
   }
 
   return async function handle(request: Request): Promise<Response> {
     const method = request.method;
+    let path = "";
+    let response: Response;
     try {
       const url = request.url;
       const pathStart = url.indexOf("/", url.indexOf("//") + 2);
       const queryStart = url.indexOf("?", pathStart);
-      const path = queryStart < 0
+      path = queryStart < 0
         ? url.slice(pathStart)
         : url.slice(pathStart, queryStart);
-      if (method !== "GET" && method !== "HEAD") {
-        if (
-          path === ACCEPT_PATH || path === HEALTH_PATH || path === READY_PATH
-        ) {
-          throw new HttpError(405, "method not allowed", {
-            allow: "GET, HEAD",
-          });
-        }
-        throw new HttpError(404, "not found");
-      }
-      if (path === HEALTH_PATH) return respond(method, 200, "ok");
-      if (path === READY_PATH) return await ready(method);
-      if (path !== ACCEPT_PATH) throw new HttpError(404, "not found");
-      const response = await accept(
-        queryStart < 0 ? "" : url.slice(queryStart + 1),
-      );
-      return method === "HEAD" ? respond(method, 200, "") : response;
+      response = await route(method, path, url, queryStart);
     } catch (error) {
-      return errorResponse(method, error, logger);
+      response = errorResponse(method, error, logger);
     }
+    metrics?.httpRequests.inc([routeName(path), String(response.status)]);
+    return response;
   };
+}
+
+/** The metrics label of a path: its route, or `other`. */
+function routeName(path: string): string {
+  switch (path) {
+    case ACCEPT_PATH:
+      return "accept";
+    case HEALTH_PATH:
+      return "healthz";
+    case READY_PATH:
+      return "readyz";
+    case METRICS_PATH:
+      return "metrics";
+    default:
+      return "other";
+  }
 }
 
 /** Maps any error thrown while handling a request to its response. */

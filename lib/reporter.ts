@@ -11,6 +11,7 @@
 import type { Logger } from "@logtape/logtape";
 import { formatMinute, windowStart } from "./minute.ts";
 import { type MinuteReport, PermanentSinkError, type Sink } from "./sink.ts";
+import type { ServiceMetrics } from "./service_metrics.ts";
 import type { OutboxEntry, Store } from "./store.ts";
 
 /** Options of {@link createReporter}. */
@@ -48,6 +49,8 @@ export interface ReporterOptions {
    * instance may try it, in ms. Default: 120 000.
    */
   deliveryLeaseMs?: number;
+  /** Metrics to count deliveries and the outbox in. */
+  metrics?: ServiceMetrics;
 }
 
 /** Reports closed windows. */
@@ -90,6 +93,7 @@ export function createReporter(options: ReporterOptions): Reporter {
     retryBaseMs = 10_000,
     retryMaxMs = 300_000,
     deliveryLeaseMs = 120_000,
+    metrics,
   } = options;
   const sinksByName = new Map(sinks.map((sink) => [sink.name, sink]));
   const deliveries = new Set<Promise<void>>();
@@ -121,6 +125,7 @@ export function createReporter(options: ReporterOptions): Reporter {
     let entries: OutboxEntry[];
     try {
       entries = await store.listOutbox();
+      metrics?.outboxDepth.set(entries.length);
     } catch (error) {
       logger.error("Cannot read the outbox; will retry: {error}", {
         error: describe(error),
@@ -166,7 +171,11 @@ export function createReporter(options: ReporterOptions): Reporter {
     try {
       try {
         await sink.send(report, entry.minute);
+        metrics?.reports.inc([sink.name, "delivered"]);
       } catch (error) {
+        const retry = !(error instanceof PermanentSinkError) &&
+          clock() - entry.createdAt < outboxMaxAgeMs;
+        metrics?.reports.inc([sink.name, retry ? "retry" : "dropped"]);
         if (error instanceof PermanentSinkError) {
           logger.error(
             "Sink {sink} refused the report of {minute}, dropped: {error}",

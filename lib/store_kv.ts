@@ -22,7 +22,11 @@ import {
   urlKey,
   urlPrefix,
 } from "./keys.ts";
-import { GroupCommit, type IdOutcome } from "./group_commit.ts";
+import {
+  type CommitObserver,
+  GroupCommit,
+  type IdOutcome,
+} from "./group_commit.ts";
 import {
   type ClaimOutcome,
   type NewOutboxEntries,
@@ -86,6 +90,8 @@ export interface KvStoreOptions {
   seenIdsLimit?: number;
   /** Base of the retry backoff, in ms. Default: 5. */
   retryBaseMs?: number;
+  /** Told about every commit of ids, e.g. for metrics. */
+  onCommit?: CommitObserver;
 }
 
 /**
@@ -150,6 +156,7 @@ class KvStore implements Store {
       maxInFlight: options.maxInFlight ?? 4,
       maxRounds: this.#conflictRounds,
       seenIdsLimit: options.seenIdsLimit ?? 100_000,
+      ...(options.onCommit ? { onCommit: options.onCommit } : {}),
     });
   }
 

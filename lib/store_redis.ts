@@ -10,7 +10,11 @@
  */
 import type { Logger } from "@logtape/logtape";
 import { createClient } from "redis";
-import { GroupCommit, type IdOutcome } from "./group_commit.ts";
+import {
+  type CommitObserver,
+  GroupCommit,
+  type IdOutcome,
+} from "./group_commit.ts";
 import {
   REDIS_OUTBOX_KEY,
   REDIS_WINDOWS_KEY,
@@ -50,6 +54,8 @@ export interface RedisStoreOptions {
   seenIdsLimit?: number;
   /** The current time in epoch ms. Default: `Date.now`. */
   clock?: () => number;
+  /** Told about every commit of ids, e.g. for metrics. */
+  onCommit?: CommitObserver;
 }
 
 // Adds ids to the window's set unless the window's report exists.
@@ -211,6 +217,7 @@ class RedisStore implements Store {
       batchSize: options.batchSize ?? 500,
       maxInFlight: options.maxInFlight ?? 4,
       seenIdsLimit: options.seenIdsLimit ?? 100_000,
+      ...(options.onCommit ? { onCommit: options.onCommit } : {}),
     });
   }
 

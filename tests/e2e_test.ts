@@ -217,3 +217,41 @@ Deno.test("with TLS_CERT_FILE and TLS_KEY_FILE the service speaks HTTPS", async 
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /Cannot read TLS_CERT_FILE/);
 });
+
+Deno.test("GET /metrics counts requests, ids, commits and report deliveries", async () => {
+  await using file = await tempKvPath();
+  await using service = await startService(serviceEnv(file.path));
+  const window = await withinOneWindow(WINDOW_MS, async () => {
+    for (const query of ["id=1", "id=2", "id=1", "id=x"]) {
+      await (await fetch(`${service.url}/api/verve/accept?${query}`)).body
+        ?.cancel();
+    }
+  });
+  await service.waitForLog(reportOf(window));
+  const response = await fetch(`${service.url}/metrics`);
+  assert.equal(
+    response.headers.get("content-type"),
+    "text/plain; version=0.0.4; charset=utf-8",
+  );
+  const text = await response.text();
+  const value = (series: string) => {
+    const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+    return line === undefined
+      ? undefined
+      : Number(line.slice(series.length + 1));
+  };
+  assert.equal(
+    value('verve_http_requests_total{route="accept",status="200"}'),
+    3,
+  );
+  assert.equal(
+    value('verve_http_requests_total{route="accept",status="400"}'),
+    1,
+  );
+  assert.equal(value('verve_ids_total{outcome="new"}'), 2);
+  assert.equal(value('verve_ids_total{outcome="repeat"}'), 1);
+  assert.ok(value("verve_store_batch_size_count")! >= 1);
+  assert.ok(value('verve_reports_total{sink="log",outcome="delivered"}')! >= 1);
+  assert.equal(value("verve_outbox_depth") !== undefined, true);
+  assert.equal(await service.stop("SIGTERM"), 0);
+});

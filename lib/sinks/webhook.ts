@@ -15,6 +15,7 @@ import {
   type WebhookPost,
   WebhookRefusedError,
 } from "../webhook_post.ts";
+import type { ServiceMetrics } from "../service_metrics.ts";
 import type { MinuteReport, Sink } from "../sink.ts";
 
 /** Options of {@link createWebhookSink}. */
@@ -38,6 +39,8 @@ export interface WebhookSinkOptions {
   post?: WebhookPost;
   /** Aborts deliveries in progress (at shutdown). */
   signal?: AbortSignal;
+  /** Metrics to count deliveries in. */
+  metrics?: ServiceMetrics;
 }
 
 /**
@@ -61,6 +64,7 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
     retryBaseMs = 500,
     post = createWebhookPost(createAddressPolicy()),
     signal,
+    metrics,
   } = options;
   const slots = new Slots(concurrency);
 
@@ -75,7 +79,9 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
           timeoutMs,
           ...(signal ? { signal } : {}),
         });
+        const statusClass = `${Math.floor(status / 100)}xx`;
         if (status >= 200 && status < 300) {
+          metrics?.webhookDeliveries.inc(["delivered", statusClass]);
           logger.info("Webhook {url} answered {status} for {minute}", {
             url,
             status,
@@ -85,6 +91,7 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
           return;
         }
         retriable = status >= 500 || status === 408 || status === 429;
+        metrics?.webhookDeliveries.inc(["failed", statusClass]);
         logger.warn("Webhook {url} answered {status} for {minute}", {
           url,
           status,
@@ -94,6 +101,7 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
         });
       } catch (error) {
         if (error instanceof WebhookRefusedError) {
+          metrics?.webhookDeliveries.inc(["refused", "none"]);
           logger.error("Webhook {url} refused for {minute}: {reason}", {
             url,
             minute,
@@ -102,6 +110,7 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
           return;
         }
         retriable = true;
+        metrics?.webhookDeliveries.inc(["failed", "none"]);
         logger.warn("Webhook {url} failed for {minute}: {error}", {
           url,
           minute,

@@ -1,0 +1,212 @@
+/**
+ * Metrics in the Prometheus text exposition format (version 0.0.4):
+ * counters, gauges and histograms with labels, kept in a registry that
+ * renders them for `GET /metrics`. Small on purpose: updating a metric is a
+ * map lookup and an addition, cheap enough for every request.
+ *
+ * @module
+ */
+
+/** The content type of {@link Registry.render}'s output. */
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+type Kind = "counter" | "gauge" | "histogram";
+
+interface Metric {
+  name: string;
+  help: string;
+  kind: Kind;
+  render(lines: string[]): void;
+}
+
+/** Holds metrics and renders them. */
+export class Registry {
+  readonly #metrics: Metric[] = [];
+
+  /** Creates and registers a counter. */
+  counter(name: string, help: string, labelNames: string[] = []): Counter {
+    return this.#add(new Counter(name, help, labelNames));
+  }
+
+  /** Creates and registers a gauge. */
+  gauge(name: string, help: string, labelNames: string[] = []): Gauge {
+    return this.#add(new Gauge(name, help, labelNames));
+  }
+
+  /** Creates and registers a histogram with upper bucket bounds `buckets`. */
+  histogram(
+    name: string,
+    help: string,
+    buckets: number[],
+    labelNames: string[] = [],
+  ): Histogram {
+    return this.#add(new Histogram(name, help, buckets, labelNames));
+  }
+
+  /** Every metric, in the text exposition format. */
+  render(): string {
+    const lines: string[] = [];
+    for (const metric of this.#metrics) {
+      lines.push(`# HELP ${metric.name} ${escapeHelp(metric.help)}`);
+      lines.push(`# TYPE ${metric.name} ${metric.kind}`);
+      metric.render(lines);
+    }
+    return lines.join("\n") + "\n";
+  }
+
+  #add<T extends Metric>(metric: T): T {
+    if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(metric.name)) {
+      throw new TypeError(`Cannot register metric: bad name ${metric.name}`);
+    }
+    if (this.#metrics.some((m) => m.name === metric.name)) {
+      throw new TypeError(`Cannot register metric: ${metric.name} exists`);
+    }
+    this.#metrics.push(metric);
+    return metric;
+  }
+}
+
+/** Values per label combination, keyed by the rendered label set. */
+abstract class Labelled<T> {
+  readonly #children = new Map<string, T>();
+
+  constructor(readonly labelNames: string[]) {
+    for (const name of labelNames) {
+      if (!/^[a-zA-Z_][a-zA-Z0-9_]*$/.test(name) || name.startsWith("__")) {
+        throw new TypeError(`Cannot register metric: bad label ${name}`);
+      }
+    }
+  }
+
+  protected child(values: string[], create: () => T): T {
+    if (values.length !== this.labelNames.length) {
+      throw new TypeError(
+        `Cannot update metric: expected ${this.labelNames.length} label values, got ${values.length}`,
+      );
+    }
+    const key = values.length === 0 ? "" : this.labelNames
+      .map((name, i) => `${name}="${escapeLabel(values[i]!)}"`)
+      .join(",");
+    let child = this.#children.get(key);
+    if (child === undefined) {
+      child = create();
+      this.#children.set(key, child);
+    }
+    return child;
+  }
+
+  protected entries(): [string, T][] {
+    return [...this.#children];
+  }
+}
+
+/** A value that only goes up. */
+export class Counter extends Labelled<{ value: number }> implements Metric {
+  readonly kind = "counter";
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    labelNames: string[],
+  ) {
+    super(labelNames);
+  }
+
+  /** Adds `by` (default 1) to the value for `labels`. */
+  inc(labels: string[] = [], by = 1): void {
+    this.child(labels, () => ({ value: 0 })).value += by;
+  }
+
+  render(lines: string[]): void {
+    for (const [key, { value }] of this.entries()) {
+      lines.push(`${this.name}${braces(key)} ${value}`);
+    }
+  }
+}
+
+/** A value that goes up and down. */
+export class Gauge extends Labelled<{ value: number }> implements Metric {
+  readonly kind = "gauge";
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    labelNames: string[],
+  ) {
+    super(labelNames);
+  }
+
+  /** Sets the value for `labels`. */
+  set(value: number, labels: string[] = []): void {
+    this.child(labels, () => ({ value: 0 })).value = value;
+  }
+
+  render(lines: string[]): void {
+    for (const [key, { value }] of this.entries()) {
+      lines.push(`${this.name}${braces(key)} ${value}`);
+    }
+  }
+}
+
+interface HistogramValues {
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/** Observations counted into buckets, with their sum and count. */
+export class Histogram extends Labelled<HistogramValues> implements Metric {
+  readonly kind = "histogram";
+  readonly #buckets: number[];
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    buckets: number[],
+    labelNames: string[],
+  ) {
+    super(labelNames);
+    this.#buckets = [...buckets].sort((a, b) => a - b);
+  }
+
+  /** Records one observation for `labels`. */
+  observe(value: number, labels: string[] = []): void {
+    const values = this.child(labels, () => ({
+      counts: this.#buckets.map(() => 0),
+      sum: 0,
+      count: 0,
+    }));
+    for (let i = 0; i < this.#buckets.length; i++) {
+      if (value <= this.#buckets[i]!) values.counts[i]!++;
+    }
+    values.sum += value;
+    values.count++;
+  }
+
+  render(lines: string[]): void {
+    for (const [key, { counts, sum, count }] of this.entries()) {
+      const prefix = key === "" ? "" : `${key},`;
+      this.#buckets.forEach((bound, i) => {
+        lines.push(`${this.name}_bucket{${prefix}le="${bound}"} ${counts[i]}`);
+      });
+      lines.push(`${this.name}_bucket{${prefix}le="+Inf"} ${count}`);
+      lines.push(`${this.name}_sum${braces(key)} ${sum}`);
+      lines.push(`${this.name}_count${braces(key)} ${count}`);
+    }
+  }
+}
+
+function braces(key: string): string {
+  return key === "" ? "" : `{${key}}`;
+}
+
+function escapeLabel(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll(
+    "\n",
+    "\\n",
+  );
+}
+
+function escapeHelp(help: string): string {
+  return help.replaceAll("\\", "\\\\").replaceAll("\n", "\\n");
+}
