@@ -64,6 +64,7 @@ const backend: Store = config.store === "redis"
     counterShards: config.counterShards,
     maxUrlsPerWindow: config.maxUrlsPerWindow,
     batchSize: batchSizeFor(config.kvPath),
+    commitAttempts: config.kvCommitAttempts,
     onCommit,
   });
 const store = config.ackMode === "buffered"

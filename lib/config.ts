@@ -35,6 +35,8 @@ export interface Config {
    * managed KV on Deno Deploy).
    */
   kvPath: string | undefined;
+  /** `KV_COMMIT_ATTEMPTS`: attempts per Deno KV commit that throws. */
+  kvCommitAttempts: number;
   /** `WINDOW_MS`: the counting window; one minute unless testing. */
   windowMs: number;
   /** `COUNTER_SHARDS`: how many keys each window's counter is spread over. */
@@ -180,6 +182,7 @@ const schema = z.object({
   ),
   REDIS_TIMEOUT_MS: integer(10, 60_000, 1000),
   KV_PATH: z.string().trim().min(1).optional(),
+  KV_COMMIT_ATTEMPTS: integer(1, 20, 10),
   WINDOW_MS: integer(100, 3_600_000, 60_000),
   COUNTER_SHARDS: integer(1, 256, 16),
   REPORT_GRACE_MS: integer(0, 30_000, 2000),
@@ -349,6 +352,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     redisUrl: s.REDIS_URL,
     redisTimeoutMs: s.REDIS_TIMEOUT_MS,
     kvPath: s.KV_PATH ?? (onDeploy ? undefined : DEFAULT_KV_PATH),
+    kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,
     windowMs: s.WINDOW_MS,
     counterShards: s.COUNTER_SHARDS,
     reportGraceMs: s.REPORT_GRACE_MS,

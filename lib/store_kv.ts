@@ -78,7 +78,8 @@ export interface KvStoreOptions {
   maxInFlight?: number;
   /**
    * Attempts per commit when KV throws (e.g. `database is locked` while
-   * another process writes the same file). Default: 10.
+   * another process writes the same file: often at once, sometimes after
+   * waiting up to 5 s for the lock). Default: 10.
    */
   commitAttempts?: number;
   /**

@@ -3,6 +3,7 @@
  * thousands of malformed requests.
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { createKvStore } from "../lib/store_kv.ts";
 import { tempKvPath } from "./helpers/kv.ts";
 import { startService } from "./helpers/service.ts";
@@ -228,5 +229,36 @@ Deno.test("10 000 malformed requests each get their 4xx, and change no count", a
   const after = await storedIds(file.path);
   assert.deepEqual([...after.keys()].sort(), [...before.keys()].sort());
   assert.equal(await countIn(file.path, [...after.values()][0]!), valid.length);
+  assert.equal(await service.stop("SIGTERM"), 0);
+});
+
+Deno.test("while another process holds the KV file locked requests get 503, and the service recovers after", async () => {
+  await using file = await tempKvPath();
+  await using service = await startService({
+    KV_PATH: file.path,
+    WINDOW_MS: String(WINDOW_MS),
+    KV_COMMIT_ATTEMPTS: "1",
+  });
+  const get = async (id: string) => {
+    const response = await fetch(`${service.url}/api/verve/accept?id=${id}`);
+    return `${response.status} ${await response.text()}`;
+  };
+  assert.equal(await get("1"), "200 ok");
+  // Another process, a SQLite connection, takes the write lock and keeps it.
+  const lock = new DatabaseSync(file.path);
+  lock.exec("BEGIN EXCLUSIVE");
+  try {
+    assert.equal(await get("2"), "503 failed");
+  } finally {
+    lock.exec("COMMIT");
+    lock.close();
+  }
+  assert.equal(await get("2"), "200 ok");
+  assert.equal(await get("3"), "200 ok");
+  assert.deepEqual([...(await storedIds(file.path)).keys()].sort(), [
+    "1",
+    "2",
+    "3",
+  ]);
   assert.equal(await service.stop("SIGTERM"), 0);
 });
