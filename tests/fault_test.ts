@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { createKvStore } from "../lib/store_kv.ts";
 import { tempKvPath } from "./helpers/kv.ts";
-import { startService } from "./helpers/service.ts";
+import { LOOPBACK_ALLOW, startReceiver } from "./helpers/receiver.ts";
+import { type LogLine, startService } from "./helpers/service.ts";
 
 /** Windows long enough that a test stays in one or two of them. */
 const WINDOW_MS = 600_000;
@@ -260,5 +261,72 @@ Deno.test("while another process holds the KV file locked requests get 503, and 
     "2",
     "3",
   ]);
+  assert.equal(await service.stop("SIGTERM"), 0);
+});
+
+Deno.test("a webhook receiver that never answers holds up neither requests nor the next report", async () => {
+  await using file = await tempKvPath();
+  await using receiver = startReceiver(() => "hang");
+  await using service = await startService({
+    KV_PATH: file.path,
+    WINDOW_MS: "1000",
+    REPORT_GRACE_MS: "100",
+    WEBHOOK_TIMEOUT_MS: "1500",
+    WEBHOOK_ATTEMPTS: "1",
+    ...LOOPBACK_ALLOW,
+  });
+  const hook = encodeURIComponent(`${receiver.url}/hang`);
+  const first = await fetch(`${service.url}/api/verve/accept?id=1&url=${hook}`);
+  assert.equal(await first.text(), "ok");
+  const isReport = (line: LogLine) => line.logger === "verve.report";
+  await receiver.waitFor(1); // the delivery is open and unanswered
+  const reportsBefore = service.lines.filter(isReport).length;
+  // While it hangs, requests are answered and the next window is reported.
+  for (let i = 2; i < 50; i++) {
+    const response = await fetch(`${service.url}/api/verve/accept?id=${i}`);
+    assert.equal(await response.text(), "ok");
+  }
+  await service.waitForLog((line) =>
+    isReport(line) && service.lines.filter(isReport).length > reportsBefore
+  );
+  assert.ok(
+    !service.lines.some((l) => l.logger === "verve.webhook"),
+    "the delivery ended before the next report",
+  );
+  // Then the delivery times out, and says so.
+  const timedOut = await service.waitForLog((line) =>
+    line.logger === "verve.webhook" && line.properties.error === "timed out"
+  );
+  assert.equal(timedOut.level, "WARNING");
+  await service.waitForLog((line) =>
+    line.logger === "verve.webhook" && line.level === "ERROR"
+  );
+  assert.equal(await service.stop("SIGTERM"), 0);
+});
+
+Deno.test("an oversized request line is refused and the service stays up", async () => {
+  await using file = await tempKvPath();
+  await using service = await startService({ KV_PATH: file.path });
+  const port = Number(new URL(service.url).port);
+  for (const size of [10_000, 100_000, 1_000_000]) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const line =
+      `GET /api/verve/accept?id=1&pad=${"x".repeat(size)} HTTP/1.1\r\n` +
+      "Host: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    // The server may close before it has read everything.
+    await conn.write(new TextEncoder().encode(line)).catch(() => 0);
+    const answer = new Uint8Array(4096);
+    const read = await conn.read(answer).catch(() => null);
+    conn.close();
+    const status = read
+      ? new TextDecoder().decode(answer.subarray(0, read)).split(" ")[1]
+      : "closed";
+    assert.ok(
+      status === "closed" || /^4\d\d$/.test(status!),
+      `size ${size}: ${status}`,
+    );
+  }
+  const health = await fetch(`${service.url}/healthz`);
+  assert.equal(await health.text(), "ok");
   assert.equal(await service.stop("SIGTERM"), 0);
 });
