@@ -200,8 +200,7 @@ const server = Deno.serve(
     metrics,
     ...(config.webhookRejectUndeliverable
       ? {
-        refuseUrl: (url: string) =>
-          addressPolicy.checkHost(new URL(url).hostname),
+        refuseUrl: (url: string) => addressPolicy.checkUrl(url),
       }
       : {}),
   }),

@@ -61,6 +61,13 @@ export interface AddressPolicy {
    */
   checkHost(hostname: string): string | undefined;
   /**
+   * Checks a whole URL before any delivery: its scheme, its port and its
+   * host (as {@link AddressPolicy.checkHost}).
+   *
+   * @returns Why it can never be delivered to, or `undefined`.
+   */
+  checkUrl(url: string): string | undefined;
+  /**
    * Checks one resolved address of `hostname`.
    *
    * @returns Why it is refused, or `undefined` when it may be reached.
@@ -112,6 +119,19 @@ export function createAddressPolicy(
   };
 
   return {
+    checkUrl(url) {
+      let parsed: URL;
+      try {
+        parsed = new URL(url);
+      } catch {
+        return "not a URL";
+      }
+      if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+        return `${parsed.protocol} is not http or https`;
+      }
+      if (parsed.port === "0") return "port 0 cannot be reached";
+      return this.checkHost(parsed.hostname);
+    },
     checkHost(hostname) {
       const host = normalHost(hostname);
       if (hostAllowed(host)) return undefined;

@@ -255,3 +255,21 @@ Deno.test("GET /metrics counts requests, ids, commits and report deliveries", as
   assert.equal(value("verve_outbox_depth") !== undefined, true);
   assert.equal(await service.stop("SIGTERM"), 0);
 });
+
+Deno.test("with WEBHOOK_REJECT_UNDELIVERABLE, undeliverable webhook URLs get 400 at once", async () => {
+  await using file = await tempKvPath();
+  await using service = await startService({
+    KV_PATH: file.path,
+    WEBHOOK_REJECT_UNDELIVERABLE: "true",
+  });
+  const call = async (url: string) => {
+    const response = await fetch(
+      `${service.url}/api/verve/accept?id=7&url=${encodeURIComponent(url)}`,
+    );
+    return `${response.status} ${await response.text()}`;
+  };
+  assert.equal(await call("http://10.0.0.1/hook"), "400 failed");
+  assert.equal(await call("http://169.254.169.254/latest/"), "400 failed");
+  assert.equal(await call("https://hooks.example.com/verve"), "200 ok");
+  assert.equal(await service.stop("SIGTERM"), 0);
+});

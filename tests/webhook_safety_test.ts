@@ -74,6 +74,16 @@ Deno.test("createAddressPolicy() allows listed hosts and ranges, and can accept 
   assert.equal(policy.checkHost("localhost"), "localhost is loopback");
   assert.equal(policy.checkHost("[::1]"), "::1 is loopback");
   assert.equal(policy.checkHost("example.com"), undefined);
+  assert.equal(policy.checkUrl("https://example.com/x"), undefined);
+  assert.equal(
+    policy.checkUrl("ftp://example.com/"),
+    "ftp: is not http or https",
+  );
+  assert.equal(
+    policy.checkUrl("http://example.com:0/"),
+    "port 0 cannot be reached",
+  );
+  assert.equal(policy.checkUrl("http://[fe80::1]/"), "fe80::1 is link-local");
 
   const only = createAddressPolicy({
     allow: ["hooks.example.com"],
@@ -204,7 +214,7 @@ Deno.test("handler refuses undeliverable webhook URLs at request time when asked
   const handle = createHandler({
     store,
     logger: logs.logger("http"),
-    refuseUrl: (url) => policy.checkHost(new URL(url).hostname),
+    refuseUrl: (url) => policy.checkUrl(url),
   });
   const call = async (url: string) => {
     const response = await handle(
@@ -222,6 +232,7 @@ Deno.test("handler refuses undeliverable webhook URLs at request time when asked
     "400 failed",
   );
   assert.equal(await call("http://localhost:8080/"), "400 failed");
+  assert.equal(await call("http://hooks.example.com:0/"), "400 failed");
   assert.equal(await call("https://hooks.example.com/verve"), "200 ok");
   assert.deepEqual(await store.listUrls(Date.now() - (Date.now() % 60_000)), [
     "https://hooks.example.com/verve",
