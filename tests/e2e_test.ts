@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { formatMinute, windowStart } from "../lib/minute.ts";
 import { tempKvPath } from "./helpers/kv.ts";
-import { makeTestCertificates } from "./helpers/tls.ts";
+import { makeTestCertificates, skipWithoutOpenssl } from "./helpers/tls.ts";
 import { nextWindow, withinOneWindow } from "./helpers/windows.ts";
 import { LOOPBACK_ALLOW, startReceiver } from "./helpers/receiver.ts";
 import {
@@ -187,7 +187,10 @@ Deno.test("in buffered mode ids acknowledged just before SIGTERM are all counted
   assert.equal(await second.stop("SIGTERM"), 0);
 });
 
-Deno.test("with TLS_CERT_FILE and TLS_KEY_FILE the service speaks HTTPS", async () => {
+Deno.test({
+  name: "with TLS_CERT_FILE and TLS_KEY_FILE the service speaks HTTPS",
+  ignore: skipWithoutOpenssl(),
+}, async () => {
   await using file = await tempKvPath();
   const tls = await makeTestCertificates(file.dir);
   await using service = await startService({

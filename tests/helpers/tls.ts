@@ -5,6 +5,31 @@
  * @module
  */
 
+/** Whether `openssl` can be run here. */
+export const OPENSSL_AVAILABLE = await (async () => {
+  try {
+    return (await new Deno.Command("openssl", {
+      args: ["version"],
+      stdout: "null",
+      stderr: "null",
+    }).output()).success;
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * `ignore` for `Deno.test` of TLS tests: skips them, saying why, where
+ * openssl is missing, unless `CI=true`.
+ */
+export function skipWithoutOpenssl(): boolean {
+  if (OPENSSL_AVAILABLE || Deno.env.get("CI") === "true") return false;
+  console.warn(
+    "openssl is not installed, skipping TLS tests; install it with: apt-get install openssl",
+  );
+  return true;
+}
+
 /** Files of a test certificate, and the CA that signed it. */
 export interface TestCertificates {
   /** The CA certificate, PEM, for `Deno.createHttpClient({ caCerts })`. */
