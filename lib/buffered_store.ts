@@ -13,7 +13,12 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import type { NewOutboxEntries, OutboxEntry, Store } from "./store.ts";
+import type {
+  DeliveryOutcome,
+  NewOutboxEntries,
+  OutboxEntry,
+  Store,
+} from "./store.ts";
 
 /** Options of {@link createBufferedStore}. */
 export interface BufferedStoreOptions {
@@ -202,8 +207,12 @@ class BufferedStore implements Store {
     return this.#store.retryOutbox(entry, notBefore);
   }
 
-  removeOutbox(entry: OutboxEntry) {
-    return this.#store.removeOutbox(entry);
+  removeOutbox(entry: OutboxEntry, outcome: DeliveryOutcome, at: number) {
+    return this.#store.removeOutbox(entry, outcome, at);
+  }
+
+  windowStats(minutes: number[]) {
+    return this.#store.windowStats(minutes);
   }
 
   unreportedWindows() {

@@ -15,6 +15,7 @@
  * | `verve/urls/<minute>` | number of URLs | `expireIn` retention |
  * | `verve/report/<minute>` | {@link ReportRecord} | `expireIn` retention |
  * | `verve/outbox/<minute>/<sink>` | report waiting for a sink | until delivered or dropped |
+ * | `verve/delivery/<minute>/<sink>` | what became of the report | `expireIn` retention |
  *
  * Redis: the keys of one window share the hash tag `{verve:<minute>}`, so
  * they live in one Redis Cluster slot and one script can use them all.
@@ -25,6 +26,7 @@
  * | `{verve:<minute>}:urls` | set of URLs | retention |
  * | `{verve:<minute>}:report` | {@link ReportRecord} as JSON | retention |
  * | `{verve:<minute>}:outbox` | hash: sink → report waiting for it | until delivered or dropped |
+ * | `{verve:<minute>}:delivery` | hash: sink → what became of the report | retention |
  * | `verve:windows` | sorted set of windows with unreported ids | pruned past retention |
  * | `verve:outbox` | sorted set of windows with reports in the outbox | until emptied |
  *
@@ -90,6 +92,16 @@ export function outboxPrefix(): Deno.KvKey {
   return [ROOT, "outbox"];
 }
 
+/** The key recording what became of a window's report for one sink. */
+export function deliveryKey(minute: number, sink: string): Deno.KvKey {
+  return [ROOT, "delivery", minute, sink];
+}
+
+/** The prefix of the delivery records of one window. */
+export function deliveryPrefix(minute: number): Deno.KvKey {
+  return [ROOT, "delivery", minute];
+}
+
 /** The key of a window's {@link ReportRecord}. */
 export function reportKey(minute: number): Deno.KvKey {
   return [ROOT, "report", minute];
@@ -101,6 +113,7 @@ export interface RedisWindowKeys {
   urls: string;
   report: string;
   outbox: string;
+  delivery: string;
 }
 
 /** The Redis keys of the window starting at `minute`. */
@@ -111,6 +124,7 @@ export function redisWindowKeys(minute: number): RedisWindowKeys {
     urls: `${tag}:urls`,
     report: `${tag}:report`,
     outbox: `${tag}:outbox`,
+    delivery: `${tag}:delivery`,
   };
 }
 

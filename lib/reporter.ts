@@ -168,6 +168,7 @@ export function createReporter(options: ReporterOptions): Reporter {
   async function deliver(sink: Sink, entry: OutboxEntry): Promise<void> {
     const { report } = entry;
     const attempt = entry.attempts + 1;
+    let outcome: "delivered" | "dropped" = "delivered";
     try {
       try {
         await sink.send(report, entry.minute);
@@ -176,6 +177,7 @@ export function createReporter(options: ReporterOptions): Reporter {
         const retry = !(error instanceof PermanentSinkError) &&
           clock() - entry.createdAt < outboxMaxAgeMs;
         metrics?.reports.inc([sink.name, retry ? "retry" : "dropped"]);
+        outcome = "dropped";
         if (error instanceof PermanentSinkError) {
           logger.error(
             "Sink {sink} refused the report of {minute}, dropped: {error}",
@@ -216,7 +218,7 @@ export function createReporter(options: ReporterOptions): Reporter {
           return;
         }
       }
-      await store.removeOutbox(entry);
+      await store.removeOutbox(entry, outcome, clock());
     } catch (error) {
       // The lease runs out and a later tick tries again.
       logger.error("Cannot update the outbox for {sink} on {minute}: {error}", {

@@ -70,8 +70,20 @@ export interface Store {
   leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean>;
   /** Records a failed attempt: one more attempt, next try not before `notBefore`. */
   retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void>;
-  /** Removes an entry: its sink acknowledged it, or it was dropped. */
-  removeOutbox(entry: OutboxEntry): Promise<void>;
+  /**
+   * Removes an entry, recording what became of it for its window and sink:
+   * `delivered` (the sink acknowledged it) or `dropped`.
+   */
+  removeOutbox(
+    entry: OutboxEntry,
+    outcome: DeliveryOutcome,
+    at: number,
+  ): Promise<void>;
+  /**
+   * What is known of each window: its count once reported, and the recorded
+   * outcome per sink. Windows without anything yet are left out.
+   */
+  windowStats(minutes: number[]): Promise<WindowStats[]>;
   /**
    * Windows that have recorded ids but no finished report, oldest first.
    * Includes the window that is still open.
@@ -109,6 +121,27 @@ export interface OutboxEntry {
   notBefore: number;
   /** The backend's version of the entry, for `leaseOutbox`. */
   version: string;
+}
+
+/** What became of a report for one sink. */
+export type DeliveryOutcome = "delivered" | "dropped";
+
+/** The recorded outcome of a report for one sink. */
+export interface DeliveryRecord {
+  state: DeliveryOutcome;
+  /** When, in epoch ms. */
+  at: number;
+  /** Failed attempts before it. */
+  attempts: number;
+}
+
+/** What the store knows of one window. */
+export interface WindowStats {
+  minute: number;
+  /** The reported count; `undefined` while the window is not reported. */
+  uniqueIds: number | undefined;
+  /** Outcomes by sink name. */
+  deliveries: Record<string, DeliveryRecord>;
 }
 
 /** The store could not be reached or did not commit; answer 503. */

@@ -13,6 +13,8 @@ import {
   allCountersPrefix,
   counterKey,
   counterPrefix,
+  deliveryKey,
+  deliveryPrefix,
   idKey,
   outboxKey,
   outboxPrefix,
@@ -29,12 +31,15 @@ import {
 } from "./group_commit.ts";
 import {
   type ClaimOutcome,
+  type DeliveryOutcome,
+  type DeliveryRecord,
   type NewOutboxEntries,
   type OutboxEntry,
   type Store,
   StoreUnavailableError,
   type UrlOutcome,
   WindowClosedError,
+  type WindowStats,
 } from "./store.ts";
 
 /** Deno KV's limit on checks in one atomic operation, locally. */
@@ -421,10 +426,46 @@ class KvStore implements Store {
     );
   }
 
-  async removeOutbox(entry: OutboxEntry): Promise<void> {
-    await this.#withRetries(() =>
-      this.#kv.delete(outboxKey(entry.minute, entry.sink))
+  async removeOutbox(
+    entry: OutboxEntry,
+    outcome: DeliveryOutcome,
+    at: number,
+  ): Promise<void> {
+    const record: DeliveryRecord = {
+      state: outcome,
+      at,
+      attempts: entry.attempts,
+    };
+    await this.#commit(() =>
+      this.#kv.atomic()
+        .delete(outboxKey(entry.minute, entry.sink))
+        .set(deliveryKey(entry.minute, entry.sink), record, {
+          expireIn: this.#retentionMs,
+        })
     );
+  }
+
+  async windowStats(minutes: number[]): Promise<WindowStats[]> {
+    const stats: WindowStats[] = [];
+    for (const minute of minutes) {
+      const [report, deliveries] = await Promise.all([
+        this.#kv.get<ReportRecord>(reportKey(minute)),
+        Array.fromAsync(
+          this.#kv.list<DeliveryRecord>({ prefix: deliveryPrefix(minute) }),
+        ),
+      ]);
+      if (report.value === null && deliveries.length === 0) continue;
+      stats.push({
+        minute,
+        uniqueIds: report.value?.state === "reported"
+          ? report.value.uniqueIds
+          : undefined,
+        deliveries: Object.fromEntries(
+          deliveries.map((d) => [d.key[3] as string, d.value]),
+        ),
+      });
+    }
+    return stats;
   }
 
   async unreportedWindows(): Promise<number[]> {

@@ -19,15 +19,19 @@ import {
   REDIS_OUTBOX_KEY,
   REDIS_WINDOWS_KEY,
   redisWindowKeys,
+  type ReportRecord,
 } from "./keys.ts";
 import {
   type ClaimOutcome,
+  type DeliveryOutcome,
+  type DeliveryRecord,
   type NewOutboxEntries,
   type OutboxEntry,
   type Store,
   StoreUnavailableError,
   type UrlOutcome,
   WindowClosedError,
+  type WindowStats,
 } from "./store.ts";
 
 /** The part of a Redis client the store uses. */
@@ -101,6 +105,13 @@ redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[3])
 redis.call('DEL', KEYS[2])
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 'ok'`;
+
+// KEYS: outbox, delivery. ARGV: sink, delivery record JSON, ttl ms.
+const FINISH_OUTBOX = `
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1`;
 
 // Replaces an outbox entry if it is unchanged. KEYS: outbox. ARGV: sink,
 // expected JSON, new JSON. Returns 1 when replaced.
@@ -189,6 +200,17 @@ export function openRedis(url: string, logger: Logger): RedisConnection {
       else client.destroy();
     },
   };
+}
+
+/** The field–value pairs of an `HGETALL` answer, in either shape. */
+function pairs(answer: unknown): [string, string][] {
+  if (Array.isArray(answer)) {
+    return Array.from(
+      { length: answer.length / 2 },
+      (_, i) => [String(answer[2 * i]), String(answer[2 * i + 1])],
+    );
+  }
+  return Object.entries((answer ?? {}) as Record<string, string>);
 }
 
 class RedisStore implements Store {
@@ -349,21 +371,14 @@ class RedisStore implements Store {
     const minutes = await this.#call(["ZRANGE", REDIS_OUTBOX_KEY, "0", "-1"]);
     const entries: OutboxEntry[] = [];
     for (const minute of (minutes as string[]).map(Number)) {
-      const fields = await this.#call([
-        "HGETALL",
-        redisWindowKeys(minute).outbox,
-      ]) as Record<string, string> | string[];
-      const pairs = Array.isArray(fields)
-        ? Array.from(
-          { length: fields.length / 2 },
-          (_, i) => [fields[2 * i]!, fields[2 * i + 1]!],
-        )
-        : Object.entries(fields);
-      if (pairs.length === 0) {
+      const entriesOfMinute = pairs(
+        await this.#call(["HGETALL", redisWindowKeys(minute).outbox]),
+      );
+      if (entriesOfMinute.length === 0) {
         await this.#call(["ZREM", REDIS_OUTBOX_KEY, String(minute)]);
       }
-      for (const [sink, json] of pairs) {
-        entries.push({ ...JSON.parse(json!), minute, sink, version: json });
+      for (const [sink, json] of entriesOfMinute) {
+        entries.push({ ...JSON.parse(json), minute, sink, version: json });
       }
     }
     return entries;
@@ -397,12 +412,56 @@ class RedisStore implements Store {
     return true;
   }
 
-  async removeOutbox(entry: OutboxEntry): Promise<void> {
+  async removeOutbox(
+    entry: OutboxEntry,
+    outcome: DeliveryOutcome,
+    at: number,
+  ): Promise<void> {
+    const keys = redisWindowKeys(entry.minute);
+    const record: DeliveryRecord = {
+      state: outcome,
+      at,
+      attempts: entry.attempts,
+    };
     await this.#call([
-      "HDEL",
-      redisWindowKeys(entry.minute).outbox,
+      "EVAL",
+      FINISH_OUTBOX,
+      "2",
+      keys.outbox,
+      keys.delivery,
       entry.sink,
+      JSON.stringify(record),
+      String(this.#retentionMs),
     ]);
+  }
+
+  async windowStats(minutes: number[]): Promise<WindowStats[]> {
+    const all = await Promise.all(minutes.map(async (minute) => {
+      const keys = redisWindowKeys(minute);
+      const [report, deliveries] = await Promise.all([
+        this.#call(["GET", keys.report]),
+        this.#call(["HGETALL", keys.delivery]),
+      ]);
+      return { minute, report, deliveries: pairs(deliveries) };
+    }));
+    return all
+      .filter(({ report, deliveries }) =>
+        report !== null || deliveries.length > 0
+      )
+      .map(({ minute, report, deliveries }) => {
+        const record = report === null
+          ? undefined
+          : JSON.parse(report as string) as ReportRecord;
+        return {
+          minute,
+          uniqueIds: record?.state === "reported"
+            ? record.uniqueIds
+            : undefined,
+          deliveries: Object.fromEntries(
+            deliveries.map(([sink, json]) => [sink, JSON.parse(json)]),
+          ),
+        };
+      });
   }
 
   async unreportedWindows(): Promise<number[]> {

@@ -58,6 +58,21 @@ export async function checkOutboxContract(a: Store, b: Store): Promise<void> {
   // A stale copy cannot take it any more.
   assert.equal(await b.leaseOutbox(fromB!, 7000), false);
 
-  for (const entry of await a.listOutbox()) await a.removeOutbox(entry);
+  for (const entry of await a.listOutbox()) {
+    await a.removeOutbox(
+      entry,
+      entry.sink === "log" ? "delivered" : "dropped",
+      9500,
+    );
+  }
   assert.deepEqual(await b.listOutbox(), []);
+  // What became of each report is kept with the window.
+  assert.deepEqual(await b.windowStats([MINUTE, MINUTE + 60_000]), [{
+    minute: MINUTE,
+    uniqueIds: 2,
+    deliveries: {
+      kafka: { state: "dropped", at: 9500, attempts: 1 },
+      log: { state: "delivered", at: 9500, attempts: 0 },
+    },
+  }]);
 }
