@@ -15,6 +15,8 @@ import { createBufferedStore } from "./lib/buffered_store.ts";
 import { createAddressPolicy } from "./lib/address_policy.ts";
 import { createHandler } from "./lib/handler.ts";
 import { createServiceMetrics } from "./lib/service_metrics.ts";
+import { collectStats } from "./lib/stats.ts";
+import { STATUS_PAGE_HTML } from "./lib/status_page.ts";
 import { configureLogging, LOG_CATEGORY } from "./lib/logging.ts";
 import { MINUTE_MS } from "./lib/minute.ts";
 import { createReporter } from "./lib/reporter.ts";
@@ -198,6 +200,13 @@ const server = Deno.serve(
     logger: getLogger([LOG_CATEGORY, "http"]),
     windowMs: config.windowMs,
     metrics,
+    stats: (minutes) =>
+      collectStats(minutes, {
+        store,
+        sinks: sinks.map((sink) => sink.name),
+        windowMs: config.windowMs,
+      }),
+    statusPage: STATUS_PAGE_HTML,
     ...(config.webhookRejectUndeliverable
       ? {
         refuseUrl: (url: string) => addressPolicy.checkUrl(url),

@@ -9,6 +9,7 @@ import { parseAcceptQuery } from "./accept_query.ts";
 import { METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { windowStart } from "./minute.ts";
 import type { ServiceMetrics } from "./service_metrics.ts";
+import { parseStatsMinutes } from "./stats.ts";
 import {
   type Store,
   StoreUnavailableError,
@@ -37,7 +38,17 @@ export interface HandlerOptions {
   refuseUrl?: (url: string) => string | undefined;
   /** Metrics to count requests in and to serve at `/metrics`. */
   metrics?: ServiceMetrics;
+  /** Serves `/api/verve/stats?minutes=N` with what this returns. */
+  stats?: (minutes: number) => Promise<unknown>;
+  /** Serves this HTML at `/`. */
+  statusPage?: string;
 }
+
+/** The path of the recent history as JSON. */
+export const STATS_PATH = "/api/verve/stats";
+
+/** The path of the status page. */
+export const STATUS_PATH = "/";
 
 /** The path of the metrics in Prometheus text format. */
 export const METRICS_PATH = "/metrics";
@@ -100,6 +111,8 @@ export function createHandler(
     readyTimeoutMs = 1000,
     refuseUrl,
     metrics,
+    stats,
+    statusPage,
   } = options;
 
   /** 200 `ready` when the store answers within the time limit, else 503. */
@@ -140,13 +153,39 @@ export function createHandler(
     queryStart: number,
   ): Promise<Response> {
     const known = path === ACCEPT_PATH || path === HEALTH_PATH ||
-      path === READY_PATH || (metrics !== undefined && path === METRICS_PATH);
+      path === READY_PATH || (metrics !== undefined && path === METRICS_PATH) ||
+      (stats !== undefined && path === STATS_PATH) ||
+      (statusPage !== undefined && path === STATUS_PATH);
     if (!known) throw new HttpError(404, "not found");
     if (method !== "GET" && method !== "HEAD") {
       throw new HttpError(405, "method not allowed", { allow: "GET, HEAD" });
     }
     if (path === HEALTH_PATH) return respond(method, 200, "ok");
     if (path === READY_PATH) return await ready(method);
+    if (path === STATUS_PATH) {
+      return new Response(method === "HEAD" ? null : statusPage, {
+        headers: {
+          "content-type": "text/html; charset=utf-8",
+          "content-security-policy":
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
+        },
+      });
+    }
+    if (path === STATS_PATH) {
+      const minutes = parseStatsMinutes(
+        queryStart < 0 ? "" : url.slice(queryStart + 1),
+      );
+      if (minutes === undefined) throw new HttpError(400, "failed");
+      return new Response(
+        method === "HEAD" ? null : JSON.stringify(await stats!(minutes)),
+        {
+          headers: {
+            "content-type": "application/json",
+            "cache-control": "no-store",
+          },
+        },
+      );
+    }
     if (path === METRICS_PATH) {
       return new Response(
         method === "HEAD" ? null : metrics!.registry.render(),
@@ -192,6 +231,10 @@ function routeName(path: string): string {
       return "readyz";
     case METRICS_PATH:
       return "metrics";
+    case STATS_PATH:
+      return "stats";
+    case STATUS_PATH:
+      return "status";
     default:
       return "other";
   }
