@@ -198,7 +198,7 @@ Deno.test("10 000 malformed requests each get their 4xx, and change no count", a
     });
     requests.push({
       path: [
-        "/",
+        "/index.html",
         "/api",
         "/api/verve",
         "/api/verve/accept/",
