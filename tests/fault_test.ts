@@ -271,7 +271,7 @@ Deno.test("a webhook receiver that never answers holds up neither requests nor t
     KV_PATH: file.path,
     WINDOW_MS: "1000",
     REPORT_GRACE_MS: "100",
-    WEBHOOK_TIMEOUT_MS: "1500",
+    WEBHOOK_TIMEOUT_MS: "3000",
     WEBHOOK_ATTEMPTS: "1",
     ...LOOPBACK_ALLOW,
   });
