@@ -60,7 +60,8 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 <script>
 const NS = "http://www.w3.org/2000/svg";
 const REFRESH_MS = 5000;
-const time = (iso) => iso ? iso.slice(11, 16) : "–";
+let seconds = false; // windows shorter than a minute are labelled to the second
+const time = (iso) => iso ? iso.slice(11, seconds ? 19 : 16) : "–";
 const svg = (name, attributes, text) => {
   const node = document.createElementNS(NS, name);
   for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
@@ -126,6 +127,7 @@ async function refresh() {
     const response = await fetch("/api/verve/stats?minutes=60", { cache: "no-store" });
     if (!response.ok) throw new Error("the stats API answered " + response.status);
     const stats = await response.json();
+    seconds = stats.window_ms < 60000;
     document.getElementById("live-count").textContent = String(stats.current.unique_ids);
     document.getElementById("live-minute").textContent = time(stats.current.minute) + " UTC";
     const reported = stats.minutes.filter((m) => m.unique_ids !== null).at(-1);
