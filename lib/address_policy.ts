@@ -22,6 +22,8 @@ const BLOCKED: [string, string][] = [
   ["10.0.0.0/8", "private"],
   ["100.64.0.0/10", "carrier-grade NAT"],
   ["127.0.0.0/8", "loopback"],
+  ["192.0.0.0/24", "reserved"],
+  ["198.18.0.0/15", "reserved"],
   ["169.254.0.0/16", "link-local"],
   ["172.16.0.0/12", "private"],
   ["192.168.0.0/16", "private"],
@@ -158,17 +160,37 @@ export function createAddressPolicy(
 
 /** Why `address` is refused by default, or `undefined`. */
 export function blockedReason(address: string): string | undefined {
-  let bytes = addressBytes(address);
+  const bytes = addressBytes(address);
   if (bytes === undefined) return "not an IP address";
-  // IPv4-mapped IPv6 (::ffff:a.b.c.d) is judged as the IPv4 address.
-  if (
-    bytes.length === 16 && bytes.slice(0, 10).every((b) => b === 0) &&
-    bytes[10] === 0xff && bytes[11] === 0xff
-  ) {
-    bytes = bytes.slice(12);
-  }
   for (const { range, reason } of BLOCKED_RANGES) {
     if (inRange(bytes, range)) return reason;
+  }
+  // IPv6 forms that carry an IPv4 address are judged by that address.
+  const embedded = embeddedIpv4(bytes);
+  if (embedded === undefined) return undefined;
+  for (const { range, reason } of BLOCKED_RANGES) {
+    if (inRange(embedded, range)) return reason;
+  }
+  return undefined;
+}
+
+/** IPv6 prefixes whose addresses embed an IPv4 address, and where. */
+const EMBEDDING: { range: Range; offset: number }[] = [
+  ["::ffff:0:0/96", 12], // IPv4-mapped
+  ["::ffff:0:0:0/96", 12], // IPv4-translated
+  ["::/96", 12], // IPv4-compatible (deprecated)
+  ["64:ff9b::/96", 12], // NAT64
+  ["64:ff9b:1::/48", 12], // local NAT64
+  ["2002::/16", 2], // 6to4
+].map(([cidr, offset]) => ({
+  range: parseCidr(cidr as string)!,
+  offset: offset as number,
+}));
+
+function embeddedIpv4(bytes: Uint8Array): Uint8Array | undefined {
+  if (bytes.length !== 16) return undefined;
+  for (const { range, offset } of EMBEDDING) {
+    if (inRange(bytes, range)) return bytes.slice(offset, offset + 4);
   }
   return undefined;
 }

@@ -13,11 +13,12 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import type {
-  DeliveryOutcome,
-  NewOutboxEntries,
-  OutboxEntry,
-  Store,
+import {
+  type DeliveryOutcome,
+  type NewOutboxEntries,
+  type OutboxEntry,
+  type Store,
+  WindowClosedError,
 } from "./store.ts";
 
 /** Options of {@link createBufferedStore}. */
@@ -121,7 +122,9 @@ class BufferedStore implements Store {
       },
       (error: Error) => {
         this.#settle(pending);
-        this.#failing = true;
+        // A window reported before its last ids committed is not a store
+        // failure: later requests belong to the next window.
+        if (!(error instanceof WindowClosedError)) this.#failing = true;
         this.#lose(error);
       },
     );

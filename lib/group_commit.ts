@@ -87,7 +87,7 @@ export class GroupCommit {
   readonly #queues = new Map<number, Entry[]>();
   #queued = 0;
   #inFlight = 0;
-  #drained: (() => void) | undefined;
+  readonly #drained: (() => void)[] = [];
 
   constructor(options: GroupCommitOptions) {
     this.#commit = options.commit;
@@ -126,7 +126,7 @@ export class GroupCommit {
   /** Resolves once every queued id is committed or failed. */
   async drain(): Promise<void> {
     if (this.#inFlight > 0 || this.#queued > 0) {
-      await new Promise<void>((resolve) => this.#drained = resolve);
+      await new Promise<void>((resolve) => this.#drained.push(resolve));
     }
   }
 
@@ -153,7 +153,9 @@ export class GroupCommit {
       this.#commitBatch(minute, batch).finally(() => {
         this.#inFlight--;
         this.#flush();
-        if (this.#inFlight === 0 && this.#queued === 0) this.#drained?.();
+        if (this.#inFlight === 0 && this.#queued === 0) {
+          for (const resolve of this.#drained.splice(0)) resolve();
+        }
       });
     }
   }

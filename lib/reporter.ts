@@ -137,10 +137,16 @@ export function createReporter(options: ReporterOptions): Reporter {
       if (entry.notBefore > clock() || delivering.has(key)) continue;
       const sink = sinksByName.get(entry.sink);
       if (sink === undefined) {
-        logger.warn(
-          "No sink {sink} is configured; left in the outbox: {minute}",
-          { sink: entry.sink, minute: entry.report.minute },
-        );
+        // A sink taken out of the configuration: its reports wait in case it
+        // comes back, then age out like any other.
+        if (clock() - entry.createdAt >= outboxMaxAgeMs) {
+          logger.error("No sink {sink} is configured; dropped: {minute}", {
+            sink: entry.sink,
+            minute: entry.report.minute,
+            report: entry.report,
+          });
+          await store.removeOutbox(entry, "dropped", clock()).catch(() => {});
+        }
         continue;
       }
       try {
@@ -174,8 +180,8 @@ export function createReporter(options: ReporterOptions): Reporter {
         await sink.send(report, entry.minute);
         metrics?.reports.inc([sink.name, "delivered"]);
       } catch (error) {
-        const retry = !(error instanceof PermanentSinkError) &&
-          clock() - entry.createdAt < outboxMaxAgeMs;
+        const tooOld = clock() - entry.createdAt >= outboxMaxAgeMs;
+        const retry = !(error instanceof PermanentSinkError) && !tooOld;
         metrics?.reports.inc([sink.name, retry ? "retry" : "dropped"]);
         outcome = "dropped";
         if (error instanceof PermanentSinkError) {
@@ -188,7 +194,7 @@ export function createReporter(options: ReporterOptions): Reporter {
               report,
             },
           );
-        } else if (clock() - entry.createdAt >= outboxMaxAgeMs) {
+        } else if (tooOld) {
           logger.error(
             "Sink {sink} failed on {minute} {attempt} times, dropped: {error}",
             {

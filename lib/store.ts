@@ -72,7 +72,8 @@ export interface Store {
   retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void>;
   /**
    * Removes an entry, recording what became of it for its window and sink:
-   * `delivered` (the sink acknowledged it) or `dropped`.
+   * `delivered` (the sink acknowledged it) or `dropped`. Does nothing when
+   * the entry changed since `entry` was read (another instance holds it).
    */
   removeOutbox(
     entry: OutboxEntry,

@@ -436,8 +436,13 @@ class KvStore implements Store {
       at,
       attempts: entry.attempts,
     };
+    // Only the holder of the current version may finish it.
     await this.#commit(() =>
       this.#kv.atomic()
+        .check({
+          key: outboxKey(entry.minute, entry.sink),
+          versionstamp: entry.version,
+        })
         .delete(outboxKey(entry.minute, entry.sink))
         .set(deliveryKey(entry.minute, entry.sink), record, {
           expireIn: this.#retentionMs,

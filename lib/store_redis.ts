@@ -106,12 +106,15 @@ redis.call('DEL', KEYS[2])
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 'ok'`;
 
-// KEYS: outbox, delivery. ARGV: sink, delivery record JSON, ttl ms.
+// Removes an outbox entry if it is unchanged and records its outcome.
+// KEYS: outbox, delivery. ARGV: sink, expected JSON, delivery record JSON,
+// ttl ms. Returns -1 when the entry changed, else the entries left.
 const FINISH_OUTBOX = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return -1 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1`;
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return redis.call('HLEN', KEYS[1])`;
 
 // Replaces an outbox entry if it is unchanged. KEYS: outbox. ARGV: sink,
 // expected JSON, new JSON. Returns 1 when replaced.
@@ -374,9 +377,6 @@ class RedisStore implements Store {
       const entriesOfMinute = pairs(
         await this.#call(["HGETALL", redisWindowKeys(minute).outbox]),
       );
-      if (entriesOfMinute.length === 0) {
-        await this.#call(["ZREM", REDIS_OUTBOX_KEY, String(minute)]);
-      }
       for (const [sink, json] of entriesOfMinute) {
         entries.push({ ...JSON.parse(json), minute, sink, version: json });
       }
@@ -423,16 +423,21 @@ class RedisStore implements Store {
       at,
       attempts: entry.attempts,
     };
-    await this.#call([
+    const left = await this.#call([
       "EVAL",
       FINISH_OUTBOX,
       "2",
       keys.outbox,
       keys.delivery,
       entry.sink,
+      entry.version,
       JSON.stringify(record),
       String(this.#retentionMs),
     ]);
+    // The window's reports all left: nothing can enter its outbox again.
+    if (left === 0) {
+      await this.#call(["ZREM", REDIS_OUTBOX_KEY, String(entry.minute)]);
+    }
   }
 
   async windowStats(minutes: number[]): Promise<WindowStats[]> {

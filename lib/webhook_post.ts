@@ -57,7 +57,13 @@ export function createWebhookPost(
 ): WebhookPost {
   const resolve = options.resolve ?? dnsLookup;
   return (url, body, { timeoutMs, signal }) => {
-    const target = new URL(url);
+    if (signal?.aborted) return Promise.reject(new Error("aborted"));
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch {
+      return Promise.reject(new WebhookRefusedError("not a URL"));
+    }
     if (target.protocol !== "http:" && target.protocol !== "https:") {
       return Promise.reject(
         new WebhookRefusedError(`${target.protocol} is not http or https`),
@@ -107,7 +113,9 @@ export function createWebhookPost(
       }, (response) => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
-        response.resume();
+        // Only the status matters: close at once, so a receiver that
+        // trickles its body cannot hold the connection.
+        response.destroy();
         resolve(response.statusCode ?? 0);
       });
       const fail = (error: Error) => {

@@ -119,3 +119,21 @@ Deno.test("buffered close() commits every acknowledged id", async () => {
   assert.equal(await reopened.countIds(M0), 1500);
   await reopened.close();
 });
+
+Deno.test("buffered recordId() keeps acknowledging after an id of a closed window is lost", async () => {
+  await using logs = await captureLogs();
+  const store = createBufferedStore(
+    createKvStore(await Deno.openKv(":memory:"), { retentionMs: RETENTION }),
+    { logger: logs.logger("store"), lossReportMs: 10 },
+  );
+  await store.claimReport(M0, "reporter", 0, 60_000);
+  assert.equal(await store.recordId(M0, "late"), true); // acknowledged, then lost
+  while (logs.of("store").length === 0) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.equal(logs.of("store")[0]!.properties.lost, 1);
+  // The store is fine: the next window's ids are still acknowledged at once.
+  const gatedNext = store.recordId(M0 + 60_000, "next");
+  assert.equal(await settlesSoon(gatedNext), true);
+  await store.close();
+});

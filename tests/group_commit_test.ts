@@ -97,3 +97,10 @@ Deno.test("GroupCommit rejects impossible options", () => {
     RangeError,
   );
 });
+
+Deno.test("GroupCommit drain() resolves every waiter", async () => {
+  const { commits } = setBackend();
+  const recorded = commits.record(M0, "1");
+  await Promise.all([commits.drain(), commits.drain()]);
+  assert.equal(await recorded, true);
+});

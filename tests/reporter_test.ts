@@ -494,3 +494,21 @@ Deno.test("pending deliveries survive a restart and go out once across reporters
   assert.deepEqual(await stores[0]!.listOutbox(), []);
   for (const store of stores) await store.close();
 });
+
+Deno.test("webhook sink fails the delivery when the store cannot list the URLs", async () => {
+  await using logs = await captureLogs();
+  const sink = createWebhookSink({
+    post: LOOPBACK_POST,
+    listUrls: () => Promise.reject(new Error("store unavailable")),
+    logger: logs.logger("webhook"),
+  });
+  await assert.rejects(
+    sink.send({
+      minute: "2026-01-01T12:00:00.000Z",
+      unique_ids: 1,
+      window_ms: WINDOW,
+      reported_at: "2026-01-01T12:01:02.000Z",
+    }, M0),
+    /store unavailable/,
+  );
+});

@@ -48,6 +48,14 @@ Deno.test("blockedReason() refuses internal address ranges, IPv4-mapped forms to
     ["::ffff:127.0.0.1", "loopback"],
     ["::ffff:a9fe:a9fe", "link-local"],
     ["::ffff:8.8.8.8", undefined],
+    ["64:ff9b::a9fe:a9fe", "link-local"], // NAT64 of 169.254.169.254
+    ["64:ff9b::808:808", undefined],
+    ["::127.0.0.1", "loopback"],
+    ["::ffff:0:127.0.0.1", "loopback"],
+    ["2002:7f00:1::", "loopback"], // 6to4 of 127.0.0.1
+    ["2002:808:808::", undefined],
+    ["198.18.0.1", "reserved"],
+    ["192.0.0.170", "reserved"],
     ["2606:4700:4700::1111", undefined],
     ["not-an-ip", "not an IP address"],
   ];

@@ -133,16 +133,9 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
   return {
     name: "webhook",
     async send(report: MinuteReport, minute: number): Promise<void> {
-      let urls: string[];
-      try {
-        urls = await listUrls(minute);
-      } catch (error) {
-        logger.error("Cannot list webhook URLs of {minute}: {error}", {
-          minute: report.minute,
-          error: describe(error),
-        });
-        return;
-      }
+      // A store that cannot list the URLs now fails the delivery, which the
+      // outbox retries on a later tick.
+      const urls = await listUrls(minute);
       const body = JSON.stringify(report);
       await Promise.all(urls.map((url) => deliver(url, body, report.minute)));
     },
