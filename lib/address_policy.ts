@@ -3,7 +3,8 @@
  * callers, so by default deliveries to loopback, private (RFC 1918), carrier
  * grade NAT, link-local (with 169.254.169.254, the cloud metadata address),
  * unique-local and site-local IPv6, multicast, broadcast and unspecified
- * addresses, and IPv4-mapped IPv6 forms of these, are refused. Operators can
+ * addresses, and IPv6 forms that carry one of these (IPv4-mapped, NAT64,
+ * 6to4, IPv4-compatible), are refused. Operators can
  * allow hosts or CIDR ranges, or accept only listed hosts.
  *
  * @module
