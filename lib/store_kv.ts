@@ -396,34 +396,26 @@ class KvStore implements Store {
   }
 
   async leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean> {
-    const result = await this.#commit(() =>
-      this.#kv.atomic()
-        .check({
-          key: outboxKey(entry.minute, entry.sink),
-          versionstamp: entry.version,
-        })
-        .set(outboxKey(entry.minute, entry.sink), {
-          ...storedOutbox(entry),
-          notBefore: until,
-        })
-    );
-    if (result.ok) entry.version = result.versionstamp;
-    return result.ok;
+    return await this.#swapOutbox(entry, { notBefore: until });
   }
 
   async retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void> {
-    await this.#commit(() =>
+    await this.#swapOutbox(entry, { attempts: entry.attempts + 1, notBefore });
+  }
+
+  /** Rewrites an outbox entry with `change` if nobody changed it since. */
+  async #swapOutbox(
+    entry: OutboxEntry,
+    change: Partial<Pick<OutboxEntry, "attempts" | "notBefore">>,
+  ): Promise<boolean> {
+    const key = outboxKey(entry.minute, entry.sink);
+    const result = await this.#commit(() =>
       this.#kv.atomic()
-        .check({
-          key: outboxKey(entry.minute, entry.sink),
-          versionstamp: entry.version,
-        })
-        .set(outboxKey(entry.minute, entry.sink), {
-          ...storedOutbox(entry),
-          attempts: entry.attempts + 1,
-          notBefore,
-        })
+        .check({ key, versionstamp: entry.version })
+        .set(key, { ...storedOutbox(entry), ...change })
     );
+    if (result.ok) entry.version = result.versionstamp;
+    return result.ok;
   }
 
   async removeOutbox(
