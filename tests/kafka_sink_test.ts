@@ -9,6 +9,7 @@ import { createKafkaSink } from "../lib/sinks/kafka.ts";
 import { createKvStore } from "../lib/store_kv.ts";
 import { skipWithoutKafkaMock, startKafkaMock } from "./helpers/kafka_mock.ts";
 import { tempKvPath } from "./helpers/kv.ts";
+import { freePort } from "./helpers/requirements.ts";
 import { captureLogs } from "./helpers/logs.ts";
 
 const ignore = skipWithoutKafkaMock();
@@ -79,9 +80,7 @@ Deno.test({
   ignore,
   async fn() {
     await using logs = await captureLogs();
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = listener.addr.port;
-    listener.close();
+    const port = freePort();
     const sink = createKafkaSink({
       brokers: [`127.0.0.1:${port}`],
       topic: "unique-ids",

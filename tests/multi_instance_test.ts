@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { checkFleet } from "./helpers/fleet.ts";
 import { tempKvPath } from "./helpers/kv.ts";
 import { skipWithoutRedis, startRedis } from "./helpers/redis.ts";
+import { freePort } from "./helpers/requirements.ts";
 import { startService } from "./helpers/service.ts";
 import { withinOneWindow } from "./helpers/windows.ts";
 
@@ -18,9 +19,7 @@ Deno.test("three processes sharing one KV file count exactly and report each win
 
 Deno.test("with REUSE_PORT several processes listen on one port", async () => {
   await using file = await tempKvPath();
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = String(listener.addr.port);
-  listener.close();
+  const port = String(freePort());
   const env = { KV_PATH: file.path, PORT: port, REUSE_PORT: "true" };
   await using first = await startService(env);
   await using second = await startService(env);

@@ -10,6 +10,7 @@ import { createWebhookSink } from "../lib/sinks/webhook.ts";
 import type { Store } from "../lib/store.ts";
 import { createKvStore } from "../lib/store_kv.ts";
 import { tempKvPath } from "./helpers/kv.ts";
+import { freePort } from "./helpers/requirements.ts";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
 import { LOOPBACK_POST, startReceiver } from "./helpers/receiver.ts";
 
@@ -263,9 +264,7 @@ Deno.test("webhook sink retries 5xx and network errors, not 4xx, and logs every 
   });
 
   await t.step("a refused connection is retried, then given up", async () => {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = listener.addr.port;
-    listener.close();
+    const port = freePort();
     await store.recordUrl(M2, `http://127.0.0.1:${port}/down`);
     logs.records.length = 0;
     await sink(3).send(report, M2);

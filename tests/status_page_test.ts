@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { tempKvPath } from "./helpers/kv.ts";
+import { skipUnless } from "./helpers/requirements.ts";
 import { type LogLine, startService } from "./helpers/service.ts";
 import { withinOneWindow } from "./helpers/windows.ts";
 
@@ -13,13 +14,11 @@ const CHROMIUM = "/usr/bin/chromium";
 const SCREENSHOT_DIR = new URL("../test-output/", import.meta.url).pathname;
 const WINDOW_MS = 1000;
 
-const available = await Deno.stat(CHROMIUM).then(() => true, () => false);
-const ignore = !available && Deno.env.get("CI") !== "true";
-if (ignore) {
-  console.warn(
-    "chromium is not installed, skipping the status page test; install it with: apt-get install chromium",
-  );
-}
+const ignore = skipUnless(
+  await Deno.stat(CHROMIUM).then(() => true, () => false),
+  "chromium",
+  "chromium",
+);
 
 Deno.test({
   name:

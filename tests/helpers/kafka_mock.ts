@@ -8,6 +8,7 @@
  * @module
  */
 import { Kafka, logLevel } from "kafkajs";
+import { skipUnless } from "./requirements.ts";
 
 const LIBRARY = "librdkafka.so.1";
 
@@ -47,16 +48,9 @@ export const KAFKA_MOCK_AVAILABLE = (() => {
   }
 })();
 
-/**
- * `ignore` for `Deno.test` of Kafka tests: skips them, saying why, where
- * librdkafka is missing, unless `CI=true`.
- */
+/** `ignore` for `Deno.test` of Kafka tests (see {@link skipUnless}). */
 export function skipWithoutKafkaMock(): boolean {
-  if (KAFKA_MOCK_AVAILABLE || Deno.env.get("CI") === "true") return false;
-  console.warn(
-    "librdkafka is not installed, skipping Kafka tests; install it with: apt-get install librdkafka1",
-  );
-  return true;
+  return skipUnless(KAFKA_MOCK_AVAILABLE, "librdkafka", "librdkafka1");
 }
 
 /** A running mock cluster. */

@@ -5,31 +5,14 @@
  *
  * @module
  */
+import { freePort, programRuns, skipUnless } from "./requirements.ts";
 
 /** Whether `redis-server` can be run here. */
-export const REDIS_AVAILABLE = await (async () => {
-  try {
-    const { success } = await new Deno.Command("redis-server", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success;
-  } catch {
-    return false;
-  }
-})();
+export const REDIS_AVAILABLE = await programRuns("redis-server", ["--version"]);
 
-/**
- * `ignore` for `Deno.test` of Redis tests: skips them, saying why, where
- * redis-server is missing, unless `CI=true`.
- */
+/** `ignore` for `Deno.test` of Redis tests (see {@link skipUnless}). */
 export function skipWithoutRedis(): boolean {
-  if (REDIS_AVAILABLE || Deno.env.get("CI") === "true") return false;
-  console.warn(
-    "redis-server is not installed, skipping Redis tests; install it with: apt-get install redis-server",
-  );
-  return true;
+  return skipUnless(REDIS_AVAILABLE, "redis-server", "redis-server");
 }
 
 /** A running redis-server. */
@@ -50,9 +33,7 @@ export async function startRedis(
   options: { password?: string } = {},
 ): Promise<RedisServer> {
   const dir = await Deno.makeTempDir({ prefix: "verve-redis-" });
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
+  const port = freePort();
   let child: Deno.ChildProcess | undefined;
 
   async function start() {

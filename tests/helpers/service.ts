@@ -7,6 +7,16 @@
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
+/** `deno run` with the permissions `deno task start` gives the service. */
+const RUN_MAIN = [
+  "run",
+  "--allow-net",
+  "--allow-env",
+  "--allow-read",
+  "--allow-write",
+  MAIN,
+];
+
 /** One parsed log line of the service. */
 export interface LogLine {
   level: string;
@@ -38,14 +48,7 @@ export async function startService(
   env: Record<string, string>,
 ): Promise<Service> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      MAIN,
-    ],
+    args: RUN_MAIN,
     env: { HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", ...env },
     clearEnv: true,
     stdin: "null",
@@ -146,14 +149,7 @@ export async function runServiceToExit(
   env: Record<string, string>,
 ): Promise<{ code: number; stderr: string }> {
   const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      MAIN,
-    ],
+    args: RUN_MAIN,
     env,
     clearEnv: true,
     stdin: "null",

@@ -4,30 +4,14 @@
  *
  * @module
  */
+import { programRuns, skipUnless } from "./requirements.ts";
 
 /** Whether `openssl` can be run here. */
-export const OPENSSL_AVAILABLE = await (async () => {
-  try {
-    return (await new Deno.Command("openssl", {
-      args: ["version"],
-      stdout: "null",
-      stderr: "null",
-    }).output()).success;
-  } catch {
-    return false;
-  }
-})();
+export const OPENSSL_AVAILABLE = await programRuns("openssl", ["version"]);
 
-/**
- * `ignore` for `Deno.test` of TLS tests: skips them, saying why, where
- * openssl is missing, unless `CI=true`.
- */
+/** `ignore` for `Deno.test` of TLS tests (see {@link skipUnless}). */
 export function skipWithoutOpenssl(): boolean {
-  if (OPENSSL_AVAILABLE || Deno.env.get("CI") === "true") return false;
-  console.warn(
-    "openssl is not installed, skipping TLS tests; install it with: apt-get install openssl",
-  );
-  return true;
+  return skipUnless(OPENSSL_AVAILABLE, "openssl", "openssl");
 }
 
 /** Files of a test certificate, and the CA that signed it. */
