@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import { checkOutboxContract } from "./helpers/outbox_contract.ts";
+import {
+  checkOutboxContract,
+  checkStaleClaimTakeover,
+} from "./helpers/store_contract.ts";
 import {
   batchSizeFor,
   createKvStore,
@@ -196,24 +199,7 @@ Deno.test("completeReport() finishes the claim and drops the counter", async () 
 
 Deno.test("claimReport() lets a stale claim be taken over after its lease", async () => {
   const store = await memoryStore();
-  assert.deepEqual(await store.claimReport(MINUTE, "a", NEXT, 10_000), {
-    claimed: true,
-  });
-  assert.deepEqual(
-    await store.claimReport(MINUTE, "b", NEXT + 9_999, 10_000),
-    { claimed: false, reason: "claimed" },
-  );
-  assert.deepEqual(
-    await store.claimReport(MINUTE, "b", NEXT + 10_000, 10_000),
-    {
-      claimed: true,
-    },
-  );
-  await assert.rejects(
-    store.completeReport(MINUTE, "a", 0),
-    StoreUnavailableError,
-  );
-  await store.completeReport(MINUTE, "b", 0);
+  await checkStaleClaimTakeover(store);
   await store.close();
 });
 

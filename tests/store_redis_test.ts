@@ -6,7 +6,10 @@ import { StoreUnavailableError, WindowClosedError } from "../lib/store.ts";
 import { createRedisStore, openRedis } from "../lib/store_redis.ts";
 import type { Store } from "../lib/store.ts";
 import { captureLogs } from "./helpers/logs.ts";
-import { checkOutboxContract } from "./helpers/outbox_contract.ts";
+import {
+  checkOutboxContract,
+  checkStaleClaimTakeover,
+} from "./helpers/store_contract.ts";
 import {
   type RedisServer,
   skipWithoutRedis,
@@ -154,21 +157,7 @@ Deno.test({
     await using logs = await captureLogs();
     await using server = await startRedis();
     const store = redisStore(server, logs);
-    assert.deepEqual(await store.claimReport(MINUTE, "a", 1000, 500), {
-      claimed: true,
-    });
-    assert.deepEqual(await store.claimReport(MINUTE, "b", 1499, 500), {
-      claimed: false,
-      reason: "claimed",
-    });
-    assert.deepEqual(await store.claimReport(MINUTE, "b", 1500, 500), {
-      claimed: true,
-    });
-    await assert.rejects(
-      store.completeReport(MINUTE, "a", 0),
-      StoreUnavailableError,
-    );
-    await store.completeReport(MINUTE, "b", 0);
+    await checkStaleClaimTakeover(store);
     await store.close();
   },
 });

@@ -1,12 +1,12 @@
 /**
- * The outbox behaviour every store backend must have, checked against two
- * stores sharing one backend.
+ * Behaviour every store backend must have, checked the same way for each:
+ * the report claim's lease and the outbox.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import type { MinuteReport } from "../../lib/sink.ts";
-import type { Store } from "../../lib/store.ts";
+import { type Store, StoreUnavailableError } from "../../lib/store.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 
@@ -81,4 +81,26 @@ export async function checkOutboxContract(a: Store, b: Store): Promise<void> {
       log: { state: "delivered", at: 9500, attempts: 0 },
     },
   }]);
+}
+
+/**
+ * Asserts that a claim older than its lease can be taken over, and that only
+ * the new owner can then complete the report.
+ */
+export async function checkStaleClaimTakeover(store: Store): Promise<void> {
+  assert.deepEqual(await store.claimReport(MINUTE, "a", 1000, 500), {
+    claimed: true,
+  });
+  assert.deepEqual(await store.claimReport(MINUTE, "b", 1499, 500), {
+    claimed: false,
+    reason: "claimed",
+  });
+  assert.deepEqual(await store.claimReport(MINUTE, "b", 1500, 500), {
+    claimed: true,
+  });
+  await assert.rejects(
+    store.completeReport(MINUTE, "a", 0),
+    StoreUnavailableError,
+  );
+  await store.completeReport(MINUTE, "b", 0);
 }
