@@ -1,98 +1,256 @@
 /**
- * The KV engine alone: the store's atomic operations (a check and a set per
- * new id, one counter `sum` per batch) committed straight to a KV file, with
- * no HTTP. Shows the ceiling that group commit works against, per batch size
- * and commits in flight; then the whole store (queue, batches, first-seen
- * filter) fed by 64 callers, as many as the HTTP bench's connections.
+ * The KV engine and the store alone, with no HTTP and no load generator: the
+ * ceiling that the service's new-id workloads work against.
  *
- * Usage: `deno run -A bench/kv_engine.ts [seconds per case]`
+ * 1. The engine: the store's atomic operations (the window's report check, a
+ *    check and a set per id with the store's keys and value, one counter
+ *    `sum`) committed straight to a KV file, per batch size and commits in
+ *    flight. Ids are random 63-bit numbers, as in `deno task bench`'s
+ *    workload b, or sequential for contrast: random ids land on random
+ *    B-tree pages, sequential ones on the same few.
+ * 2. The store (queue, batches, first-seen filter) fed by 64 callers, as many
+ *    as the HTTP bench's connections, each awaiting `recordId` in a loop.
+ * 3. The store at a fixed rate (default 10 000 ids/s, as workload d; ids
+ *    leave in bursts on a 1 ms timer): latency of each `recordId` call.
+ *
+ * The KV files go to a fresh temp directory, on the same file system as the
+ * HTTP bench's, unless `--dir` names another (e.g. a tmpfs, to see what the
+ * disk costs).
+ *
+ * Usage: `deno task bench:kv [--seconds S] [--rate N] [--dir D] [--out F]`
  *
  * @module
  */
+import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
 import { createBufferedStore } from "../lib/buffered_store.ts";
+import { counterKey, idKey, reportKey } from "../lib/keys.ts";
+import type { Store } from "../lib/store.ts";
 import { createKvStore } from "../lib/store_kv.ts";
 
-const seconds = Number(Deno.args[0] ?? "3");
-const dir = await Deno.makeTempDir({ prefix: "verve-kv-engine-" });
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    seconds: { type: "string", default: "5" },
+    rate: { type: "string", default: "10000" },
+    dir: { type: "string" },
+    out: { type: "string" },
+  },
+});
+const seconds = Number(values.seconds);
+const rate = Number(values.rate);
+if (!(seconds > 0) || !(rate > 0)) {
+  console.error("Cannot parse --seconds or --rate: need positive numbers");
+  Deno.exit(2);
+}
+const dir = await Deno.makeTempDir({
+  prefix: "verve-kv-engine-",
+  ...(values.dir ? { dir: values.dir } : {}),
+});
+const RETENTION_MS = 3_600_000;
+const SEEN = new Uint8Array(0);
 
-async function run(batch: number, inFlight: number, expire: boolean) {
-  const kv = await Deno.openKv(`${dir}/${batch}-${inFlight}-${expire}.kv`);
+/** A random id as `bench/ids.lua` makes them: up to 18 digits. */
+function randomId(): string {
+  const high = 1 + Math.floor(Math.random() * 999_999_999);
+  const low = Math.floor(Math.random() * 1_000_000_000);
+  return `${high}${String(low).padStart(9, "0")}`;
+}
+
+let sequence = 0;
+function sequentialId(): string {
+  return String(sequence++);
+}
+
+interface EngineRow {
+  ids: "random" | "sequential";
+  batch: number;
+  in_flight: number;
+  ids_per_s: number;
+  commit_ms: number;
+}
+
+async function engine(
+  ids: EngineRow["ids"],
+  batch: number,
+  inFlight: number,
+): Promise<EngineRow> {
+  const kv = await Deno.openKv(`${dir}/engine-${ids}-${batch}-${inFlight}.kv`);
+  const nextId = ids === "random" ? randomId : sequentialId;
   const minute = Date.now();
-  let ids = 0;
-  let next = 0;
+  let recorded = 0;
+  let commits = 0;
+  let commitMs = 0;
   const until = performance.now() + seconds * 1000;
-  async function worker() {
+  async function committer() {
     while (performance.now() < until) {
       const op = kv.atomic().check({
-        key: ["report", minute],
+        key: reportKey(minute),
         versionstamp: null,
       });
       for (let i = 0; i < batch; i++) {
-        const key = ["id", minute, String(next++)];
+        const key = idKey(minute, nextId());
         op.check({ key, versionstamp: null });
-        op.set(key, 1, expire ? { expireIn: 3_600_000 } : undefined);
+        op.set(key, SEEN, { expireIn: RETENTION_MS });
       }
-      op.sum(["count", minute, next % 16], BigInt(batch));
+      op.sum(counterKey(minute, commits % 16), BigInt(batch));
+      const started = performance.now();
       const result = await op.commit();
-      if (result.ok) ids += batch;
+      commitMs += performance.now() - started;
+      commits++;
+      if (result.ok) recorded += batch;
     }
   }
-  await Promise.all(Array.from({ length: inFlight }, worker));
+  await Promise.all(Array.from({ length: inFlight }, committer));
   kv.close();
-  return Math.round(ids / seconds);
+  return {
+    ids,
+    batch,
+    in_flight: inFlight,
+    ids_per_s: Math.round(recorded / seconds),
+    commit_ms: round(commitMs / commits),
+  };
 }
 
-console.log("| batch | in flight | expireIn | ids/s |");
-console.log("| ----- | --------- | -------- | ----- |");
+async function openStore(name: string, buffered: boolean): Promise<Store> {
+  const kvStore = createKvStore(await Deno.openKv(`${dir}/${name}.kv`), {
+    retentionMs: RETENTION_MS,
+  });
+  if (!buffered) return kvStore;
+  return createBufferedStore(kvStore, {
+    logger: getLogger(["bench"]),
+    maxPending: 2000,
+  });
+}
+
+interface StoreRow {
+  mode: "durable" | "buffered";
+  callers: number;
+  ids_per_s: number;
+}
+
+async function storeLoop(
+  buffered: boolean,
+  callers: number,
+): Promise<StoreRow> {
+  const store = await openStore(`loop-${buffered}`, buffered);
+  const minute = Date.now();
+  let recorded = 0;
+  const until = performance.now() + seconds * 1000;
+  async function caller() {
+    while (performance.now() < until) {
+      await store.recordId(minute, randomId());
+      recorded++;
+    }
+  }
+  await Promise.all(Array.from({ length: callers }, caller));
+  await store.close();
+  return {
+    mode: buffered ? "buffered" : "durable",
+    callers,
+    ids_per_s: Math.round(recorded / seconds),
+  };
+}
+
+interface RateRow {
+  mode: "durable" | "buffered";
+  rate: number;
+  ids: number;
+  failed: number;
+  p50_ms: number;
+  p99_ms: number;
+  max_ms: number;
+}
+
+async function storeAtRate(buffered: boolean): Promise<RateRow> {
+  const store = await openStore(`rate-${buffered}`, buffered);
+  const minute = Date.now();
+  const latencies: number[] = [];
+  const pending: Promise<void>[] = [];
+  let failed = 0;
+  const total = Math.round(rate * seconds);
+  const start = performance.now();
+  let sent = 0;
+  while (sent < total) {
+    const due = Math.min(
+      total,
+      Math.floor((performance.now() - start) * rate / 1000),
+    );
+    for (; sent < due; sent++) {
+      const called = performance.now();
+      pending.push(
+        store.recordId(minute, randomId()).then(
+          () => void latencies.push(performance.now() - called),
+          () => void failed++,
+        ),
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  await Promise.all(pending);
+  await store.close();
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) =>
+    round(
+      latencies[
+        Math.min(latencies.length - 1, Math.floor(q * latencies.length))
+      ] ?? 0,
+    );
+  return {
+    mode: buffered ? "buffered" : "durable",
+    rate,
+    ids: latencies.length,
+    failed,
+    p50_ms: at(0.5),
+    p99_ms: at(0.99),
+    max_ms: round(latencies.at(-1) ?? 0),
+  };
+}
+
+function round(value: number): number {
+  return Math.round(value * 100) / 100;
+}
+
+function table(rows: object[]): void {
+  const columns = Object.keys(rows[0]!);
+  console.log(`| ${columns.join(" | ")} |`);
+  console.log(`| ${columns.map((c) => "-".repeat(c.length)).join(" | ")} |`);
+  for (const row of rows) {
+    console.log(`| ${Object.values(row).join(" | ")} |`);
+  }
+  console.log("");
+}
+
+const engineRows: EngineRow[] = [];
 for (
-  const [batch, inFlight, expire] of [
-    [1, 4, true],
-    [16, 4, true],
-    [64, 1, true],
-    [64, 4, true],
-    [99, 1, true],
-    [99, 2, true],
-    [99, 4, true],
-    [99, 4, false],
+  const [ids, batch, inFlight] of [
+    ["random", 1, 4],
+    ["random", 10, 1],
+    ["random", 32, 1],
+    ["random", 64, 1],
+    ["random", 99, 1],
+    ["random", 99, 4],
+    ["sequential", 99, 4],
   ] as const
 ) {
-  const rate = await run(batch, inFlight, expire);
-  console.log(`| ${batch} | ${inFlight} | ${expire} | ${rate} |`);
+  engineRows.push(await engine(ids, batch, inFlight));
 }
+table(engineRows);
 
-/** The whole store: `clients` callers each awaiting `recordId` in a loop. */
-async function runStore(clients: number, buffered: boolean) {
-  const kv = await Deno.openKv(`${dir}/store-${clients}-${buffered}.kv`);
-  const kvStore = createKvStore(kv, { retentionMs: 3_600_000 });
-  const store = buffered
-    ? createBufferedStore(kvStore, {
-      logger: getLogger(["bench"]),
-      maxPending: 2000,
-    })
-    : kvStore;
-  const minute = Date.now();
-  let ids = 0;
-  let next = 0;
-  const until = performance.now() + seconds * 1000;
-  async function client() {
-    while (performance.now() < until) {
-      await store.recordId(minute, String(next++));
-      ids++;
-    }
-  }
-  await Promise.all(Array.from({ length: clients }, client));
-  await store.close();
-  return Math.round(ids / seconds);
-}
+const storeRows = [await storeLoop(false, 64), await storeLoop(true, 64)];
+table(storeRows);
 
-console.log("");
-console.log("| store | clients | ids/s |");
-console.log("| ----- | ------- | ----- |");
-for (const [clients, buffered] of [[64, false], [64, true]] as const) {
-  const rate = await runStore(clients, buffered);
-  console.log(
-    `| ${buffered ? "buffered" : "durable"} | ${clients} | ${rate} |`,
+const rateRows = [await storeAtRate(false), await storeAtRate(true)];
+table(rateRows);
+
+await Deno.remove(dir, { recursive: true });
+if (values.out) {
+  await Deno.writeTextFile(
+    values.out,
+    JSON.stringify(
+      { engine: engineRows, store: storeRows, fixed_rate: rateRows },
+      null,
+      2,
+    ) + "\n",
   );
 }
-await Deno.remove(dir, { recursive: true });
