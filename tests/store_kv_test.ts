@@ -1,14 +1,17 @@
 import assert from "node:assert/strict";
 import {
   checkOutboxContract,
+  checkReportClaim,
   checkStaleClaimTakeover,
+  checkUrlCap,
+  checkWindowStats,
 } from "./helpers/store_contract.ts";
 import {
   batchSizeFor,
   createKvStore,
   type KvStoreOptions,
 } from "../lib/store_kv.ts";
-import { StoreUnavailableError, WindowClosedError } from "../lib/store.ts";
+import { StoreUnavailableError } from "../lib/store.ts";
 import {
   everyNthCommitFails,
   failingCommits,
@@ -137,64 +140,15 @@ Deno.test("recordId() fails, and counts nothing, when commits keep throwing", as
   await store.close();
 });
 
-Deno.test("claimReport() lets exactly one of many instances claim a window", async () => {
+Deno.test("claimReport() lets one of many instances claim a window, closes it, and only the owner completes it", async () => {
   await using file = await tempKvPath();
   const stores = await Promise.all(
     [1, 2, 3].map(async () =>
       createKvStore(await Deno.openKv(file.path), OPTIONS)
     ),
   );
-  await stores[0]!.recordId(MINUTE, "1");
-  const claims = await Promise.all(
-    stores.flatMap((store, i) =>
-      [0, 1].map((j) =>
-        store.claimReport(MINUTE, `owner-${i}-${j}`, NEXT, 60_000)
-      )
-    ),
-  );
-  assert.equal(claims.filter((c) => c.claimed).length, 1);
-  assert.ok(claims.every((c) => c.claimed || c.reason === "claimed"));
+  await checkReportClaim(stores);
   for (const store of stores) await store.close();
-});
-
-Deno.test("claimReport() closes the window to new ids", async () => {
-  const store = await memoryStore();
-  assert.equal(await store.recordId(MINUTE, "1"), true);
-  assert.deepEqual(await store.claimReport(MINUTE, "me", NEXT, 60_000), {
-    claimed: true,
-  });
-  await assert.rejects(store.recordId(MINUTE, "2"), WindowClosedError);
-  // An id recorded before the claim is still a truthful repeat.
-  assert.equal(await store.recordId(MINUTE, "1"), false);
-  await assert.rejects(
-    store.recordUrl(MINUTE, "http://example.com/"),
-    WindowClosedError,
-  );
-  assert.equal(await store.countIds(MINUTE), 1);
-  assert.equal(await store.recordId(NEXT, "2"), true);
-  await store.close();
-});
-
-Deno.test("completeReport() finishes the claim and drops the counter", async () => {
-  const store = await memoryStore();
-  await Promise.all(["1", "2", "3"].map((id) => store.recordId(MINUTE, id)));
-  await store.recordId(NEXT, "9");
-  assert.deepEqual(await store.unreportedWindows(), [MINUTE, NEXT]);
-  assert.deepEqual(await store.claimReport(MINUTE, "me", NEXT, 60_000), {
-    claimed: true,
-  });
-  await assert.rejects(
-    store.completeReport(MINUTE, "someone-else", 3),
-    StoreUnavailableError,
-  );
-  await store.completeReport(MINUTE, "me", 3);
-  assert.deepEqual(await store.unreportedWindows(), [NEXT]);
-  assert.equal(await store.countIds(MINUTE), 0);
-  assert.deepEqual(
-    await store.claimReport(MINUTE, "other", NEXT + 3_600_000, 60_000),
-    { claimed: false, reason: "reported" },
-  );
-  await store.close();
 });
 
 Deno.test("claimReport() lets a stale claim be taken over after its lease", async () => {
@@ -203,49 +157,25 @@ Deno.test("claimReport() lets a stale claim be taken over after its lease", asyn
   await store.close();
 });
 
-Deno.test("recordUrl() dedupes URLs and enforces the per-window cap", async (t) => {
-  await t.step("in one store", async () => {
-    const store = await memoryStore({ maxUrlsPerWindow: 2 });
-    assert.equal(
-      await store.recordUrl(MINUTE, "http://a.example/"),
-      "recorded",
-    );
-    assert.equal(await store.recordUrl(MINUTE, "http://a.example/"), "known");
-    assert.equal(
-      await store.recordUrl(MINUTE, "http://b.example/"),
-      "recorded",
-    );
-    assert.equal(await store.recordUrl(MINUTE, "http://c.example/"), "full");
-    assert.equal(await store.recordUrl(MINUTE, "http://b.example/"), "known");
-    assert.equal(await store.recordUrl(NEXT, "http://c.example/"), "recorded");
-    assert.deepEqual(
-      (await store.listUrls(MINUTE)).sort(),
-      ["http://a.example/", "http://b.example/"],
-    );
-    assert.deepEqual(await store.listUrls(NEXT), ["http://c.example/"]);
-    await store.close();
-  });
-  await t.step("racing across two stores", async () => {
-    await using file = await tempKvPath();
-    const a = createKvStore(await Deno.openKv(file.path), {
-      ...OPTIONS,
-      maxUrlsPerWindow: 5,
-    });
-    const b = createKvStore(await Deno.openKv(file.path), {
-      ...OPTIONS,
-      maxUrlsPerWindow: 5,
-    });
-    const urls = Array.from({ length: 12 }, (_, i) => `http://h${i}.example/`);
-    const outcomes = await Promise.all(
-      urls.flatMap((
-        url,
-      ) => [a.recordUrl(MINUTE, url), b.recordUrl(MINUTE, url)]),
-    );
-    assert.equal(outcomes.filter((o) => o === "recorded").length, 5);
-    assert.equal((await a.listUrls(MINUTE)).length, 5);
-    await a.close();
-    await b.close();
-  });
+Deno.test("recordUrl() dedupes URLs and enforces the per-window cap across instances", async () => {
+  await using file = await tempKvPath();
+  const [a, b] = await Promise.all(
+    [1, 2].map(async () =>
+      createKvStore(await Deno.openKv(file.path), {
+        ...OPTIONS,
+        maxUrlsPerWindow: 5,
+      })
+    ),
+  );
+  await checkUrlCap(a!, b!, 5);
+  await a!.close();
+  await b!.close();
+});
+
+Deno.test("windowStats() tells of the windows asked for, and only of those", async () => {
+  const store = await memoryStore();
+  await checkWindowStats(store);
+  await store.close();
 });
 
 Deno.test("close() waits for queued ids to commit", async () => {

@@ -2,13 +2,16 @@
  * The Redis store against a real redis-server.
  */
 import assert from "node:assert/strict";
-import { StoreUnavailableError, WindowClosedError } from "../lib/store.ts";
+import { StoreUnavailableError } from "../lib/store.ts";
 import { createRedisStore, openRedis } from "../lib/store_redis.ts";
 import type { Store } from "../lib/store.ts";
 import { captureLogs } from "./helpers/logs.ts";
 import {
   checkOutboxContract,
+  checkReportClaim,
   checkStaleClaimTakeover,
+  checkUrlCap,
+  checkWindowStats,
 } from "./helpers/store_contract.ts";
 import {
   type RedisServer,
@@ -108,45 +111,14 @@ Deno.test({
 
 Deno.test({
   name:
-    "Redis claimReport() lets exactly one instance claim, closes the window, and completeReport() finishes it",
+    "Redis claimReport() lets one of many instances claim a window, closes it, and only the owner completes it",
   ignore,
   async fn() {
     await using logs = await captureLogs();
     await using server = await startRedis();
     const stores = [0, 1, 2].map(() => redisStore(server, logs));
-    const store = stores[0]!;
-    await Promise.all(["1", "2", "3"].map((id) => store.recordId(MINUTE, id)));
-    await store.recordUrl(MINUTE, "https://example.com/a");
-    const claims = await Promise.all(
-      stores.map((s, i) =>
-        s.claimReport(MINUTE, `r${i}`, MINUTE + 62_000, 60_000)
-      ),
-    );
-    assert.equal(claims.filter((c) => c.claimed).length, 1);
-    const owner = `r${claims.findIndex((c) => c.claimed)}`;
-    await assert.rejects(stores[1]!.recordId(MINUTE, "4"), WindowClosedError);
-    await assert.rejects(
-      store.recordUrl(MINUTE, "https://example.com/b"),
-      WindowClosedError,
-    );
-    // A repeat already known stays fine.
-    assert.equal(
-      await store.recordUrl(MINUTE, "https://example.com/a"),
-      "known",
-    );
-
-    assert.equal(await store.countIds(MINUTE), 3);
-    await assert.rejects(
-      store.completeReport(MINUTE, "someone else", 3),
-      StoreUnavailableError,
-    );
-    await store.completeReport(MINUTE, owner, 3);
-    assert.deepEqual(
-      await store.claimReport(MINUTE, "late", MINUTE + 999_000, 60_000),
-      { claimed: false, reason: "reported" },
-    );
-    assert.deepEqual(await store.unreportedWindows(), []);
-    for (const s of stores) await s.close();
+    await checkReportClaim(stores);
+    for (const store of stores) await store.close();
   },
 });
 
@@ -164,25 +136,29 @@ Deno.test({
 
 Deno.test({
   name:
-    "Redis recordUrl() dedupes URLs and enforces the per-window cap across stores",
+    "Redis recordUrl() dedupes URLs and enforces the per-window cap across instances",
   ignore,
   async fn() {
     await using logs = await captureLogs();
     await using server = await startRedis();
-    const stores = [0, 1].map(() =>
+    const [a, b] = [0, 1].map(() =>
       redisStore(server, logs, { maxUrlsPerWindow: 5 })
     );
-    const outcomes = await Promise.all(
-      Array.from(
-        { length: 40 },
-        (_, i) =>
-          stores[i % 2]!.recordUrl(MINUTE, `https://example.com/${i % 8}`),
-      ),
-    );
-    assert.equal(outcomes.filter((o) => o === "recorded").length, 5);
-    assert.equal((await stores[0]!.listUrls(MINUTE)).length, 5);
-    assert.ok(outcomes.includes("full"));
-    for (const store of stores) await store.close();
+    await checkUrlCap(a!, b!, 5);
+    await a!.close();
+    await b!.close();
+  },
+});
+
+Deno.test({
+  name: "Redis windowStats() tells of the windows asked for, and only of those",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const store = redisStore(server, logs);
+    await checkWindowStats(store);
+    await store.close();
   },
 });
 

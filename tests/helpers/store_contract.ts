@@ -1,14 +1,112 @@
 /**
  * Behaviour every store backend must have, checked the same way for each:
- * the report claim's lease and the outbox.
+ * the report claim (one owner, closing the window, its lease), the URL cap
+ * and the outbox.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import type { MinuteReport } from "../../lib/sink.ts";
-import { type Store, StoreUnavailableError } from "../../lib/store.ts";
+import {
+  type Store,
+  StoreUnavailableError,
+  WindowClosedError,
+} from "../../lib/store.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
+const NEXT = MINUTE + 60_000;
+
+/**
+ * Asserts the report claim on `stores`, instances on one backend (at least
+ * two): of many racing claims exactly one wins; the claim closes the window
+ * to new ids and URLs on every instance, while ids and URLs known before it
+ * stay repeats; only the owner completes the report, which drops the window
+ * from the unreported ones and cannot be claimed again.
+ */
+export async function checkReportClaim(stores: Store[]): Promise<void> {
+  const [first, second] = stores;
+  assert.ok(first && second, "checkReportClaim needs two stores");
+  await Promise.all(["1", "2", "3"].map((id) => first.recordId(MINUTE, id)));
+  await first.recordId(NEXT, "9");
+  assert.equal(
+    await first.recordUrl(MINUTE, "https://example.com/a"),
+    "recorded",
+  );
+  assert.deepEqual(await second.unreportedWindows(), [MINUTE, NEXT]);
+
+  const owners = stores.flatMap((_, i) => [`owner-${i}-a`, `owner-${i}-b`]);
+  const claims = await Promise.all(
+    owners.map((owner, i) =>
+      stores[Math.floor(i / 2)]!.claimReport(MINUTE, owner, NEXT, 60_000)
+    ),
+  );
+  assert.equal(claims.filter((claim) => claim.claimed).length, 1);
+  assert.ok(claims.every((c) => c.claimed || c.reason === "claimed"));
+  const winner = claims.findIndex((claim) => claim.claimed);
+
+  for (const store of [first, second]) {
+    await assert.rejects(store.recordId(MINUTE, "4"), WindowClosedError);
+    await assert.rejects(
+      store.recordUrl(MINUTE, "https://example.com/b"),
+      WindowClosedError,
+    );
+  }
+  assert.equal(await first.recordId(MINUTE, "1"), false);
+  assert.equal(await first.recordUrl(MINUTE, "https://example.com/a"), "known");
+  assert.equal(await second.countIds(MINUTE), 3);
+
+  await assert.rejects(
+    first.completeReport(MINUTE, "someone-else", 3),
+    StoreUnavailableError,
+  );
+  await stores[Math.floor(winner / 2)]!.completeReport(
+    MINUTE,
+    owners[winner]!,
+    3,
+  );
+  assert.deepEqual(await second.unreportedWindows(), [NEXT]);
+  assert.equal(await first.countIds(MINUTE), 0);
+  assert.deepEqual(
+    await second.claimReport(MINUTE, "late", NEXT + 3_600_000, 60_000),
+    { claimed: false, reason: "reported" },
+  );
+  assert.equal(await second.recordId(NEXT, "10"), true);
+}
+
+/**
+ * Asserts the per-window URL cap on `a` and `b`, two instances on one
+ * backend, each created with a cap of `cap` URLs: URLs racing from both
+ * instances fill exactly the cap, repeats stay `known`, further URLs are
+ * `full`, and the next window starts empty.
+ */
+export async function checkUrlCap(
+  a: Store,
+  b: Store,
+  cap: number,
+): Promise<void> {
+  const urls = Array.from(
+    { length: cap * 3 },
+    (_, i) => `https://h${i}.example/`,
+  );
+  const outcomes = await Promise.all(
+    urls.flatMap((url) => [a.recordUrl(MINUTE, url), b.recordUrl(MINUTE, url)]),
+  );
+  assert.equal(outcomes.filter((o) => o === "recorded").length, cap);
+  assert.ok(outcomes.includes("full"));
+  assert.ok(outcomes.every((o) => ["recorded", "known", "full"].includes(o)));
+  const stored = await b.listUrls(MINUTE);
+  assert.equal(stored.length, cap);
+  assert.equal(new Set(stored).size, cap);
+  for (const store of [a, b]) {
+    assert.equal(await store.recordUrl(MINUTE, stored[0]!), "known");
+    assert.equal(
+      await store.recordUrl(MINUTE, "https://late.example/"),
+      "full",
+    );
+  }
+  assert.equal(await a.recordUrl(NEXT, "https://late.example/"), "recorded");
+  assert.deepEqual(await b.listUrls(NEXT), ["https://late.example/"]);
+}
 
 /** Asserts the outbox contract on `a` and `b`, two stores on one backend. */
 export async function checkOutboxContract(a: Store, b: Store): Promise<void> {
@@ -103,4 +201,25 @@ export async function checkStaleClaimTakeover(store: Store): Promise<void> {
     StoreUnavailableError,
   );
   await store.completeReport(MINUTE, "b", 0);
+}
+
+/**
+ * Asserts what `windowStats` tells of the windows asked for, and only of
+ * those: counts of reported windows, claimed windows without a count yet,
+ * and nothing for windows the store knows nothing of.
+ */
+export async function checkWindowStats(store: Store): Promise<void> {
+  const minutes = [0, 1, 2, 3].map((i) => MINUTE + i * 60_000);
+  for (const [i, minute] of minutes.entries()) {
+    await store.recordId(minute, "1");
+    await store.claimReport(minute, "me", minute + 62_000, 60_000);
+    if (i < 3) await store.completeReport(minute, "me", i + 1);
+  }
+  const asked = [minutes[0]!, minutes[2]!, minutes[3]!, MINUTE + 600_000];
+  assert.deepEqual(await store.windowStats(asked), [
+    { minute: minutes[0], uniqueIds: 1, deliveries: {} },
+    { minute: minutes[2], uniqueIds: 3, deliveries: {} },
+    { minute: minutes[3], uniqueIds: undefined, deliveries: {} },
+  ]);
+  assert.deepEqual(await store.windowStats([]), []);
 }
