@@ -442,24 +442,44 @@ class KvStore implements Store {
     );
   }
 
+  /**
+   * Reads the windows' reports and delivery records with two range scans
+   * over the span of `minutes`, not a round trip per window: the status page
+   * asks for up to a day of windows, and KV may be remote.
+   */
   async windowStats(minutes: number[]): Promise<WindowStats[]> {
+    if (minutes.length === 0) return [];
+    const first = Math.min(...minutes);
+    const last = Math.max(...minutes);
+    const [reports, deliveries] = await Promise.all([
+      Array.fromAsync(this.#kv.list<ReportRecord>({
+        start: reportKey(first),
+        end: reportKey(last + 1),
+      })),
+      Array.fromAsync(this.#kv.list<DeliveryRecord>({
+        start: deliveryPrefix(first),
+        end: deliveryPrefix(last + 1),
+      })),
+    ]);
+    const reportOf = new Map(
+      reports.map((entry) => [entry.key[2] as number, entry.value]),
+    );
+    const deliveriesOf = new Map<number, Record<string, DeliveryRecord>>();
+    for (const { key, value } of deliveries) {
+      const minute = key[2] as number;
+      const records = deliveriesOf.get(minute) ?? {};
+      records[key[3] as string] = value;
+      deliveriesOf.set(minute, records);
+    }
     const stats: WindowStats[] = [];
     for (const minute of minutes) {
-      const [report, deliveries] = await Promise.all([
-        this.#kv.get<ReportRecord>(reportKey(minute)),
-        Array.fromAsync(
-          this.#kv.list<DeliveryRecord>({ prefix: deliveryPrefix(minute) }),
-        ),
-      ]);
-      if (report.value === null && deliveries.length === 0) continue;
+      const report = reportOf.get(minute);
+      const records = deliveriesOf.get(minute);
+      if (report === undefined && records === undefined) continue;
       stats.push({
         minute,
-        uniqueIds: report.value?.state === "reported"
-          ? report.value.uniqueIds
-          : undefined,
-        deliveries: Object.fromEntries(
-          deliveries.map((d) => [d.key[3] as string, d.value]),
-        ),
+        uniqueIds: report?.state === "reported" ? report.uniqueIds : undefined,
+        deliveries: records ?? {},
       });
     }
     return stats;
