@@ -12,6 +12,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { freePort } from "../tests/helpers/requirements.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `${ROOT}bench/ids.lua`;
@@ -174,12 +175,22 @@ async function startServer(
     stdout: "null",
     stderr: "inherit",
   }).spawn();
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0;; i++) {
     try {
       const response = await fetch(`http://127.0.0.1:${port}/`);
       await response.body?.cancel();
       break;
-    } catch {
+    } catch (error) {
+      if (i === 200) {
+        child.kill("SIGKILL");
+        await child.status;
+        throw new Error(
+          `Cannot start ${
+            args.at(-1)
+          }: port ${port} does not answer after 10 s`,
+          { cause: error },
+        );
+      }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
@@ -191,13 +202,6 @@ async function startServer(
       await child.status;
     },
   };
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
 }
 
 /** The peak resident memory of a process so far, in MiB. */
