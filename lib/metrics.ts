@@ -66,9 +66,14 @@ export class Registry {
   }
 }
 
-/** Values per label combination, keyed by the rendered label set. */
+/**
+ * Values per label combination. Updates find their values through one map
+ * per label, so no label string is built per update; the rendered label set
+ * is built once, when a combination first appears.
+ */
 abstract class Labelled<T> {
-  readonly #children = new Map<string, T>();
+  readonly #tree = new Map<string, unknown>();
+  readonly #children: [string, T][] = [];
 
   constructor(readonly labelNames: string[]) {
     for (const name of labelNames) {
@@ -79,24 +84,39 @@ abstract class Labelled<T> {
   }
 
   protected child(values: string[], create: () => T): T {
-    if (values.length !== this.labelNames.length) {
+    const last = values.length - 1;
+    if (last + 1 !== this.labelNames.length) {
       throw new TypeError(
         `Cannot update metric: expected ${this.labelNames.length} label values, got ${values.length}`,
       );
     }
-    const key = values.length === 0 ? "" : this.labelNames
-      .map((name, i) => `${name}="${escapeLabel(values[i]!)}"`)
-      .join(",");
-    let child = this.#children.get(key);
+    let node = this.#tree;
+    for (let i = 0; i < last; i++) {
+      let next = node.get(values[i]!) as Map<string, unknown> | undefined;
+      if (next === undefined) {
+        next = new Map();
+        node.set(values[i]!, next);
+      }
+      node = next;
+    }
+    const leaf = last < 0 ? "" : values[last]!;
+    let child = node.get(leaf) as T | undefined;
     if (child === undefined) {
       child = create();
-      this.#children.set(key, child);
+      node.set(leaf, child);
+      this.#children.push([this.#render(values), child]);
     }
     return child;
   }
 
   protected entries(): [string, T][] {
-    return [...this.#children];
+    return this.#children;
+  }
+
+  #render(values: string[]): string {
+    return this.labelNames
+      .map((name, i) => `${name}="${escapeLabel(values[i]!)}"`)
+      .join(",");
   }
 }
 
