@@ -53,7 +53,8 @@ interface Pending {
 /**
  * Wraps `store` so that ids are acknowledged before they are committed.
  * `recordId` resolves `true` at once for an id it buffered: accepted, not yet
- * known to be new.
+ * known to be new. An id this instance already knows is committed in the
+ * window resolves `false` at once and takes no room in the buffer.
  *
  * @example
  * ```ts
@@ -105,6 +106,7 @@ class BufferedStore implements Store {
   }
 
   recordId(minute: number, id: string): Promise<boolean> {
+    if (this.#store.knows(minute, id)) return this.#store.recordId(minute, id);
     const now = this.#clock();
     if (this.#failing || !this.#hasRoom(now)) {
       return this.#store.recordId(minute, id).then((recorded) => {
@@ -171,6 +173,10 @@ class BufferedStore implements Store {
       { lost: this.#lost, error: this.#lastLoss },
     );
     this.#lost = 0;
+  }
+
+  knows(minute: number, id: string): boolean {
+    return this.#store.knows(minute, id);
   }
 
   recordUrl(minute: number, url: string) {

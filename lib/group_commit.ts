@@ -123,6 +123,11 @@ export class GroupCommit {
     });
   }
 
+  /** Whether `id` is committed in the window `minute`, by the first-seen filter. */
+  knows(minute: number, id: string): boolean {
+    return this.#seen.has(minute, id);
+  }
+
   /** Resolves once every queued id is committed or failed. */
   async drain(): Promise<void> {
     if (this.#inFlight > 0 || this.#queued > 0) {

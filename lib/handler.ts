@@ -5,7 +5,7 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import { parseAcceptQuery } from "./accept_query.ts";
+import { type AcceptQuery, parseAcceptQuery } from "./accept_query.ts";
 import { METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { windowStart } from "./minute.ts";
 import type { ServiceMetrics } from "./service_metrics.ts";
@@ -62,6 +62,8 @@ export const READY_PATH = "/readyz";
 const TEXT = "text/plain; charset=utf-8";
 /** Shared by every `ok` answer: Deno copies the init, so one object serves. */
 const OK_INIT: ResponseInit = { headers: { "content-type": TEXT } };
+const NEW = ["new"];
+const REPEAT = ["repeat"];
 
 /** A request the client got wrong, or the service could not serve. */
 class HttpError extends Error {
@@ -102,7 +104,7 @@ function respond(
  */
 export function createHandler(
   options: HandlerOptions,
-): (request: Request) => Promise<Response> {
+): (request: Request) => Response | Promise<Response> {
   const {
     store,
     logger,
@@ -130,19 +132,32 @@ export function createHandler(
       : respond(method, 503, "not ready");
   }
 
-  async function accept(query: string): Promise<Response> {
+  /**
+   * The accept endpoint. An id without a URL that this instance already
+   * knows in the current window is answered at once, without a promise, so
+   * repeat traffic costs a parse and a lookup.
+   */
+  function accept(query: string): Response | Promise<Response> {
     const minute = windowStart(clock(), windowMs);
     const parsed = parseAcceptQuery(query);
     if (parsed === undefined) throw new HttpError(400, "failed");
-    if (parsed.url !== undefined) {
-      if (refuseUrl?.(parsed.url) !== undefined) {
+    if (parsed.url === undefined && store.knows(minute, parsed.id)) {
+      metrics?.ids.inc(REPEAT);
+      return new Response("ok", OK_INIT);
+    }
+    return record(minute, parsed);
+  }
+
+  async function record(minute: number, query: AcceptQuery): Promise<Response> {
+    if (query.url !== undefined) {
+      if (refuseUrl?.(query.url) !== undefined) {
         throw new HttpError(400, "failed");
       }
-      const outcome = await store.recordUrl(minute, parsed.url);
+      const outcome = await store.recordUrl(minute, query.url);
       if (outcome === "full") throw new HttpError(429, "failed");
     }
-    const recorded = await store.recordId(minute, parsed.id);
-    metrics?.ids.inc([recorded ? "new" : "repeat"]);
+    const recorded = await store.recordId(minute, query.id);
+    metrics?.ids.inc(recorded ? NEW : REPEAT);
     return new Response("ok", OK_INIT);
   }
 
@@ -200,10 +215,15 @@ export function createHandler(
     return method === "HEAD" ? respond(method, 200, "") : response;
   }
 
-  return async function handle(request: Request): Promise<Response> {
+  function counted(path: string, response: Response): Response {
+    metrics?.httpRequests.inc([routeName(path), String(response.status)]);
+    return response;
+  }
+
+  return function handle(request: Request): Response | Promise<Response> {
     const method = request.method;
     let path = "";
-    let response: Response;
+    let response: Response | Promise<Response>;
     try {
       const url = request.url;
       const pathStart = url.indexOf("/", url.indexOf("//") + 2);
@@ -211,12 +231,17 @@ export function createHandler(
       path = queryStart < 0
         ? url.slice(pathStart)
         : url.slice(pathStart, queryStart);
-      response = await route(method, path, url, queryStart);
+      response = path === ACCEPT_PATH && method === "GET"
+        ? accept(queryStart < 0 ? "" : url.slice(queryStart + 1))
+        : route(method, path, url, queryStart);
     } catch (error) {
       response = errorResponse(method, error, logger);
     }
-    metrics?.httpRequests.inc([routeName(path), String(response.status)]);
-    return response;
+    if (response instanceof Response) return counted(path, response);
+    return response.then(
+      (answer) => counted(path, answer),
+      (error) => counted(path, errorResponse(method, error, logger)),
+    );
   };
 }
 

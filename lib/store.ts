@@ -28,6 +28,12 @@ export interface Store {
    */
   recordId(minute: number, id: string): Promise<boolean>;
   /**
+   * Whether this instance already knows `id` is recorded in the window
+   * starting at `minute`, from memory alone: no store round trip. `false`
+   * means only "not known here"; `recordId` has the answer.
+   */
+  knows(minute: number, id: string): boolean;
+  /**
    * Records a webhook URL for the window, unless the window already holds
    * its maximum of distinct URLs.
    */

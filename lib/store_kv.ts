@@ -170,6 +170,10 @@ class KvStore implements Store {
     return this.#ids.record(minute, id);
   }
 
+  knows(minute: number, id: string): boolean {
+    return this.#ids.knows(minute, id);
+  }
+
   /**
    * Commits a batch in one atomic operation: the window's report key must
    * be absent, each id key absent, then set, and one counter shard grows by

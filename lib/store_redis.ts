@@ -250,6 +250,10 @@ class RedisStore implements Store {
     return this.#ids.record(minute, id);
   }
 
+  knows(minute: number, id: string): boolean {
+    return this.#ids.knows(minute, id);
+  }
+
   async #commitIds(minute: number, ids: string[]): Promise<IdOutcome[]> {
     if (!this.#indexed.has(minute)) {
       await this.#call([

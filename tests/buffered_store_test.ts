@@ -50,6 +50,27 @@ Deno.test("buffered recordId() waits for its commit once maxPending ids are pend
   await store.close();
 });
 
+Deno.test("buffered recordId() answers an id it knows as a repeat, even with a full buffer", async () => {
+  await using logs = await captureLogs();
+  const gated = gatedCommits(await Deno.openKv(":memory:"));
+  const store = createBufferedStore(
+    createKvStore(gated.kv, { retentionMs: RETENTION }),
+    { logger: logs.logger("store"), maxPending: 1 },
+  );
+  assert.equal(await store.recordId(M0, "1"), true);
+  await store.recordId(M0 + 60_000, "0"); // waits for "1" to commit
+  assert.equal(store.knows(M0, "1"), true);
+  const release = gated.hold();
+  assert.equal(await store.recordId(M0, "2"), true); // fills the buffer
+  assert.equal(store.knows(M0, "2"), false);
+  const repeat = store.recordId(M0, "1");
+  assert.equal(await settlesSoon(repeat), true);
+  assert.equal(await repeat, false);
+  release();
+  await store.close();
+  assert.deepEqual(logs.of("store"), []);
+});
+
 Deno.test("buffered recordId() waits for its commit while the oldest pending id is older than maxAgeMs", async () => {
   await using logs = await captureLogs();
   const gated = gatedCommits(await Deno.openKv(":memory:"));

@@ -36,6 +36,9 @@ Deno.test("GroupCommit collapses concurrent duplicates and batches the rest", as
   // The first id commits alone (nothing was committing); the rest gathered.
   assert.deepEqual(batches, [["1"], ["2", "3", "4", "5"], ["6"]]);
   // Now known locally: no commit at all.
+  assert.equal(commits.knows(M0, "2"), true);
+  assert.equal(commits.knows(M0 + 60_000, "2"), false);
+  assert.equal(commits.knows(M0, "7"), false);
   assert.equal(await commits.record(M0, "2"), false);
   assert.equal(batches.length, 3);
   await commits.drain();

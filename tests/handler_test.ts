@@ -120,6 +120,23 @@ Deno.test("handler answers HEAD like GET without a body", async () => {
   assert.equal(await s.store.countIds(MINUTE), 1);
 });
 
+Deno.test("handler answers an id it knows at once, and still records a URL that comes with it", async () => {
+  await using s = await setup();
+  assert.equal((await s.call("?id=5")).body, "ok");
+  // Known in this window: the answer is a Response, not a promise of one.
+  const known = s.handle(new Request(`${BASE}?id=5`));
+  assert.ok(known instanceof Response);
+  assert.equal(await known.text(), "ok");
+  // Unknown, or known in another window: the store decides.
+  assert.ok(s.handle(new Request(`${BASE}?id=6`)) instanceof Promise);
+  const url = encodeURIComponent("https://hooks.example/k");
+  const withUrl = s.handle(new Request(`${BASE}?id=5&url=${url}`));
+  assert.ok(withUrl instanceof Promise);
+  assert.equal((await withUrl).status, 200);
+  assert.deepEqual(await s.store.listUrls(MINUTE), ["https://hooks.example/k"]);
+  assert.equal(await s.store.countIds(MINUTE), 2);
+});
+
 Deno.test("handler records URLs, and answers 429 without counting the id past the cap", async () => {
   await using s = await setup({ maxUrlsPerWindow: 1 });
   const url = encodeURIComponent("https://hooks.example/a");
@@ -198,7 +215,7 @@ Deno.test("handler takes the window once, when the request arrives", async () =>
 Deno.test("handler answers the health and readiness probes", async (t) => {
   await using logs = await captureLogs();
   const probe = async (
-    handle: (r: Request) => Promise<Response>,
+    handle: (r: Request) => Response | Promise<Response>,
     path: string,
     method = "GET",
   ) => {

@@ -16,6 +16,9 @@ Deno.test("Registry renders counters, gauges and histograms in the Prometheus te
   requests.inc(["accept", "200"]);
   requests.inc(["accept", "200"], 2);
   requests.inc(['we"ird\\', "4\n00"]);
+  // Label values that would join to the same text stay apart.
+  requests.inc(["a,b", "c"]);
+  requests.inc(["a", "b,c"]);
   depth.set(7);
   depth.set(3);
   for (const value of [0.5, 1, 3, 20]) sizes.observe(value);
@@ -26,6 +29,8 @@ Deno.test("Registry renders counters, gauges and histograms in the Prometheus te
       "# TYPE app_requests_total counter",
       'app_requests_total{route="accept",status="200"} 3',
       'app_requests_total{route="we\\"ird\\\\",status="4\\n00"} 1',
+      'app_requests_total{route="a,b",status="c"} 1',
+      'app_requests_total{route="a",status="b,c"} 1',
       "# HELP app_depth Depth.",
       "# TYPE app_depth gauge",
       "app_depth 3",
