@@ -65,10 +65,41 @@ export function batchSizeFor(kvPath: string | undefined): number {
   return (remote ? REMOTE_KV_MAX_CHECKS : LOCAL_KV_MAX_CHECKS) - 1;
 }
 
+/**
+ * Time a commit for a window may still run after the window ends: retries of
+ * `database is locked` alone can take about a minute.
+ */
+const LATE_COMMIT_MS = 300_000;
+
+/**
+ * How long id keys need to live: ids arrive only during their window, so a
+ * key serves to deduplicate until the window ends and the last commit for it
+ * is done, however late: the window plus five minutes, at least two windows,
+ * and never longer than the other per-window keys. Other keys live for the
+ * whole `retentionMs`, but ids are by far the most numerous, so this bounds
+ * the database's size.
+ *
+ * @example
+ * ```ts
+ * idRetentionFor(60_000, 3_600_000); // 360000: six minutes, not an hour
+ * ```
+ */
+export function idRetentionFor(windowMs: number, retentionMs: number): number {
+  return Math.min(
+    retentionMs,
+    Math.max(2 * windowMs, windowMs + LATE_COMMIT_MS),
+  );
+}
+
 /** Options of {@link createKvStore}. */
 export interface KvStoreOptions {
   /** How long per-window keys live, in ms; at least two windows. */
   retentionMs: number;
+  /**
+   * How long id keys live, in ms (see {@link idRetentionFor}). Default:
+   * `retentionMs`.
+   */
+  idRetentionMs?: number;
   /** Shards of each window's counter. Default: 16. */
   counterShards?: number;
   /** Distinct webhook URLs accepted per window. Default: 1000. */
@@ -126,6 +157,7 @@ export function createKvStore(kv: Deno.Kv, options: KvStoreOptions): Store {
 class KvStore implements Store {
   readonly #kv: Deno.Kv;
   readonly #retentionMs: number;
+  readonly #idSetOptions: { expireIn: number };
   readonly #shards: number;
   readonly #maxUrls: number;
   readonly #commitAttempts: number;
@@ -138,6 +170,12 @@ class KvStore implements Store {
   constructor(kv: Deno.Kv, options: KvStoreOptions) {
     this.#kv = kv;
     this.#retentionMs = positive("retentionMs", options.retentionMs);
+    this.#idSetOptions = {
+      expireIn: positive(
+        "idRetentionMs",
+        options.idRetentionMs ?? this.#retentionMs,
+      ),
+    };
     this.#shards = positive("counterShards", options.counterShards ?? 16);
     this.#maxUrls = options.maxUrlsPerWindow ?? 1000;
     const batchSize = positive("batchSize", options.batchSize ?? 99);
@@ -189,7 +227,7 @@ class KvStore implements Store {
       for (const id of ids) {
         const key = idKey(minute, id);
         op.check({ key, versionstamp: null });
-        op.set(key, SEEN, { expireIn: this.#retentionMs });
+        op.set(key, SEEN, this.#idSetOptions);
       }
       this.#nextShard = (this.#nextShard + 1) % this.#shards;
       return op.sum(counterKey(minute, this.#nextShard), BigInt(ids.length));

@@ -6,9 +6,11 @@ import {
   checkUrlCap,
   checkWindowStats,
 } from "./helpers/store_contract.ts";
+import { DatabaseSync } from "node:sqlite";
 import {
   batchSizeFor,
   createKvStore,
+  idRetentionFor,
   type KvStoreOptions,
 } from "../lib/store_kv.ts";
 import { StoreUnavailableError } from "../lib/store.ts";
@@ -176,6 +178,46 @@ Deno.test("windowStats() tells of the windows asked for, and only of those", asy
   const store = await memoryStore();
   await checkWindowStats(store);
   await store.close();
+});
+
+Deno.test("id keys expire after idRetentionMs, the window's other keys after retentionMs", async () => {
+  await using file = await tempKvPath();
+  const store = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    idRetentionMs: 360_000,
+  });
+  const before = Date.now();
+  await store.recordId(MINUTE, "1");
+  await store.recordUrl(MINUTE, "https://example.com/");
+  const after = Date.now();
+  await store.close();
+  // Deno KV keeps each key's expiry in its SQLite file; keys are encoded as
+  // tuples, so an id key starts with the bytes of ("verve", "id").
+  const db = new DatabaseSync(file.path, { readOnly: true });
+  const rows = db.prepare(
+    "SELECT hex(k) AS key, expiration_ms AS expires FROM kv",
+  ).all() as { key: string; expires: number }[];
+  db.close();
+  const idPrefix = "0276657276650002696400";
+  const ids = rows.filter((row) => row.key.startsWith(idPrefix));
+  const others = rows.filter((row) =>
+    !row.key.startsWith(idPrefix) && row.expires >= 0
+  );
+  assert.equal(ids.length, 1);
+  assert.ok(others.length >= 2); // the URL and the URL count
+  for (const { expires } of ids) {
+    assert.ok(expires >= before + 360_000 && expires <= after + 360_000);
+  }
+  for (const { expires } of others) {
+    assert.ok(expires >= before + 3_600_000 && expires <= after + 3_600_000);
+  }
+});
+
+Deno.test("idRetentionFor() keeps ids for their window plus five minutes, within the retention", () => {
+  assert.equal(idRetentionFor(60_000, 3_600_000), 360_000);
+  assert.equal(idRetentionFor(3_600_000, 7_200_000), 7_200_000);
+  assert.equal(idRetentionFor(600_000, 86_400_000), 1_200_000);
+  assert.equal(idRetentionFor(2000, 4000), 4000);
 });
 
 Deno.test("close() waits for queued ids to commit", async () => {
