@@ -248,13 +248,7 @@ const ms = (us: number) => Math.round(us / 10) / 100;
 async function measure(workload: Workload, baseline: Server): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "verve-bench-" });
   const service = await startServer(
-    [
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      `${ROOT}main.ts`,
-    ],
+    [...START_FLAGS, `${ROOT}main.ts`],
     { KV_PATH: `${dir}/verve.kv`, LOG_LEVEL: "warning", ...workload.env },
   );
   try {
@@ -331,6 +325,19 @@ function printTable(rows: Row[]) {
   console.log(`| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`);
   for (const c of cells) console.log(line(c));
 }
+
+/**
+ * The flags `deno task start` gives the service (`deno run <flags> main.ts`),
+ * so the bench measures the service as it runs in production.
+ */
+const START_FLAGS: string[] = (() => {
+  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const words = String(config.tasks.start).trim().split(/\s+/);
+  if (words[0] !== "deno" || words[1] !== "run" || words.at(-1) !== "main.ts") {
+    throw new Error(`Cannot read the start task: ${config.tasks.start}`);
+  }
+  return words.slice(2, -1);
+})();
 
 const baseline = await startServer([
   "--allow-net",
