@@ -12,6 +12,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { REDIS_AVAILABLE, startRedis } from "../tests/helpers/redis.ts";
 import { freePort } from "../tests/helpers/requirements.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -30,6 +31,12 @@ interface Workload {
   durationS?: number;
   /** Loads the baseline too. Default: true. */
   baseline?: boolean;
+  /**
+   * Runs the service on Redis (`STORE=redis`) instead of a KV file: a
+   * redis-server of its own, writing an append-only file synced before each
+   * answer, so `ok` means on disk as with KV.
+   */
+  redis?: boolean;
 }
 
 /** What wrk reports through `done()` in `bench/ids.lua`. */
@@ -101,6 +108,29 @@ const WORKLOADS: Workload[] = [
     baseline: false,
   },
   {
+    name: "b-redis",
+    description: "every id new, STORE=redis (appendfsync always)",
+    script: ["new", 0, 0],
+    connections: 64,
+    redis: true,
+  },
+  {
+    name: "b-redis-buffered",
+    description: "every id new, STORE=redis, ACK_MODE=buffered",
+    script: ["new", 0, 0],
+    connections: 64,
+    env: { ACK_MODE: "buffered" },
+    redis: true,
+  },
+  {
+    name: "d-redis",
+    description: "fixed 10K req/s, every id new, STORE=redis",
+    script: ["new", 0, 10_000],
+    connections: 200,
+    baseline: false,
+    redis: true,
+  },
+  {
     name: "e",
     description: "every id new for 90 s (>3M ids), ACK_MODE=buffered",
     script: ["new", 0, 0],
@@ -127,7 +157,15 @@ if (!(durationS > 0) || !Number.isInteger(rounds) || rounds < 1) {
   Deno.exit(2);
 }
 const only = values.only?.split(",").map((s) => s.trim());
-const selected = WORKLOADS.filter((w) => !only || only.includes(w.name));
+const selected = WORKLOADS.filter((w) => !only || only.includes(w.name)).filter(
+  (w) => {
+    if (!w.redis || REDIS_AVAILABLE) return true;
+    console.error(
+      `skipping ${w.name}: redis-server is not installed; on Debian or Ubuntu: apt-get install redis-server`,
+    );
+    return false;
+  },
+);
 if (selected.length === 0) {
   console.error(
     `Cannot parse --only: no workload named ${values.only}; have ${
@@ -247,9 +285,17 @@ const ms = (us: number) => Math.round(us / 10) / 100;
 
 async function measure(workload: Workload, baseline: Server): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "verve-bench-" });
+  const redis = workload.redis
+    ? await startRedis({ appendFsync: "always" })
+    : undefined;
   const service = await startServer(
     [...START_FLAGS, `${ROOT}main.ts`],
-    { KV_PATH: `${dir}/verve.kv`, LOG_LEVEL: "warning", ...workload.env },
+    {
+      KV_PATH: `${dir}/verve.kv`,
+      LOG_LEVEL: "warning",
+      ...(redis ? { STORE: "redis", REDIS_URL: redis.url } : {}),
+      ...workload.env,
+    },
   );
   try {
     const seconds = workload.durationS ?? durationS;
@@ -289,6 +335,7 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
     };
   } finally {
     await service.stop();
+    await redis?.[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
   }
 }

@@ -19,18 +19,20 @@ export function skipWithoutRedis(): boolean {
 export interface RedisServer extends AsyncDisposable {
   url: string;
   port: number;
-  /** Stops the server (kept data is lost; it runs without persistence). */
+  /** Stops the server (kept data is lost unless it writes an append-only file). */
   stop(): Promise<void>;
   /** Starts it again on the same port. */
   start(): Promise<void>;
 }
 
 /**
- * Starts redis-server on 127.0.0.1 and a free port, without persistence, and
- * with `password` required when given.
+ * Starts redis-server on 127.0.0.1 and a free port, with `password` required
+ * when given. Without `appendFsync` it keeps nothing on disk; with it, it
+ * writes an append-only file and syncs it `always` (before answering each
+ * write) or `everysec`.
  */
 export async function startRedis(
-  options: { password?: string } = {},
+  options: { password?: string; appendFsync?: "always" | "everysec" } = {},
 ): Promise<RedisServer> {
   const dir = await Deno.makeTempDir({ prefix: "verve-redis-" });
   const port = freePort();
@@ -45,8 +47,9 @@ export async function startRedis(
         "127.0.0.1",
         "--save",
         "",
-        "--appendonly",
-        "no",
+        ...(options.appendFsync
+          ? ["--appendonly", "yes", "--appendfsync", options.appendFsync]
+          : ["--appendonly", "no"]),
         "--dir",
         dir,
         ...(options.password ? ["--requirepass", options.password] : []),
