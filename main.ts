@@ -26,7 +26,7 @@ import { createKafkaSink } from "./lib/sinks/kafka.ts";
 import { createKafkaRestSink } from "./lib/sinks/kafka_rest.ts";
 import { createWebhookSink } from "./lib/sinks/webhook.ts";
 import type { Store } from "./lib/store.ts";
-import { batchSizeFor, createKvStore, idRetentionFor } from "./lib/store_kv.ts";
+import { batchSizeFor, createKvStore, idLifetime } from "./lib/store_kv.ts";
 import { createRedisStore, openRedis } from "./lib/store_redis.ts";
 import { createWebhookPost } from "./lib/webhook_post.ts";
 import { startWindowTimer } from "./lib/window_timer.ts";
@@ -63,7 +63,7 @@ const backend: Store = config.store === "redis"
   )
   : createKvStore(await openKv(config.kvPath), {
     retentionMs,
-    idRetentionMs: idRetentionFor(config.windowMs, retentionMs),
+    ...idLifetime(config.windowMs, retentionMs),
     counterShards: config.counterShards,
     maxUrlsPerWindow: config.maxUrlsPerWindow,
     batchSize: batchSizeFor(config.kvPath),

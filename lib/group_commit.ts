@@ -20,9 +20,11 @@ export type IdOutcome = "recorded" | "known" | "retry" | Error;
 export interface GroupCommitOptions {
   /**
    * Commits a batch of distinct ids of one window, resolving one outcome per
-   * id in order. A thrown error fails the whole batch.
+   * id in order. A thrown error fails the whole batch. The batch must not be
+   * committed after `deadline` (a `performance.now()` time; `Infinity`
+   * without `maxWaitMs`): the backend throws instead.
    */
-  commit(minute: number, ids: string[]): Promise<IdOutcome[]>;
+  commit(minute: number, ids: string[], deadline: number): Promise<IdOutcome[]>;
   /** The most ids in one batch. */
   batchSize: number;
   /** Batches committing at once. Default: 4. */
@@ -33,6 +35,12 @@ export interface GroupCommitOptions {
   seenIdsLimit?: number;
   /** Told about every commit: its size, duration in seconds, and success. */
   onCommit?: CommitObserver;
+  /**
+   * The longest an id may wait from `record` to its commit, in ms: an id
+   * older than this fails as unavailable instead of starting a batch, and a
+   * batch's deadline is its oldest id's. Default: no limit.
+   */
+  maxWaitMs?: number;
 }
 
 /** Watches commits, e.g. for metrics. */
@@ -52,6 +60,8 @@ interface Entry {
   id: string;
   waiters: Waiter[];
   rounds: number;
+  /** When the id was first asked for, by `performance.now()`. */
+  since: number;
 }
 
 const RESOLVED_REPEAT = Promise.resolve(false);
@@ -80,6 +90,7 @@ export class GroupCommit {
   readonly #maxRounds: number;
   readonly #seen: SeenIds;
   readonly #onCommit: CommitObserver | undefined;
+  readonly #maxWaitMs: number;
 
   /** Entries not yet settled, by window and id (queued or committing). */
   readonly #entries = new Map<number, Map<string, Entry>>();
@@ -96,6 +107,12 @@ export class GroupCommit {
     this.#maxRounds = positive("maxRounds", options.maxRounds ?? 8);
     this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
     this.#onCommit = options.onCommit;
+    this.#maxWaitMs = options.maxWaitMs ?? Infinity;
+    if (!(this.#maxWaitMs > 0)) {
+      throw new RangeError(
+        `Cannot create group commit: maxWaitMs must be above 0, got ${this.#maxWaitMs}`,
+      );
+    }
   }
 
   /**
@@ -113,7 +130,7 @@ export class GroupCommit {
     }
     let entry = byId.get(id);
     if (entry === undefined) {
-      entry = { minute, id, waiters: [], rounds: 0 };
+      entry = { minute, id, waiters: [], rounds: 0, since: performance.now() };
       byId.set(id, entry);
       this.#enqueue(entry);
     }
@@ -154,22 +171,60 @@ export class GroupCommit {
       const batch = queue.splice(0, this.#batchSize);
       if (queue.length === 0) this.#queues.delete(minute);
       this.#queued -= batch.length;
+      const deadline = this.#dropLate(batch);
+      if (batch.length === 0) continue;
       this.#inFlight++;
-      this.#commitBatch(minute, batch).finally(() => {
+      this.#commitBatch(minute, batch, deadline).finally(() => {
         this.#inFlight--;
         this.#flush();
-        if (this.#inFlight === 0 && this.#queued === 0) {
-          for (const resolve of this.#drained.splice(0)) resolve();
-        }
       });
+    }
+    if (
+      this.#inFlight === 0 && this.#queued === 0 && this.#drained.length > 0
+    ) {
+      for (const resolve of this.#drained.splice(0)) resolve();
     }
   }
 
-  async #commitBatch(minute: number, batch: Entry[]): Promise<void> {
+  /**
+   * Fails the ids of `batch` that waited longer than `maxWaitMs`, removing
+   * them, and returns the deadline of the rest: their oldest id's.
+   */
+  #dropLate(batch: Entry[]): number {
+    if (this.#maxWaitMs === Infinity) return Infinity;
+    const now = performance.now();
+    let oldest = now;
+    let kept = 0;
+    for (const entry of batch) {
+      if (now - entry.since > this.#maxWaitMs) {
+        this.#reject(
+          entry,
+          new StoreUnavailableError(
+            `Cannot record id ${entry.id}: not committed within ${this.#maxWaitMs} ms`,
+          ),
+        );
+      } else {
+        batch[kept++] = entry;
+        oldest = Math.min(oldest, entry.since);
+      }
+    }
+    batch.length = kept;
+    return oldest + this.#maxWaitMs;
+  }
+
+  async #commitBatch(
+    minute: number,
+    batch: Entry[],
+    deadline: number,
+  ): Promise<void> {
     let outcomes: IdOutcome[];
     const started = performance.now();
     try {
-      outcomes = await this.#commit(minute, batch.map((entry) => entry.id));
+      outcomes = await this.#commit(
+        minute,
+        batch.map((entry) => entry.id),
+        deadline,
+      );
       this.#onCommit?.(
         batch.length,
         (performance.now() - started) / 1000,

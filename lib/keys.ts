@@ -9,7 +9,7 @@
  *
  * | key | value | lifetime |
  * | --- | --- | --- |
- * | `verve/id/<minute>/<id>` | empty bytes | `expireIn` the window plus 5 minutes (`idRetentionFor`) |
+ * | `verve/id/<minute>/<id>` | empty bytes | `expireIn` the window plus 5 minutes (`idLifetime`) |
  * | `verve/count/<minute>/<shard>` | `Deno.KvU64` | deleted once reported |
  * | `verve/url/<minute>/<sha256>` | the URL | `expireIn` retention |
  * | `verve/urls/<minute>` | number of URLs | `expireIn` retention |

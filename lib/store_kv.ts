@@ -65,30 +65,41 @@ export function batchSizeFor(kvPath: string | undefined): number {
   return (remote ? REMOTE_KV_MAX_CHECKS : LOCAL_KV_MAX_CHECKS) - 1;
 }
 
-/**
- * Time a commit for a window may still run after the window ends: retries of
- * `database is locked` alone can take about a minute.
- */
-const LATE_COMMIT_MS = 300_000;
+/** How long id keys outlive their window, at least (within the retention). */
+const ID_KEY_MARGIN_MS = 300_000;
+
+/** How long id keys live, and how long an id may wait for its commit. */
+export interface IdLifetime {
+  /** How long each id key lives, in ms. */
+  idRetentionMs: number;
+  /** The longest an id may wait from its request to its commit, in ms. */
+  maxCommitWaitMs: number;
+}
 
 /**
- * How long id keys need to live: ids arrive only during their window, so a
- * key serves to deduplicate until the window ends and the last commit for it
- * is done, however late: the window plus five minutes, at least two windows,
- * and never longer than the other per-window keys. Other keys live for the
- * whole `retentionMs`, but ids are by far the most numerous, so this bounds
- * the database's size.
+ * How long id keys need to live. Ids arrive only during their window, so a
+ * key only serves to deduplicate until the last commit for its window; the
+ * store fails ids that could not be committed within `maxCommitWaitMs` of
+ * their request, so no commit can find a key of its window expired: a key is
+ * set no earlier than its window's start and lives `idRetentionMs`, while
+ * every commit runs before the window's end plus `maxCommitWaitMs`, which is
+ * half of what the keys outlive the window by. Keys live for the window plus
+ * five minutes, at least two windows, at most `retentionMs`. Other keys live
+ * for the whole retention, but ids are by far the most numerous, so this
+ * bounds the database's size.
  *
  * @example
  * ```ts
- * idRetentionFor(60_000, 3_600_000); // 360000: six minutes, not an hour
+ * idLifetime(60_000, 3_600_000);
+ * // { idRetentionMs: 360000, maxCommitWaitMs: 150000 }
  * ```
  */
-export function idRetentionFor(windowMs: number, retentionMs: number): number {
-  return Math.min(
+export function idLifetime(windowMs: number, retentionMs: number): IdLifetime {
+  const idRetentionMs = Math.min(
     retentionMs,
-    Math.max(2 * windowMs, windowMs + LATE_COMMIT_MS),
+    Math.max(2 * windowMs, windowMs + ID_KEY_MARGIN_MS),
   );
+  return { idRetentionMs, maxCommitWaitMs: (idRetentionMs - windowMs) / 2 };
 }
 
 /** Options of {@link createKvStore}. */
@@ -96,10 +107,16 @@ export interface KvStoreOptions {
   /** How long per-window keys live, in ms; at least two windows. */
   retentionMs: number;
   /**
-   * How long id keys live, in ms (see {@link idRetentionFor}). Default:
+   * How long id keys live, in ms (see {@link idLifetime}). Default:
    * `retentionMs`.
    */
   idRetentionMs?: number;
+  /**
+   * The longest an id may wait from `recordId` to its commit, in ms; later
+   * commits are refused and the id fails as unavailable (see
+   * {@link idLifetime}). Default: no limit.
+   */
+  maxCommitWaitMs?: number;
   /** Shards of each window's counter. Default: 16. */
   counterShards?: number;
   /** Distinct webhook URLs accepted per window. Default: 1000. */
@@ -195,12 +212,15 @@ class KvStore implements Store {
     this.#retryBaseMs = options.retryBaseMs ?? 5;
     this.#nextShard = Math.floor(Math.random() * this.#shards);
     this.#ids = new GroupCommit({
-      commit: (minute, ids) => this.#commitIds(minute, ids),
+      commit: (minute, ids, deadline) => this.#commitIds(minute, ids, deadline),
       batchSize,
       maxInFlight: options.maxInFlight ?? 4,
       maxRounds: this.#conflictRounds,
       seenIdsLimit: options.seenIdsLimit ?? 100_000,
       ...(options.onCommit ? { onCommit: options.onCommit } : {}),
+      ...(options.maxCommitWaitMs !== undefined
+        ? { maxWaitMs: options.maxCommitWaitMs }
+        : {}),
     });
   }
 
@@ -218,8 +238,19 @@ class KvStore implements Store {
    * the batch size. When a check fails, reads which ids exist: those are
    * known, the others retried (or refused once the window is reported).
    */
-  async #commitIds(minute: number, ids: string[]): Promise<IdOutcome[]> {
+  async #commitIds(
+    minute: number,
+    ids: string[],
+    deadline: number,
+  ): Promise<IdOutcome[]> {
     const result = await this.#commit(() => {
+      // Checked on every attempt: past the deadline, an id key of this
+      // window may have expired, and a commit could count an id twice.
+      if (performance.now() > deadline) {
+        throw new StoreUnavailableError(
+          "Cannot record ids: the deadline for their commit has passed",
+        );
+      }
       const op = this.#kv.atomic().check({
         key: reportKey(minute),
         versionstamp: null,
@@ -256,13 +287,19 @@ class KvStore implements Store {
     return await this.#withRetries(() => build().commit());
   }
 
-  /** Runs a KV call, retrying with jittered backoff when it throws. */
+  /**
+   * Runs a KV call, retrying with jittered backoff when it throws, except
+   * for {@link StoreUnavailableError}, which is final.
+   */
   async #withRetries<T>(call: () => Promise<T>): Promise<T> {
     for (let attempt = 0;; attempt++) {
       try {
         return await call();
       } catch (error) {
-        if (attempt + 1 >= this.#commitAttempts) throw error;
+        if (
+          error instanceof StoreUnavailableError ||
+          attempt + 1 >= this.#commitAttempts
+        ) throw error;
         await sleep(backoffDelay(attempt, { baseMs: this.#retryBaseMs }));
       }
     }

@@ -92,11 +92,43 @@ Deno.test("GroupCommit passes per-id errors and fails whole batches on a throw",
   });
 });
 
+Deno.test("GroupCommit fails ids that waited longer than maxWaitMs, and gives each batch its deadline", async () => {
+  const deadlines: number[] = [];
+  let release = () => {};
+  const held = new Promise<void>((resolve) => release = resolve);
+  const commits = new GroupCommit({
+    batchSize: 4,
+    maxWaitMs: 30,
+    commit: async (_minute, ids, deadline) => {
+      deadlines.push(deadline);
+      await held;
+      return ids.map(() => "recorded");
+    },
+  });
+  const before = performance.now();
+  const first = commits.record(M0, "1");
+  const after = performance.now();
+  const late = commits.record(M0, "2"); // waits behind the held commit
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  release();
+  assert.equal(await first, true);
+  await assert.rejects(late, StoreUnavailableError, "not committed within");
+  assert.equal(deadlines.length, 1);
+  assert.ok(deadlines[0]! >= before + 30 && deadlines[0]! <= after + 30);
+  // Fresh ids commit again, and drain() does not wait for failed ones.
+  assert.equal(await commits.record(M0, "3"), true);
+  await commits.drain();
+});
+
 Deno.test("GroupCommit rejects impossible options", () => {
   const commit = () => Promise.resolve([]);
   assert.throws(() => new GroupCommit({ commit, batchSize: 0 }), RangeError);
   assert.throws(
     () => new GroupCommit({ commit, batchSize: 1, maxInFlight: 1.5 }),
+    RangeError,
+  );
+  assert.throws(
+    () => new GroupCommit({ commit, batchSize: 1, maxWaitMs: 0 }),
     RangeError,
   );
 });

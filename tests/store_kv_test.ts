@@ -10,7 +10,7 @@ import { DatabaseSync } from "node:sqlite";
 import {
   batchSizeFor,
   createKvStore,
-  idRetentionFor,
+  idLifetime,
   type KvStoreOptions,
 } from "../lib/store_kv.ts";
 import { StoreUnavailableError } from "../lib/store.ts";
@@ -213,11 +213,46 @@ Deno.test("id keys expire after idRetentionMs, the window's other keys after ret
   }
 });
 
-Deno.test("idRetentionFor() keeps ids for their window plus five minutes, within the retention", () => {
-  assert.equal(idRetentionFor(60_000, 3_600_000), 360_000);
-  assert.equal(idRetentionFor(3_600_000, 7_200_000), 7_200_000);
-  assert.equal(idRetentionFor(600_000, 86_400_000), 1_200_000);
-  assert.equal(idRetentionFor(2000, 4000), 4000);
+Deno.test("idLifetime() keeps ids for their window plus five minutes, within the retention, and commits within half the margin", () => {
+  for (
+    const [windowMs, retentionMs, idRetentionMs] of [
+      [60_000, 3_600_000, 360_000],
+      [3_600_000, 7_200_000, 7_200_000],
+      [600_000, 86_400_000, 1_200_000],
+      [2000, 4000, 4000],
+    ]
+  ) {
+    const lifetime = idLifetime(windowMs!, retentionMs!);
+    assert.equal(lifetime.idRetentionMs, idRetentionMs);
+    // A commit runs before the window's end plus the wait, well before any
+    // key of the window (set at its start at the earliest) expires.
+    assert.equal(lifetime.maxCommitWaitMs, (idRetentionMs! - windowMs!) / 2);
+    assert.ok(windowMs! + lifetime.maxCommitWaitMs < lifetime.idRetentionMs);
+  }
+});
+
+Deno.test("recordId() refuses a commit past its deadline, and counts nothing", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const failures = { count: Infinity };
+  const store = createKvStore(failingCommits(kv, failures), {
+    ...OPTIONS,
+    retryBaseMs: 20,
+    commitAttempts: 20,
+    maxCommitWaitMs: 50,
+  });
+  const started = performance.now();
+  await assert.rejects(
+    store.recordId(MINUTE, "1"),
+    StoreUnavailableError,
+    "deadline",
+  );
+  // Refused at the deadline, not after all 20 attempts.
+  assert.ok(performance.now() - started < 2000);
+  failures.count = 0;
+  assert.equal(await store.countIds(MINUTE), 0);
+  assert.equal(await store.recordId(MINUTE, "2"), true);
+  assert.equal(await store.countIds(MINUTE), 1);
+  await store.close();
 });
 
 Deno.test("close() waits for queued ids to commit", async () => {
