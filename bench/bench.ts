@@ -12,7 +12,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { REDIS_AVAILABLE, startRedis } from "../tests/helpers/redis.ts";
+import {
+  REDIS_AVAILABLE,
+  type RedisServer,
+  startRedis,
+} from "../tests/helpers/redis.ts";
 import { freePort } from "../tests/helpers/requirements.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -220,7 +224,11 @@ async function startServer(
       break;
     } catch (error) {
       if (i === 200) {
-        child.kill("SIGKILL");
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // It has exited already.
+        }
         await child.status;
         throw new Error(
           `Cannot start ${
@@ -285,19 +293,21 @@ const ms = (us: number) => Math.round(us / 10) / 100;
 
 async function measure(workload: Workload, baseline: Server): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "verve-bench-" });
-  const redis = workload.redis
-    ? await startRedis({ appendFsync: "always" })
-    : undefined;
-  const service = await startServer(
-    [...START_FLAGS, `${ROOT}main.ts`],
-    {
-      KV_PATH: `${dir}/verve.kv`,
-      LOG_LEVEL: "warning",
-      ...(redis ? { STORE: "redis", REDIS_URL: redis.url } : {}),
-      ...workload.env,
-    },
-  );
+  let redis: RedisServer | undefined;
+  let service: Server | undefined;
   try {
+    redis = workload.redis
+      ? await startRedis({ appendFsync: "always" })
+      : undefined;
+    service = await startServer(
+      [...START_FLAGS, `${ROOT}main.ts`],
+      {
+        KV_PATH: `${dir}/verve.kv`,
+        LOG_LEVEL: "warning",
+        ...(redis ? { STORE: "redis", REDIS_URL: redis.url } : {}),
+        ...workload.env,
+      },
+    );
     const seconds = workload.durationS ?? durationS;
     await runWrk(service.port, workload, 2);
     if (workload.baseline !== false) await runWrk(baseline.port, workload, 2);
@@ -334,7 +344,7 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
       peak_rss_mb: await peakRssMb(service.pid),
     };
   } finally {
-    await service.stop();
+    await service?.stop();
     await redis?.[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
   }
