@@ -246,8 +246,8 @@ Deno.test("recordId() refuses a commit past its deadline, and counts nothing", a
     StoreUnavailableError,
     "deadline",
   );
-  // Refused at the deadline, not after all 20 attempts.
-  assert.ok(performance.now() - started < 2000);
+  // Refused at the deadline, not after all 20 attempts (a minute or more).
+  assert.ok(performance.now() - started < 10_000);
   failures.count = 0;
   assert.equal(await store.countIds(MINUTE), 0);
   assert.equal(await store.recordId(MINUTE, "2"), true);
