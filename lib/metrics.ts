@@ -84,12 +84,12 @@ abstract class Labelled<T> {
   }
 
   protected child(values: string[], create: () => T): T {
-    const last = values.length - 1;
-    if (last + 1 !== this.labelNames.length) {
+    if (values.length !== this.labelNames.length) {
       throw new TypeError(
         `Cannot update metric: expected ${this.labelNames.length} label values, got ${values.length}`,
       );
     }
+    const last = values.length - 1;
     let node = this.#tree;
     for (let i = 0; i < last; i++) {
       let next = node.get(values[i]!) as Map<string, unknown> | undefined;
