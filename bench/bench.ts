@@ -12,6 +12,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { markdownTable } from "./markdown_table.ts";
 import {
   REDIS_AVAILABLE,
   type RedisServer,
@@ -373,14 +374,7 @@ function printTable(rows: Row[]) {
     String(r.requests),
     String(r.peak_rss_mb),
   ]);
-  const widths = header.map((h, i) =>
-    Math.max(h.length, ...cells.map((c) => c[i]!.length))
-  );
-  const line = (c: string[]) =>
-    `| ${c.map((v, i) => v.padEnd(widths[i]!)).join(" | ")} |`;
-  console.log(line(header));
-  console.log(`| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`);
-  for (const c of cells) console.log(line(c));
+  console.log(markdownTable(header, cells));
 }
 
 /**

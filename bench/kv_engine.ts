@@ -22,6 +22,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { markdownTable } from "./markdown_table.ts";
 import { getLogger } from "@logtape/logtape";
 import { createBufferedStore } from "../lib/buffered_store.ts";
 import { counterKey, idKey, reportKey } from "../lib/keys.ts";
@@ -212,12 +213,10 @@ function round(value: number): number {
 }
 
 function table(rows: object[]): void {
-  const columns = Object.keys(rows[0]!);
-  console.log(`| ${columns.join(" | ")} |`);
-  console.log(`| ${columns.map((c) => "-".repeat(c.length)).join(" | ")} |`);
-  for (const row of rows) {
-    console.log(`| ${Object.values(row).join(" | ")} |`);
-  }
+  console.log(markdownTable(
+    Object.keys(rows[0]!),
+    rows.map((row) => Object.values(row).map(String)),
+  ));
   console.log("");
 }
 
