@@ -26,7 +26,7 @@ import { createKafkaSink } from "./lib/sinks/kafka.ts";
 import { createKafkaRestSink } from "./lib/sinks/kafka_rest.ts";
 import { createWebhookSink } from "./lib/sinks/webhook.ts";
 import type { Store } from "./lib/store.ts";
-import { batchSizeFor, createKvStore, idLifetime } from "./lib/store_kv.ts";
+import { createKvStore, idLifetime } from "./lib/store_kv.ts";
 import { createRedisStore, openRedis } from "./lib/store_redis.ts";
 import { createWebhookPost } from "./lib/webhook_post.ts";
 import { startWindowTimer } from "./lib/window_timer.ts";
@@ -51,6 +51,7 @@ const onCommit = (ids: number, seconds: number, ok: boolean) => {
   if (!ok) metrics.storeErrors.inc();
 };
 const retentionMs = config.retentionWindows * config.windowMs;
+let fullWindow: number | undefined;
 const backend: Store = config.store === "redis"
   ? createRedisStore(
     openRedis(config.redisUrl, getLogger([LOG_CATEGORY, "redis"])),
@@ -64,11 +65,22 @@ const backend: Store = config.store === "redis"
   : createKvStore(await openKv(config.kvPath), {
     retentionMs,
     ...idLifetime(config.windowMs, retentionMs),
-    counterShards: config.counterShards,
+    partitions: config.kvPartitions,
+    maxIdsPerWindow: config.kvMaxWindowIds,
     maxUrlsPerWindow: config.maxUrlsPerWindow,
-    batchSize: batchSizeFor(config.kvPath),
     commitAttempts: config.kvCommitAttempts,
     onCommit,
+    onConflict: () => metrics.storeConflicts.inc(),
+    onFull: (minute) => {
+      metrics.idsRefused.inc();
+      // Once per window: every further new id of the window is refused too.
+      if (fullWindow === minute) return;
+      fullWindow = minute;
+      logger.error(
+        "Window {minute} holds {max} ids in memory (KV_MAX_WINDOW_IDS): new ids are answered 503 until the next window",
+        { minute: new Date(minute).toISOString(), max: config.kvMaxWindowIds },
+      );
+    },
   });
 const store = config.ackMode === "buffered"
   ? createBufferedStore(backend, {

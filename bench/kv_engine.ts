@@ -2,14 +2,18 @@
  * The KV engine and the store alone, with no HTTP and no load generator: the
  * ceiling that the service's new-id workloads work against.
  *
- * 1. The engine: the store's atomic operations (the window's report check, a
- *    check and a set per id with the store's keys and value, one counter
- *    `sum`) committed straight to a KV file, per batch size and commits in
- *    flight. Ids are random 63-bit numbers, as in `deno task bench`'s
- *    workload b, or sequential for contrast: random ids land on random
- *    B-tree pages, sequential ones on the same few.
- * 2. The store (queue, batches, first-seen filter) fed by 64 callers, as many
- *    as the HTTP bench's connections, each awaiting `recordId` in a loop.
+ * 1. The engine: the store's atomic operations committed straight to a KV
+ *    file, per batch size and commits in flight, in both layouts side by
+ *    side. `log`: the store's layout, one check of a partition's head, the
+ *    window's report check, the next head and one entry with the batch's
+ *    ids packed 8 bytes each (each commit in flight on a partition of its
+ *    own). `per-id`: the layout of earlier versions, a check and a set per
+ *    id and one counter `sum`. Ids are random 63-bit numbers, as in
+ *    `deno task bench`'s workload b, or sequential for contrast: random ids
+ *    land on random B-tree pages, sequential ones on the same few.
+ * 2. The store (queue, partitions, in-memory id table) fed by 64 callers, as
+ *    many as the HTTP bench's connections, each awaiting `recordId` in a
+ *    loop, per number of partitions.
  * 3. The store at a fixed rate (default 10 000 ids/s, as workload d; ids
  *    leave in bursts on a 1 ms timer): latency of each `recordId` call.
  *
@@ -25,7 +29,14 @@ import { parseArgs } from "node:util";
 import { markdownTable } from "./markdown_table.ts";
 import { getLogger } from "@logtape/logtape";
 import { createBufferedStore } from "../lib/buffered_store.ts";
-import { counterKey, idKey, reportKey } from "../lib/keys.ts";
+import { type Id64, packIds, splitId } from "../lib/id64.ts";
+import {
+  legacyCounterKey,
+  legacyIdKey,
+  logEntryKey,
+  logHeadKey,
+  reportKey,
+} from "../lib/keys.ts";
 import type { Store } from "../lib/store.ts";
 import { createKvStore } from "../lib/store_kv.ts";
 
@@ -64,6 +75,7 @@ function sequentialId(): string {
 }
 
 interface EngineRow {
+  layout: "log" | "per-id";
   ids: "random" | "sequential";
   batch: number;
   in_flight: number;
@@ -72,39 +84,40 @@ interface EngineRow {
 }
 
 async function engine(
+  layout: EngineRow["layout"],
   ids: EngineRow["ids"],
   batch: number,
   inFlight: number,
 ): Promise<EngineRow> {
-  const kv = await Deno.openKv(`${dir}/engine-${ids}-${batch}-${inFlight}.kv`);
+  const kv = await Deno.openKv(
+    `${dir}/engine-${layout}-${ids}-${batch}-${inFlight}.kv`,
+  );
   const nextId = ids === "random" ? randomId : sequentialId;
   const minute = Date.now();
   let recorded = 0;
   let commits = 0;
   let commitMs = 0;
   const until = performance.now() + seconds * 1000;
-  async function committer() {
+  const build = layout === "log" ? logCommit : perIdCommit;
+  async function committer(partition: number) {
+    const head = { seq: 0, versionstamp: null as string | null };
     while (performance.now() < until) {
-      const op = kv.atomic().check({
-        key: reportKey(minute),
-        versionstamp: null,
-      });
-      for (let i = 0; i < batch; i++) {
-        const key = idKey(minute, nextId());
-        op.check({ key, versionstamp: null });
-        op.set(key, SEEN, { expireIn: RETENTION_MS });
-      }
-      op.sum(counterKey(minute, commits % 16), BigInt(batch));
+      const op = build(kv, minute, partition, head, batch, nextId);
       const started = performance.now();
       const result = await op.commit();
       commitMs += performance.now() - started;
       commits++;
-      if (result.ok) recorded += batch;
+      if (result.ok) {
+        recorded += batch;
+        head.seq++;
+        head.versionstamp = result.versionstamp;
+      }
     }
   }
-  await Promise.all(Array.from({ length: inFlight }, committer));
+  await Promise.all(Array.from({ length: inFlight }, (_, i) => committer(i)));
   kv.close();
   return {
+    layout,
     ids,
     batch,
     in_flight: inFlight,
@@ -113,9 +126,63 @@ async function engine(
   };
 }
 
-async function openStore(name: string, buffered: boolean): Promise<Store> {
+/** The store's commit: a partition's next head and entry, as in `kv_id_log.ts`. */
+function logCommit(
+  kv: Deno.Kv,
+  minute: number,
+  partition: number,
+  head: { seq: number; versionstamp: string | null },
+  batch: number,
+  nextId: () => string,
+): Deno.AtomicOperation {
+  const ids: Id64[] = Array.from(
+    { length: batch },
+    () => splitId(nextId(), { lo: 0, hi: 0 }),
+  );
+  return kv.atomic()
+    .check({
+      key: logHeadKey(minute, partition),
+      versionstamp: head.versionstamp,
+    })
+    .check({ key: reportKey(minute), versionstamp: null })
+    .set(logHeadKey(minute, partition), {
+      seq: head.seq + 1,
+      count: (head.seq + 1) * batch,
+    }, { expireIn: RETENTION_MS })
+    .set(logEntryKey(minute, partition, head.seq + 1), packIds(ids), {
+      expireIn: RETENTION_MS,
+    });
+}
+
+/** The per-id layout's commit: a check and a set per id, one counter sum. */
+function perIdCommit(
+  kv: Deno.Kv,
+  minute: number,
+  partition: number,
+  head: { seq: number },
+  batch: number,
+  nextId: () => string,
+): Deno.AtomicOperation {
+  const op = kv.atomic().check({ key: reportKey(minute), versionstamp: null });
+  for (let i = 0; i < batch; i++) {
+    const key = legacyIdKey(minute, nextId());
+    op.check({ key, versionstamp: null });
+    op.set(key, SEEN, { expireIn: RETENTION_MS });
+  }
+  return op.sum(
+    legacyCounterKey(minute, (head.seq + partition) % 16),
+    BigInt(batch),
+  );
+}
+
+async function openStore(
+  name: string,
+  buffered: boolean,
+  partitions = 4,
+): Promise<Store> {
   const kvStore = createKvStore(await Deno.openKv(`${dir}/${name}.kv`), {
     retentionMs: RETENTION_MS,
+    partitions,
   });
   if (!buffered) return kvStore;
   return createBufferedStore(kvStore, {
@@ -126,15 +193,21 @@ async function openStore(name: string, buffered: boolean): Promise<Store> {
 
 interface StoreRow {
   mode: "durable" | "buffered";
+  partitions: number;
   callers: number;
   ids_per_s: number;
 }
 
 async function storeLoop(
   buffered: boolean,
+  partitions: number,
   callers: number,
 ): Promise<StoreRow> {
-  const store = await openStore(`loop-${buffered}`, buffered);
+  const store = await openStore(
+    `loop-${buffered}-${partitions}`,
+    buffered,
+    partitions,
+  );
   const minute = Date.now();
   let recorded = 0;
   const until = performance.now() + seconds * 1000;
@@ -148,6 +221,7 @@ async function storeLoop(
   await store.close();
   return {
     mode: buffered ? "buffered" : "durable",
+    partitions,
     callers,
     ids_per_s: Math.round(recorded / seconds),
   };
@@ -222,21 +296,28 @@ function table(rows: object[]): void {
 
 const engineRows: EngineRow[] = [];
 for (
-  const [ids, batch, inFlight] of [
-    ["random", 1, 4],
-    ["random", 10, 1],
-    ["random", 32, 1],
-    ["random", 64, 1],
-    ["random", 99, 1],
-    ["random", 99, 4],
-    ["sequential", 99, 4],
+  const [layout, ids, batch, inFlight] of [
+    ["per-id", "random", 32, 1],
+    ["log", "random", 32, 1],
+    ["per-id", "random", 99, 4],
+    ["log", "random", 99, 4],
+    ["log", "random", 1000, 1],
+    ["log", "random", 1000, 4],
+    ["log", "random", 8192, 1],
+    ["per-id", "sequential", 99, 4],
+    ["log", "sequential", 99, 4],
   ] as const
 ) {
-  engineRows.push(await engine(ids, batch, inFlight));
+  engineRows.push(await engine(layout, ids, batch, inFlight));
 }
 table(engineRows);
 
-const storeRows = [await storeLoop(false, 64), await storeLoop(true, 64)];
+const storeRows: StoreRow[] = [];
+for (const partitions of [1, 4, 16]) {
+  for (const buffered of [false, true]) {
+    storeRows.push(await storeLoop(buffered, partitions, 64));
+  }
+}
 table(storeRows);
 
 const rateRows = [await storeAtRate(false), await storeAtRate(true)];

@@ -39,8 +39,16 @@ export interface Config {
   kvCommitAttempts: number;
   /** `WINDOW_MS`: the counting window; one minute unless testing. */
   windowMs: number;
-  /** `COUNTER_SHARDS`: how many keys each window's counter is spread over. */
-  counterShards: number;
+  /**
+   * `KV_PARTITIONS`: partitions of each window's id log in Deno KV; the
+   * first instance to write in a window fixes its number.
+   */
+  kvPartitions: number;
+  /**
+   * `KV_MAX_WINDOW_IDS`: the most ids of one window an instance holds in
+   * memory; past it, new ids are answered 503.
+   */
+  kvMaxWindowIds: number;
   /** `REPORT_GRACE_MS`: how long after a window closes its report waits. */
   reportGraceMs: number;
   /** `RETENTION_WINDOWS`: how many closed windows are kept and caught up. */
@@ -184,7 +192,8 @@ const schema = z.object({
   KV_PATH: z.string().trim().min(1).optional(),
   KV_COMMIT_ATTEMPTS: integer(1, 20, 10),
   WINDOW_MS: integer(100, 3_600_000, 60_000),
-  COUNTER_SHARDS: integer(1, 256, 16),
+  KV_PARTITIONS: integer(1, 256, 4),
+  KV_MAX_WINDOW_IDS: integer(1000, 100_000_000, 5_000_000),
   REPORT_GRACE_MS: integer(0, 30_000, 2000),
   RETENTION_WINDOWS: integer(2, 10_080, 60),
   MAX_URLS_PER_WINDOW: integer(0, 100_000, 1000),
@@ -354,7 +363,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     kvPath: s.KV_PATH ?? (onDeploy ? undefined : DEFAULT_KV_PATH),
     kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,
     windowMs: s.WINDOW_MS,
-    counterShards: s.COUNTER_SHARDS,
+    kvPartitions: s.KV_PARTITIONS,
+    kvMaxWindowIds: s.KV_MAX_WINDOW_IDS,
     reportGraceMs: s.REPORT_GRACE_MS,
     retentionWindows: s.RETENTION_WINDOWS,
     maxUrlsPerWindow: s.MAX_URLS_PER_WINDOW,

@@ -9,13 +9,23 @@
  *
  * | key | value | lifetime |
  * | --- | --- | --- |
- * | `verve/id/<minute>/<id>` | empty bytes | `expireIn` the window plus 5 minutes (`idLifetime`) |
- * | `verve/count/<minute>/<shard>` | `Deno.KvU64` | deleted once reported |
+ * | `verve/window/<minute>` | {@link WindowLayout}: the window's partitions | deleted once reported |
+ * | `verve/log/<minute>/<partition>/true` | {@link LogHead}: last `seq`, ids so far | deleted once reported |
+ * | `verve/log/<minute>/<partition>/<seq>` | the ids new in commit `seq`, packed 8 bytes each | `expireIn` the window plus 5 minutes (`idLifetime`) |
  * | `verve/url/<minute>/<sha256>` | the URL | `expireIn` retention |
  * | `verve/urls/<minute>` | number of URLs | `expireIn` retention |
  * | `verve/report/<minute>` | {@link ReportRecord} | `expireIn` retention |
  * | `verve/outbox/<minute>/<sink>` | report waiting for a sink | until delivered or dropped |
  * | `verve/delivery/<minute>/<sink>` | what became of the report | `expireIn` retention |
+ *
+ * A partition's head sorts after its entries (`true` sorts after numbers),
+ * so one range read from an entry onwards returns the entries after it and
+ * then the head: whatever head it returns, every entry up to that head's
+ * `seq` was returned too.
+ *
+ * Earlier versions kept one key per id, `verve/id/<minute>/<id>`, and the
+ * window's count in shards, `verve/count/<minute>/<shard>` (deleted once
+ * reported); the store still reads them (see `store_kv.ts`).
  *
  * Redis: the keys of one window share the hash tag `{verve:<minute>}`, so
  * they live in one Redis Cluster slot and one script can use them all.
@@ -47,23 +57,71 @@ export interface ReportRecord {
   uniqueIds?: number;
 }
 
-/** The key marking that `id` was seen in the window starting at `minute`. */
-export function idKey(minute: number, id: string): Deno.KvKey {
+/** How a window's id log is laid out, fixed by the first instance to write. */
+export interface WindowLayout {
+  /** The number of partitions of the window's log. */
+  partitions: number;
+}
+
+/** The head of one partition of a window's id log. */
+export interface LogHead {
+  /** The `seq` of the partition's last entry; entries count from 1. */
+  seq: number;
+  /** The ids in the partition's entries, in all. */
+  count: number;
+}
+
+/** The key of a window's {@link WindowLayout}; present until it is reported. */
+export function windowKey(minute: number): Deno.KvKey {
+  return [ROOT, "window", minute];
+}
+
+/** The prefix of the layouts of every window not yet reported. */
+export function allWindowsPrefix(): Deno.KvKey {
+  return [ROOT, "window"];
+}
+
+/** The key of one partition's {@link LogHead}. */
+export function logHeadKey(minute: number, partition: number): Deno.KvKey {
+  return [ROOT, "log", minute, partition, true];
+}
+
+/** The key of one entry of a partition's log. */
+export function logEntryKey(
+  minute: number,
+  partition: number,
+  seq: number,
+): Deno.KvKey {
+  return [ROOT, "log", minute, partition, seq];
+}
+
+/** The first key past a partition's log: the end of its range reads. */
+export function logEnd(minute: number, partition: number): Deno.KvKey {
+  return [ROOT, "log", minute, partition + 1];
+}
+
+/** The key of an id in the earlier per-id layout. */
+export function legacyIdKey(minute: number, id: string): Deno.KvKey {
   return [ROOT, "id", minute, id];
 }
 
-/** One shard of the window's unique id counter. */
-export function counterKey(minute: number, shard: number): Deno.KvKey {
+/** The prefix of a window's ids in the earlier per-id layout. */
+export function legacyIdPrefix(minute: number): Deno.KvKey {
+  return [ROOT, "id", minute];
+}
+
+/** One shard of a window's count in the earlier per-id layout. */
+export function legacyCounterKey(minute: number, shard: number): Deno.KvKey {
   return [ROOT, "count", minute, shard];
 }
 
-/** The prefix of all counter shards of one window. */
-export function counterPrefix(minute: number): Deno.KvKey {
+/** The prefix of a window's count shards in the earlier per-id layout. */
+export function legacyCounterPrefix(minute: number): Deno.KvKey {
   return [ROOT, "count", minute];
 }
 
-/** The prefix of all counter shards of all windows. */
-export function allCountersPrefix(): Deno.KvKey {
+/** The prefix of every count shard in the earlier per-id layout. */
+export function allLegacyCountersPrefix(): Deno.KvKey {
   return [ROOT, "count"];
 }
 

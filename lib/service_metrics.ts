@@ -23,6 +23,10 @@ export interface ServiceMetrics {
   batchSize: Histogram;
   /** Store commits that failed. */
   storeErrors: Counter;
+  /** Commits of ids that another instance's commit beat to their partition. */
+  storeConflicts: Counter;
+  /** New ids refused because their window's memory is full. */
+  idsRefused: Counter;
   /** Report deliveries by sink and outcome (`delivered`, `retry`, `dropped`). */
   reports: Counter;
   /** Reports waiting in the outbox, as last seen by this instance. */
@@ -59,6 +63,14 @@ export function createServiceMetrics(): ServiceMetrics {
     storeErrors: registry.counter(
       "verve_store_errors_total",
       "Store commits of ids that failed.",
+    ),
+    storeConflicts: registry.counter(
+      "verve_store_conflicts_total",
+      "Commits of ids that another instance's commit beat to their partition's head.",
+    ),
+    idsRefused: registry.counter(
+      "verve_ids_refused_total",
+      "New ids answered 503 because their window holds KV_MAX_WINDOW_IDS ids in memory.",
     ),
     reports: registry.counter(
       "verve_reports_total",

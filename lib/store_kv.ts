@@ -1,21 +1,28 @@
 /**
- * The Deno KV store. Ids are recorded with group commit: concurrent
- * `recordId` calls queue up and are committed together, one atomic operation
- * per batch holding a check-and-set per id, a check that the window is not
- * yet reported, and one `sum` on a counter shard. A batch whose checks fail
- * reads which ids already exist, settles those as repeats and commits the
- * rest again, so an id is counted exactly once however the batches race.
+ * The Deno KV store. Ids go to a per-window, partitioned log of new ids
+ * ({@link KvIdLog}): one atomic operation records up to 8 192 new ids of a
+ * partition behind one check of its head, so the store holds thousands of
+ * ids per commit on a local file, over KV Connect and on Deno Deploy alike.
+ * Webhook URLs, report claims, the outbox and delivery records are one key
+ * each (see `keys.ts`).
+ *
+ * Upgrading from the per-id layout of earlier versions: windows that still
+ * have a count in that layout are read as well (their count, their ids when
+ * they are still open, their removal once reported), so a file written by
+ * an earlier version is not miscounted once every instance of that version
+ * has stopped.
  *
  * @module
  */
 import { backoffDelay, sleep } from "./backoff.ts";
 import {
-  allCountersPrefix,
-  counterKey,
-  counterPrefix,
+  allLegacyCountersPrefix,
+  allWindowsPrefix,
   deliveryKey,
   deliveryPrefix,
-  idKey,
+  legacyCounterPrefix,
+  type LogHead,
+  logHeadKey,
   outboxKey,
   outboxPrefix,
   reportKey,
@@ -23,12 +30,10 @@ import {
   urlCountKey,
   urlKey,
   urlPrefix,
+  windowKey,
+  type WindowLayout,
 } from "./keys.ts";
-import {
-  type CommitObserver,
-  GroupCommit,
-  type IdOutcome,
-} from "./group_commit.ts";
+import { KvIdLog } from "./kv_id_log.ts";
 import {
   type ClaimOutcome,
   type DeliveryOutcome,
@@ -42,51 +47,32 @@ import {
   type WindowStats,
 } from "./store.ts";
 
-/** Deno KV's limit on checks in one atomic operation, locally. */
-export const LOCAL_KV_MAX_CHECKS = 100;
+/** Deno KV's limit on keys in one `getMany`. */
+const MAX_GET_MANY = 10;
 
-/** Deno KV's limit on checks in one atomic operation over KV Connect. */
-export const REMOTE_KV_MAX_CHECKS = 10;
+/** How long log entries outlive their window, at least (within the retention). */
+const ID_MARGIN_MS = 300_000;
 
-/**
- * The largest batch of ids the database behind `kvPath` accepts in one atomic
- * operation, keeping one check for the window's report key: remote databases
- * (an `https://` KV Connect URL, or Deno's default database, which is remote
- * on Deno Deploy) allow fewer checks than a local file.
- *
- * @example
- * ```ts
- * batchSizeFor("./data/verve.kv"); // 99
- * batchSizeFor("https://api.deno.com/databases/…/connect"); // 9
- * ```
- */
-export function batchSizeFor(kvPath: string | undefined): number {
-  const remote = kvPath === undefined || /^https?:\/\//i.test(kvPath);
-  return (remote ? REMOTE_KV_MAX_CHECKS : LOCAL_KV_MAX_CHECKS) - 1;
-}
-
-/** How long id keys outlive their window, at least (within the retention). */
-const ID_KEY_MARGIN_MS = 300_000;
-
-/** How long id keys live, and how long an id may wait for its commit. */
+/** How long log entries live, and how long an id may wait for its commit. */
 export interface IdLifetime {
-  /** How long each id key lives, in ms. */
+  /** How long each log entry lives, in ms. */
   idRetentionMs: number;
   /** The longest an id may wait from its request to its commit, in ms. */
   maxCommitWaitMs: number;
 }
 
 /**
- * How long id keys need to live. Ids arrive only during their window, so a
- * key only serves to deduplicate until the last commit for its window; the
- * store fails ids that could not be committed within `maxCommitWaitMs` of
- * their request, so no commit can find a key of its window expired: a key is
- * set no earlier than its window's start and lives `idRetentionMs`, while
- * every commit runs before the window's end plus `maxCommitWaitMs`, which is
- * half of what the keys outlive the window by. Keys live for the window plus
- * five minutes, at least two windows, at most `retentionMs`. Other keys live
- * for the whole retention, but ids are by far the most numerous, so this
- * bounds the database's size.
+ * How long the entries of a window's id log need to live. Ids arrive only
+ * during their window, so an entry only serves to deduplicate until the
+ * last commit for its window; the store fails ids that could not be
+ * committed within `maxCommitWaitMs` of their request, so no commit can find
+ * an entry of its window expired: an entry is written no earlier than its
+ * window's start and lives `idRetentionMs`, while every commit runs before
+ * the window's end plus `maxCommitWaitMs`, which is half of what the entries
+ * outlive the window by. Entries live for the window plus five minutes, at
+ * least two windows, at most `retentionMs`. Other keys live for the whole
+ * retention, but ids are by far the largest part, so this bounds the
+ * database's size.
  *
  * @example
  * ```ts
@@ -97,7 +83,7 @@ export interface IdLifetime {
 export function idLifetime(windowMs: number, retentionMs: number): IdLifetime {
   const idRetentionMs = Math.min(
     retentionMs,
-    Math.max(2 * windowMs, windowMs + ID_KEY_MARGIN_MS),
+    Math.max(2 * windowMs, windowMs + ID_MARGIN_MS),
   );
   return { idRetentionMs, maxCommitWaitMs: (idRetentionMs - windowMs) / 2 };
 }
@@ -107,7 +93,7 @@ export interface KvStoreOptions {
   /** How long per-window keys live, in ms; at least two windows. */
   retentionMs: number;
   /**
-   * How long id keys live, in ms (see {@link idLifetime}). Default:
+   * How long log entries live, in ms (see {@link idLifetime}). Default:
    * `retentionMs`.
    */
   idRetentionMs?: number;
@@ -117,17 +103,19 @@ export interface KvStoreOptions {
    * {@link idLifetime}). Default: no limit.
    */
   maxCommitWaitMs?: number;
-  /** Shards of each window's counter. Default: 16. */
-  counterShards?: number;
+  /**
+   * Partitions of each window's log, for the windows this instance starts;
+   * a window keeps the number it started with. Default: 4.
+   */
+  partitions?: number;
+  /**
+   * The most ids of one window held in memory; past it, new ids fail as
+   * unavailable. Default: 5 000 000.
+   */
+  maxIdsPerWindow?: number;
   /** Distinct webhook URLs accepted per window. Default: 1000. */
   maxUrlsPerWindow?: number;
-  /**
-   * The most ids in one atomic operation. Default: 99, one below the local
-   * check limit (one check guards the window's report). Over KV Connect use
-   * `REMOTE_KV_MAX_CHECKS - 1`.
-   */
-  batchSize?: number;
-  /** Batches committing at once. Default: 4. */
+  /** Commits of ids running at once, over all partitions. Default: 4. */
   maxInFlight?: number;
   /**
    * Attempts per commit when KV throws (e.g. `database is locked` while
@@ -135,24 +123,18 @@ export interface KvStoreOptions {
    * waiting up to 5 s for the lock). Default: 10.
    */
   commitAttempts?: number;
-  /**
-   * Rounds a batch may be retried after failed checks before its remaining
-   * ids are answered as unavailable. Default: 8.
-   */
-  conflictRounds?: number;
-  /** Ids remembered locally per process (see {@link SeenIds}). Default: 100 000. */
-  seenIdsLimit?: number;
   /** Base of the retry backoff, in ms. Default: 5. */
   retryBaseMs?: number;
-  /** Told about every commit of ids, e.g. for metrics. */
-  onCommit?: CommitObserver;
+  /** Told about every commit of ids: its size, seconds, and success. */
+  onCommit?: (ids: number, seconds: number, ok: boolean) => void;
+  /** Told when a commit of ids lost the race for its partition's head. */
+  onConflict?: () => void;
+  /** Told when an id is refused because its window's memory is full. */
+  onFull?: (minute: number) => void;
 }
 
-/**
- * The value of an id key. Only its presence matters; bytes are stored as
- * they are, without the structured-clone serializer a number goes through.
- */
-const SEEN = new Uint8Array(0);
+/** Rounds of `recordUrl` before it gives up on conflicting commits. */
+const URL_ROUNDS = 32;
 
 /**
  * Creates a {@link Store} on a Deno KV database. The store owns `kv` and
@@ -174,53 +156,40 @@ export function createKvStore(kv: Deno.Kv, options: KvStoreOptions): Store {
 class KvStore implements Store {
   readonly #kv: Deno.Kv;
   readonly #retentionMs: number;
-  readonly #idSetOptions: { expireIn: number };
-  readonly #shards: number;
   readonly #maxUrls: number;
   readonly #commitAttempts: number;
-  readonly #conflictRounds: number;
   readonly #retryBaseMs: number;
-  readonly #ids: GroupCommit;
-  #nextShard = 0;
+  readonly #ids: KvIdLog;
   readonly #knownUrls = new Map<number, Set<string>>();
 
   constructor(kv: Deno.Kv, options: KvStoreOptions) {
     this.#kv = kv;
     this.#retentionMs = positive("retentionMs", options.retentionMs);
-    this.#idSetOptions = {
-      expireIn: positive(
-        "idRetentionMs",
-        options.idRetentionMs ?? this.#retentionMs,
-      ),
-    };
-    this.#shards = positive("counterShards", options.counterShards ?? 16);
     this.#maxUrls = options.maxUrlsPerWindow ?? 1000;
-    const batchSize = positive("batchSize", options.batchSize ?? 99);
-    if (batchSize >= LOCAL_KV_MAX_CHECKS) {
-      throw new RangeError(
-        `Cannot create KV store: batchSize must be below ${LOCAL_KV_MAX_CHECKS}, got ${batchSize}`,
-      );
-    }
     this.#commitAttempts = positive(
       "commitAttempts",
       options.commitAttempts ?? 10,
     );
-    this.#conflictRounds = positive(
-      "conflictRounds",
-      options.conflictRounds ?? 8,
-    );
     this.#retryBaseMs = options.retryBaseMs ?? 5;
-    this.#nextShard = Math.floor(Math.random() * this.#shards);
-    this.#ids = new GroupCommit({
-      commit: (minute, ids, deadline) => this.#commitIds(minute, ids, deadline),
-      batchSize,
-      maxInFlight: options.maxInFlight ?? 4,
-      maxRounds: this.#conflictRounds,
-      seenIdsLimit: options.seenIdsLimit ?? 100_000,
-      ...(options.onCommit ? { onCommit: options.onCommit } : {}),
+    this.#ids = new KvIdLog(kv, {
+      partitions: positive("partitions", options.partitions ?? 4),
+      entryRetentionMs: positive(
+        "idRetentionMs",
+        options.idRetentionMs ?? this.#retentionMs,
+      ),
+      retentionMs: this.#retentionMs,
+      maxIdsPerWindow: positive(
+        "maxIdsPerWindow",
+        options.maxIdsPerWindow ?? 5_000_000,
+      ),
+      maxInFlight: positive("maxInFlight", options.maxInFlight ?? 4),
+      withRetries: (call) => this.#withRetries(call),
       ...(options.maxCommitWaitMs !== undefined
-        ? { maxWaitMs: options.maxCommitWaitMs }
+        ? { maxCommitWaitMs: options.maxCommitWaitMs }
         : {}),
+      ...(options.onCommit ? { onCommit: options.onCommit } : {}),
+      ...(options.onConflict ? { onConflict: options.onConflict } : {}),
+      ...(options.onFull ? { onFull: options.onFull } : {}),
     });
   }
 
@@ -230,54 +199,6 @@ class KvStore implements Store {
 
   knows(minute: number, id: string): boolean {
     return this.#ids.knows(minute, id);
-  }
-
-  /**
-   * Commits a batch in one atomic operation: the window's report key must
-   * be absent, each id key absent, then set, and one counter shard grows by
-   * the batch size. When a check fails, reads which ids exist: those are
-   * known, the others retried (or refused once the window is reported).
-   */
-  async #commitIds(
-    minute: number,
-    ids: string[],
-    deadline: number,
-  ): Promise<IdOutcome[]> {
-    const result = await this.#commit(() => {
-      // Checked on every attempt: past the deadline, an id key of this
-      // window may have expired, and a commit could count an id twice.
-      if (performance.now() > deadline) {
-        throw new StoreUnavailableError(
-          "Cannot record ids: the deadline for their commit has passed",
-        );
-      }
-      const op = this.#kv.atomic().check({
-        key: reportKey(minute),
-        versionstamp: null,
-      });
-      for (const id of ids) {
-        const key = idKey(minute, id);
-        op.check({ key, versionstamp: null });
-        op.set(key, SEEN, this.#idSetOptions);
-      }
-      this.#nextShard = (this.#nextShard + 1) % this.#shards;
-      return op.sum(counterKey(minute, this.#nextShard), BigInt(ids.length));
-    });
-    if (result.ok) return ids.map(() => "recorded");
-    const reads = await this.#withRetries(() =>
-      Promise.all([
-        this.#kv.get(reportKey(minute)),
-        ...ids.map((id) => this.#kv.get(idKey(minute, id))),
-      ])
-    );
-    const reported = reads[0]!.versionstamp !== null;
-    return reads.slice(1).map((read) =>
-      read.versionstamp !== null
-        ? "known"
-        : reported
-        ? new WindowClosedError(minute)
-        : "retry"
-    );
   }
 
   /** Commits the operation `build` makes, retrying when KV throws. */
@@ -314,7 +235,7 @@ class KvStore implements Store {
       urlCountKey(minute),
       reportKey(minute),
     ] as const;
-    for (let round = 0; round < this.#conflictRounds * 4; round++) {
+    for (let round = 0; round < URL_ROUNDS; round++) {
       try {
         const [stored, count, report] = await this.#withRetries(() =>
           this.#kv.getMany<[string, number, ReportRecord]>(keys)
@@ -363,10 +284,35 @@ class KvStore implements Store {
   }
 
   async countIds(minute: number): Promise<number> {
-    let total = 0n;
-    const shards = this.#kv.list<Deno.KvU64>({ prefix: counterPrefix(minute) });
-    for await (const shard of shards) total += shard.value.value;
-    return Number(total);
+    const [heads, legacy] = await Promise.all([
+      this.#readHeads(minute),
+      this.#withRetries(() =>
+        Array.fromAsync(
+          this.#kv.list<Deno.KvU64>({ prefix: legacyCounterPrefix(minute) }),
+        )
+      ),
+    ]);
+    let total = 0;
+    for (const head of heads) total += head.value?.count ?? 0;
+    for (const shard of legacy) total += Number(shard.value.value);
+    return total;
+  }
+
+  /** The heads of the window's partitions; none once it is reported. */
+  async #readHeads(minute: number): Promise<Deno.KvEntryMaybe<LogHead>[]> {
+    const layout = await this.#withRetries(() =>
+      this.#kv.get<WindowLayout>(windowKey(minute))
+    );
+    const keys = Array.from(
+      { length: layout.value?.partitions ?? 0 },
+      (_, partition) => logHeadKey(minute, partition),
+    );
+    const chunks: Promise<Deno.KvEntryMaybe<LogHead>[]>[] = [];
+    for (let at = 0; at < keys.length; at += MAX_GET_MANY) {
+      const chunk = keys.slice(at, at + MAX_GET_MANY);
+      chunks.push(this.#withRetries(() => this.#kv.getMany<LogHead[]>(chunk)));
+    }
+    return (await Promise.all(chunks)).flat();
   }
 
   async listUrls(minute: number): Promise<string[]> {
@@ -423,11 +369,13 @@ class KvStore implements Store {
         }: not claimed by ${owner}`,
       );
     }
-    const shards: Deno.KvKey[] = [];
+    // The window's layout and heads, and any count in the per-id layout.
+    const drop: Deno.KvKey[] = [windowKey(minute)];
+    for (const head of await this.#readHeads(minute)) drop.push(head.key);
     for await (
-      const shard of this.#kv.list({ prefix: counterPrefix(minute) })
+      const shard of this.#kv.list({ prefix: legacyCounterPrefix(minute) })
     ) {
-      shards.push(shard.key);
+      drop.push(shard.key);
     }
     const record: ReportRecord = {
       ...current.value,
@@ -438,7 +386,7 @@ class KvStore implements Store {
       const op = this.#kv.atomic().check(current).set(key, record, {
         expireIn: this.#retentionMs,
       });
-      for (const shard of shards) op.delete(shard);
+      for (const key of drop) op.delete(key);
       for (const sink of outbox?.sinks ?? []) {
         const value: StoredOutbox = {
           report: outbox!.report,
@@ -566,8 +514,10 @@ class KvStore implements Store {
 
   async unreportedWindows(): Promise<number[]> {
     const minutes = new Set<number>();
-    for await (const shard of this.#kv.list({ prefix: allCountersPrefix() })) {
-      minutes.add(shard.key[2] as number);
+    for (const prefix of [allWindowsPrefix(), allLegacyCountersPrefix()]) {
+      for await (const entry of this.#kv.list({ prefix })) {
+        minutes.add(entry.key[2] as number);
+      }
     }
     return [...minutes].sort((a, b) => a - b);
   }

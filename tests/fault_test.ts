@@ -5,19 +5,20 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { createKvStore } from "../lib/store_kv.ts";
-import { tempKvPath } from "./helpers/kv.ts";
+import { readIdLog, tempKvPath } from "./helpers/kv.ts";
 import { LOOPBACK_ALLOW, startReceiver } from "./helpers/receiver.ts";
 import { type LogLine, startService } from "./helpers/service.ts";
 
 /** Windows long enough that a test stays in one or two of them. */
 const WINDOW_MS = 600_000;
 
-/** Every id key in the KV file, as id → window. */
+/** Every id in the KV file's logs, as id → window; each id once. */
 async function storedIds(path: string): Promise<Map<string, number>> {
   const kv = await Deno.openKv(path);
   const ids = new Map<string, number>();
-  for await (const entry of kv.list({ prefix: ["verve", "id"] })) {
-    ids.set(String(entry.key[3]), entry.key[2] as number);
+  for (const { id, minute } of await readIdLog(kv)) {
+    assert.ok(!ids.has(id), `id ${id} is in the log twice`);
+    ids.set(id, minute);
   }
   kv.close();
   return ids;

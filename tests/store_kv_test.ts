@@ -8,7 +8,6 @@ import {
 } from "./helpers/store_contract.ts";
 import { DatabaseSync } from "node:sqlite";
 import {
-  batchSizeFor,
   createKvStore,
   idLifetime,
   type KvStoreOptions,
@@ -17,8 +16,11 @@ import { StoreUnavailableError } from "../lib/store.ts";
 import {
   everyNthCommitFails,
   failingCommits,
+  readIdLog,
   tempKvPath,
 } from "./helpers/kv.ts";
+import { MAX_IDS_PER_ENTRY } from "../lib/kv_id_log.ts";
+import { legacyCounterKey, legacyIdKey, windowKey } from "../lib/keys.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const NEXT = MINUTE + 60_000;
@@ -47,9 +49,9 @@ Deno.test("recordId() counts hundreds of concurrent duplicates once", async () =
 });
 
 Deno.test("recordId() counts many distinct ids exactly", async (t) => {
-  for (const batchSize of [1, 9, 99]) {
-    await t.step(`with batches of ${batchSize}`, async () => {
-      const store = await memoryStore({ batchSize, counterShards: 7 });
+  for (const partitions of [1, 7, 64]) {
+    await t.step(`with ${partitions} partitions`, async () => {
+      const store = await memoryStore({ partitions });
       const ids = Array.from({ length: 3000 }, (_, i) => String(i * 7919));
       const results = await Promise.all(
         ids.map((id) => store.recordId(MINUTE, id)),
@@ -62,7 +64,7 @@ Deno.test("recordId() counts many distinct ids exactly", async (t) => {
 });
 
 Deno.test("recordId() counts duplicates spread over batches once", async () => {
-  const store = await memoryStore({ batchSize: 10, seenIdsLimit: 0 });
+  const store = await memoryStore({ maxInFlight: 1 });
   const ids = Array.from({ length: 2000 }, (_, i) => String((i * 37) % 300));
   const first = await Promise.all(ids.map((id) => store.recordId(MINUTE, id)));
   assert.equal(count(first), 300);
@@ -89,11 +91,11 @@ Deno.test("two stores sharing one KV file count every id exactly once", async ()
   await using file = await tempKvPath();
   const a = createKvStore(await Deno.openKv(file.path), {
     ...OPTIONS,
-    batchSize: 20,
+    partitions: 1,
   });
   const b = createKvStore(await Deno.openKv(file.path), {
     ...OPTIONS,
-    batchSize: 20,
+    partitions: 1,
   });
   const ids = Array.from({ length: 1500 }, (_, i) => String(i % 500));
   const results = await Promise.all(
@@ -180,7 +182,7 @@ Deno.test("windowStats() tells of the windows asked for, and only of those", asy
   await store.close();
 });
 
-Deno.test("id keys expire after idRetentionMs, the window's other keys after retentionMs", async () => {
+Deno.test("log entries expire after idRetentionMs, the window's other keys after retentionMs", async () => {
   await using file = await tempKvPath();
   const store = createKvStore(await Deno.openKv(file.path), {
     ...OPTIONS,
@@ -192,20 +194,25 @@ Deno.test("id keys expire after idRetentionMs, the window's other keys after ret
   const after = Date.now();
   await store.close();
   // Deno KV keeps each key's expiry in its SQLite file; keys are encoded as
-  // tuples, so an id key starts with the bytes of ("verve", "id").
+  // tuples, so a log key starts with the bytes of ("verve", "log"), and an
+  // entry's key ends with its number, a head's with `true`.
   const db = new DatabaseSync(file.path, { readOnly: true });
   const rows = db.prepare(
     "SELECT hex(k) AS key, expiration_ms AS expires FROM kv",
   ).all() as { key: string; expires: number }[];
   db.close();
-  const idPrefix = "0276657276650002696400";
-  const ids = rows.filter((row) => row.key.startsWith(idPrefix));
-  const others = rows.filter((row) =>
-    !row.key.startsWith(idPrefix) && row.expires >= 0
+  const logPrefix = "02766572766500026C6F6700";
+  const isHead = (key: string) => key.endsWith("27");
+  const entries = rows.filter((row) =>
+    row.key.startsWith(logPrefix) && !isHead(row.key)
   );
-  assert.equal(ids.length, 1);
-  assert.ok(others.length >= 2); // the URL and the URL count
-  for (const { expires } of ids) {
+  const others = rows.filter((row) =>
+    !entries.includes(row) && row.expires >= 0
+  );
+  assert.equal(entries.length, 1);
+  // The URL, the URL count, the window's layout and the partition's head.
+  assert.equal(others.length, 4);
+  for (const { expires } of entries) {
     assert.ok(expires >= before + 360_000 && expires <= after + 360_000);
   }
   for (const { expires } of others) {
@@ -274,24 +281,18 @@ Deno.test("close() waits for queued ids to commit", async () => {
 
 Deno.test("createKvStore() rejects impossible options", async () => {
   const kv = await Deno.openKv(":memory:");
-  assert.throws(
-    () => createKvStore(kv, { ...OPTIONS, batchSize: 100 }),
-    RangeError,
-  );
-  assert.throws(
-    () => createKvStore(kv, { ...OPTIONS, counterShards: 0 }),
-    RangeError,
-  );
-  assert.throws(() => createKvStore(kv, { retentionMs: 0 }), RangeError);
+  for (
+    const bad of [
+      { partitions: 0 },
+      { partitions: 1.5 },
+      { maxIdsPerWindow: 0 },
+      { maxInFlight: 0 },
+      { retentionMs: 0 },
+    ]
+  ) {
+    assert.throws(() => createKvStore(kv, { ...OPTIONS, ...bad }), RangeError);
+  }
   kv.close();
-});
-
-Deno.test("batchSizeFor() fits a batch and the report check into the backend's limit", () => {
-  assert.equal(batchSizeFor("./data/verve.kv"), 99);
-  assert.equal(batchSizeFor(":memory:"), 99);
-  assert.equal(batchSizeFor("https://kv.example.com/connect"), 9);
-  assert.equal(batchSizeFor("HTTP://localhost:4512"), 9);
-  assert.equal(batchSizeFor(undefined), 9);
 });
 
 Deno.test("recordId() stays exact under duplicates, two stores, a window boundary and failing commits", async () => {
@@ -302,7 +303,7 @@ Deno.test("recordId() stays exact under duplicates, two stores, a window boundar
     const flaky = everyNthCommitFails(await Deno.openKv(file.path), 3);
     return createKvStore(flaky, {
       ...OPTIONS,
-      batchSize: 7,
+      partitions: 3,
       commitAttempts: 1,
     });
   }));
@@ -337,21 +338,19 @@ Deno.test("recordId() stays exact under duplicates, two stores, a window boundar
     );
   }
   for (const minute of [MINUTE, NEXT]) {
+    const log = (await readIdLog(kv, minute)).map(({ id }) => id);
+    const stored = new Set(log);
+    assert.equal(stored.size, log.length, "an id is in the log twice");
     const winners = new Set<string>();
     for (const [i, call] of calls.entries()) {
       const result = settled[i]!;
       if (call.minute !== minute || result.status !== "fulfilled") continue;
       // No ok without a committed record.
-      const entry = await kv.get(["verve", "id", minute, call.id]);
-      assert.notEqual(entry.versionstamp, null, `id ${call.id} not stored`);
+      assert.ok(stored.has(call.id), `id ${call.id} not stored`);
       if (result.value) {
         assert.ok(!winners.has(call.id), `id ${call.id} recorded twice`);
         winners.add(call.id);
       }
-    }
-    const stored = new Set<string>();
-    for await (const entry of kv.list({ prefix: ["verve", "id", minute] })) {
-      stored.add(String(entry.key[3]));
     }
     // Every stored id was recorded by exactly one call, and counted once.
     assert.deepEqual([...winners].sort(), [...stored].sort());
@@ -368,4 +367,182 @@ Deno.test("the KV outbox keeps reports per sink until removed, one lease at a ti
   await checkOutboxContract(a, b);
   await a.close();
   await b.close();
+});
+
+Deno.test("recordId() answers each id new exactly once across three instances on one KV file", async () => {
+  await using file = await tempKvPath();
+  let conflicts = 0;
+  const stores = await Promise.all(
+    [0, 1, 2].map(async () =>
+      createKvStore(await Deno.openKv(file.path), {
+        ...OPTIONS,
+        onConflict: () => conflicts++,
+      })
+    ),
+  );
+  let seed = 99;
+  const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
+  const pool = Array.from(
+    { length: 5000 },
+    () => String(Math.floor(random() * 2 ** 52) - 2 ** 51),
+  );
+  const calls: Promise<boolean>[] = [];
+  const asked: string[] = [];
+  for (let i = 0; i < 50_000; i++) {
+    const id = pool[Math.floor(random() * pool.length)]!;
+    asked.push(id);
+    calls.push(stores[Math.floor(random() * 3)]!.recordId(MINUTE, id));
+    // Let commits run between bursts, so later calls meet committed ids.
+    if (i % 500 === 499) await new Promise((r) => setTimeout(r, 0));
+  }
+  const results = await Promise.all(calls); // none rejected
+  assert.ok(conflicts > 0, "no commit met another's: the test proves nothing");
+  const distinct = new Set(asked);
+  const newOnce = new Map<string, number>();
+  results.forEach((isNew, i) => {
+    if (isNew) newOnce.set(asked[i]!, (newOnce.get(asked[i]!) ?? 0) + 1);
+  });
+  assert.equal(count(results), distinct.size);
+  assert.equal(newOnce.size, distinct.size);
+  assert.ok([...newOnce.values()].every((n) => n === 1));
+  for (const store of stores) {
+    assert.equal(await store.countIds(MINUTE), distinct.size);
+  }
+  const kv = await Deno.openKv(file.path);
+  assert.deepEqual(
+    (await readIdLog(kv, MINUTE)).map(({ id }) => id).sort(),
+    [...distinct].sort(),
+  );
+  kv.close();
+  for (const store of stores) await store.close();
+});
+
+Deno.test("recordId() after a restart mid-window answers earlier ids as repeats and counts them once", async () => {
+  await using file = await tempKvPath();
+  const first = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  const before = Array.from({ length: 2000 }, (_, i) => String(i));
+  assert.equal(
+    count(await Promise.all(before.map((id) => first.recordId(MINUTE, id)))),
+    2000,
+  );
+  await first.close();
+  // A new process, with another partition setting: the window keeps its own.
+  const restarted = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    partitions: 9,
+  });
+  const after = Array.from({ length: 3000 }, (_, i) => String(i + 1000));
+  const results = await Promise.all(
+    after.map((id) => restarted.recordId(MINUTE, id)),
+  );
+  assert.equal(results.filter((isNew) => !isNew).length, 1000);
+  assert.ok(results.slice(0, 1000).every((isNew) => !isNew));
+  assert.ok(results.slice(1000).every((isNew) => isNew));
+  assert.equal(await restarted.countIds(MINUTE), 4000);
+  assert.equal(restarted.knows(MINUTE, "0"), true);
+  await restarted.close();
+});
+
+Deno.test("recordId() keeps the partitions of the instance that opened the window", async () => {
+  await using file = await tempKvPath();
+  const a = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    partitions: 3,
+  });
+  const b = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    partitions: 5,
+  });
+  assert.equal(await a.recordId(MINUTE, "1"), true);
+  const ids = Array.from({ length: 3000 }, (_, i) => String(i % 1000));
+  const results = await Promise.all(
+    ids.map((id, i) => (i % 2 ? a : b).recordId(MINUTE, id)),
+  );
+  assert.equal(count(results), 999);
+  assert.equal(await b.countIds(MINUTE), 1000);
+  const kv = await Deno.openKv(file.path);
+  assert.deepEqual((await kv.get(windowKey(MINUTE))).value, { partitions: 3 });
+  assert.equal(
+    new Set((await readIdLog(kv, MINUTE)).map(({ id }) => id)).size,
+    1000,
+  );
+  kv.close();
+  await a.close();
+  await b.close();
+});
+
+Deno.test("recordId() commits thousands of ids at once, up to a full log entry", async () => {
+  const sizes: number[] = [];
+  const store = await memoryStore({
+    partitions: 1,
+    onCommit: (ids) => sizes.push(ids),
+  });
+  const ids = Array.from({ length: 20_000 }, (_, i) => String(i * 104729));
+  assert.equal(
+    count(await Promise.all(ids.map((id) => store.recordId(MINUTE, id)))),
+    20_000,
+  );
+  assert.equal(await store.countIds(MINUTE), 20_000);
+  assert.equal(Math.max(...sizes), MAX_IDS_PER_ENTRY);
+  assert.ok(sizes.length <= 4, `${sizes.length} commits`);
+  await store.close();
+});
+
+Deno.test("recordId() refuses new ids past maxIdsPerWindow, and still answers known ones", async () => {
+  const full: number[] = [];
+  const store = await memoryStore({
+    maxIdsPerWindow: 1000,
+    onFull: (minute) => full.push(minute),
+  });
+  const ids = Array.from({ length: 1000 }, (_, i) => String(i));
+  assert.equal(
+    count(await Promise.all(ids.map((id) => store.recordId(MINUTE, id)))),
+    1000,
+  );
+  await assert.rejects(
+    store.recordId(MINUTE, "5000"),
+    StoreUnavailableError,
+    "KV_MAX_WINDOW_IDS",
+  );
+  assert.deepEqual(full, [MINUTE]);
+  assert.equal(await store.recordId(MINUTE, "7"), false);
+  assert.equal(await store.countIds(MINUTE), 1000);
+  assert.equal(await store.recordId(NEXT, "5000"), true);
+  await store.close();
+});
+
+Deno.test("a KV file in the per-id layout of earlier versions is read, not miscounted", async () => {
+  await using file = await tempKvPath();
+  const kv = await Deno.openKv(file.path);
+  // What an earlier version left: an open window with ids 1-3 counted in
+  // two shards, and an older window never reported.
+  const older = MINUTE - 60_000;
+  const op = kv.atomic();
+  for (const id of ["1", "2", "3"]) {
+    op.set(legacyIdKey(MINUTE, id), new Uint8Array());
+  }
+  op.set(legacyCounterKey(MINUTE, 0), new Deno.KvU64(2n));
+  op.set(legacyCounterKey(MINUTE, 5), new Deno.KvU64(1n));
+  op.set(legacyIdKey(older, "9"), new Uint8Array());
+  op.set(legacyCounterKey(older, 1), new Deno.KvU64(1n));
+  assert.ok((await op.commit()).ok);
+  kv.close();
+
+  const store = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  assert.deepEqual(await store.unreportedWindows(), [older, MINUTE]);
+  assert.equal(await store.countIds(older), 1);
+  const results = await Promise.all(
+    ["1", "2", "3", "4", "4"].map((id) => store.recordId(MINUTE, id)),
+  );
+  assert.deepEqual(results, [false, false, false, true, false]);
+  assert.equal(await store.countIds(MINUTE), 4);
+  for (const minute of [older, MINUTE]) {
+    assert.deepEqual(await store.claimReport(minute, "me", NEXT, 60_000), {
+      claimed: true,
+    });
+    await store.completeReport(minute, "me", 0);
+    assert.equal(await store.countIds(minute), 0);
+  }
+  assert.deepEqual(await store.unreportedWindows(), []);
+  await store.close();
 });

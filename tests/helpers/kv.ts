@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { forEachPackedId } from "../../lib/id64.ts";
 
 /** A temporary directory holding a KV file path, removed on dispose. */
 export interface TempKvPath extends AsyncDisposable {
@@ -117,4 +118,37 @@ export function everyNthCommitFails(kv: Deno.Kv, n: number): Deno.Kv {
       return Reflect.get(target, property, target);
     },
   });
+}
+
+/** One id found in a window's log. */
+export interface LoggedId {
+  /** The id, as a canonical decimal string. */
+  id: string;
+  /** Its window. */
+  minute: number;
+}
+
+/**
+ * Every id in the log of window `minute` (of every window without it), in
+ * log order: read straight from the database, so a test can check what was
+ * stored against what was answered.
+ */
+export async function readIdLog(
+  kv: Deno.Kv,
+  minute?: number,
+): Promise<LoggedId[]> {
+  const ids: LoggedId[] = [];
+  const prefix = minute === undefined
+    ? ["verve", "log"]
+    : ["verve", "log", minute];
+  for await (const entry of kv.list({ prefix })) {
+    if (!(entry.value instanceof Uint8Array)) continue;
+    forEachPackedId(entry.value, (lo, hi) => {
+      ids.push({
+        id: BigInt.asIntN(64, (BigInt(hi) << 32n) | BigInt(lo)).toString(),
+        minute: entry.key[2] as number,
+      });
+    });
+  }
+  return ids;
 }
