@@ -37,6 +37,11 @@ interface Workload {
   /** Loads the baseline too. Default: true. */
   baseline?: boolean;
   /**
+   * Service processes sharing the port (`REUSE_PORT`) and the KV file, as
+   * instances behind a load balancer. Default: 1.
+   */
+  instances?: number;
+  /**
    * Runs the service on Redis (`STORE=redis`) instead of a KV file: a
    * redis-server of its own, writing an append-only file synced before each
    * answer, so `ok` means on disk as with KV.
@@ -136,6 +141,30 @@ const WORKLOADS: Workload[] = [
     redis: true,
   },
   {
+    name: "f",
+    description:
+      "3 processes, REUSE_PORT, one KV file, ids from a pool of 30 000",
+    script: ["pool", 0, 0],
+    connections: 64,
+    instances: 3,
+  },
+  {
+    name: "f-buffered",
+    description:
+      "3 processes, REUSE_PORT, one KV file, ids from a pool of 30 000, ACK_MODE=buffered",
+    script: ["pool", 0, 0],
+    connections: 64,
+    instances: 3,
+    env: { ACK_MODE: "buffered" },
+  },
+  {
+    name: "f-new",
+    description: "3 processes, REUSE_PORT, one KV file, every id new",
+    script: ["new", 0, 0],
+    connections: 64,
+    instances: 3,
+  },
+  {
     name: "e",
     description: "every id new for 90 s (>3M ids), ACK_MODE=buffered",
     script: ["new", 0, 0],
@@ -205,12 +234,15 @@ interface Server {
   stop(): Promise<void>;
 }
 
-/** Starts `args` under deno with `env`, and waits until `port` answers. */
+/**
+ * Starts `args` under deno with `env`, and waits until `port` (default: a
+ * free one) answers.
+ */
 async function startServer(
   args: string[],
   env: Record<string, string>,
+  port = freePort(),
 ): Promise<Server> {
-  const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...args],
     env: { ...env, PORT: String(port), HOST: "127.0.0.1" },
@@ -295,20 +327,29 @@ const ms = (us: number) => Math.round(us / 10) / 100;
 async function measure(workload: Workload, baseline: Server): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "verve-bench-" });
   let redis: RedisServer | undefined;
-  let service: Server | undefined;
+  const services: Server[] = [];
   try {
     redis = workload.redis
       ? await startRedis({ appendFsync: "always" })
       : undefined;
-    service = await startServer(
-      [...START_FLAGS, `${ROOT}main.ts`],
-      {
-        KV_PATH: `${dir}/verve.kv`,
-        LOG_LEVEL: "warning",
-        ...(redis ? { STORE: "redis", REDIS_URL: redis.url } : {}),
-        ...workload.env,
-      },
-    );
+    const instances = workload.instances ?? 1;
+    const port = freePort();
+    for (let i = 0; i < instances; i++) {
+      services.push(
+        await startServer(
+          [...START_FLAGS, `${ROOT}main.ts`],
+          {
+            KV_PATH: `${dir}/verve.kv`,
+            LOG_LEVEL: "warning",
+            ...(instances > 1 ? { REUSE_PORT: "true" } : {}),
+            ...(redis ? { STORE: "redis", REDIS_URL: redis.url } : {}),
+            ...workload.env,
+          },
+          port,
+        ),
+      );
+    }
+    const service = services[0]!;
     const seconds = workload.durationS ?? durationS;
     await runWrk(service.port, workload, 2);
     if (workload.baseline !== false) await runWrk(baseline.port, workload, 2);
@@ -342,10 +383,12 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
       p99_ms: ms(best!.p99_us),
       errors: best!.socket_errors + best!.status_errors,
       requests: best!.requests,
-      peak_rss_mb: await peakRssMb(service.pid),
+      peak_rss_mb: Math.max(
+        ...await Promise.all(services.map((s) => peakRssMb(s.pid))),
+      ),
     };
   } finally {
-    await service?.stop();
+    for (const service of services) await service.stop();
     await redis?.[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
   }

@@ -2,7 +2,9 @@
 --
 -- Arguments (after `--`): mode, url_percent, rate
 --   mode         "repeat": ids cycle through 1000 values; "new": random
---                63-bit ids, a new one per request
+--                63-bit ids, a new one per request; "pool": ids drawn at
+--                random from 30 000 random 63-bit values, so most repeat,
+--                on whichever instance a connection reaches
 --   url_percent  share of requests that carry a `url` (0-100)
 --   rate         requests per second on a fixed schedule, whatever the
 --                answers take (needs enough connections); 0: as fast as the
@@ -23,6 +25,13 @@ end
 
 local mode, url_every = "new", 0
 local counter = 0
+local pool = {}
+
+local function random_id()
+  -- Up to 18 digits: always inside the signed 64-bit range.
+  return string.format("%d%09d", math.random(1, 999999999),
+    math.random(0, 999999999))
+end
 
 local function seed()
   local address = tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0
@@ -35,6 +44,12 @@ function init(args)
   if url_percent > 0 then url_every = math.floor(100 / url_percent) end
   local rate = tonumber(args[3] or "0")
   seed()
+  if mode == "pool" then
+    -- The same pool in every wrk run: seeded alike, then reseeded.
+    math.randomseed(7)
+    for i = 1, 30000 do pool[i] = random_id() end
+    seed()
+  end
   if rate > 0 then
     -- Each request takes the next slot of one schedule for the thread, so
     -- slow answers do not lower the rate while connections are free.
@@ -55,10 +70,10 @@ function request()
   local id
   if mode == "repeat" then
     id = tostring(counter % 1000)
+  elseif mode == "pool" then
+    id = pool[math.random(1, #pool)]
   else
-    -- Up to 18 digits: always inside the signed 64-bit range.
-    id = string.format("%d%09d", math.random(1, 999999999),
-      math.random(0, 999999999))
+    id = random_id()
   end
   local path = "/api/verve/accept?id=" .. id
   if url_every > 0 and counter % url_every == 0 then

@@ -16,6 +16,8 @@
  *    loop, per number of partitions.
  * 3. The store at a fixed rate (default 10 000 ids/s, as workload d; ids
  *    leave in bursts on a 1 ms timer): latency of each `recordId` call.
+ * 4. A restart mid-window: a window's log holds 1M ids, and a new store on
+ *    the file answers 1000 new ids, reading every partition's log first.
  *
  * The KV files go to a fresh temp directory, on the same file system as the
  * HTTP bench's, unless `--dir` names another (e.g. a tmpfs, to see what the
@@ -282,6 +284,35 @@ async function storeAtRate(buffered: boolean): Promise<RateRow> {
   };
 }
 
+interface LoadRow {
+  ids_in_log: number;
+  partitions: number;
+  load_ms: number;
+}
+
+async function restartLoad(ids: number, partitions: number): Promise<LoadRow> {
+  const path = `${dir}/load-${partitions}.kv`;
+  const options = { retentionMs: RETENTION_MS, partitions };
+  const writer = createKvStore(await Deno.openKv(path), options);
+  const minute = Date.now();
+  for (let written = 0; written < ids;) {
+    const chunk = Math.min(32_768, ids - written);
+    await Promise.all(
+      Array.from({ length: chunk }, () => writer.recordId(minute, randomId())),
+    );
+    written += chunk;
+  }
+  await writer.close();
+  const reader = createKvStore(await Deno.openKv(path), options);
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: 1000 }, () => reader.recordId(minute, randomId())),
+  );
+  const loadMs = performance.now() - started;
+  await reader.close();
+  return { ids_in_log: ids, partitions, load_ms: Math.round(loadMs) };
+}
+
 function round(value: number): number {
   return Math.round(value * 100) / 100;
 }
@@ -323,12 +354,23 @@ table(storeRows);
 const rateRows = [await storeAtRate(false), await storeAtRate(true)];
 table(rateRows);
 
+const loadRows = [
+  await restartLoad(1_000_000, 1),
+  await restartLoad(1_000_000, 4),
+];
+table(loadRows);
+
 await Deno.remove(dir, { recursive: true });
 if (values.out) {
   await Deno.writeTextFile(
     values.out,
     JSON.stringify(
-      { engine: engineRows, store: storeRows, fixed_rate: rateRows },
+      {
+        engine: engineRows,
+        store: storeRows,
+        fixed_rate: rateRows,
+        restart: loadRows,
+      },
       null,
       2,
     ) + "\n",

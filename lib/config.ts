@@ -192,7 +192,7 @@ const schema = z.object({
   KV_PATH: z.string().trim().min(1).optional(),
   KV_COMMIT_ATTEMPTS: integer(1, 20, 10),
   WINDOW_MS: integer(100, 3_600_000, 60_000),
-  KV_PARTITIONS: integer(1, 256, 4),
+  KV_PARTITIONS: integer(1, 256, 1),
   KV_MAX_WINDOW_IDS: integer(1000, 100_000_000, 5_000_000),
   REPORT_GRACE_MS: integer(0, 30_000, 2000),
   RETENTION_WINDOWS: integer(2, 10_080, 60),

@@ -156,7 +156,10 @@ export class KvIdLog {
   /** Ids waiting for their commit, over all windows. */
   #outstanding = 0;
   #drained: (() => void)[] = [];
-  /** Reused by every `splitId` call on the request path. */
+  /** The last id split on the request path, and its halves. */
+  #lastId = "";
+  readonly #last: Id64 = { lo: 0, hi: 0 };
+  /** Reused by other `splitId` calls. */
   readonly #scratch: Id64 = { lo: 0, hi: 0 };
 
   constructor(kv: Deno.Kv, options: KvIdLogOptions) {
@@ -181,7 +184,7 @@ export class KvIdLog {
    */
   record(minute: number, id: string): Promise<boolean> {
     const window = this.#window(minute);
-    const { lo, hi } = splitId(id, this.#scratch);
+    const { lo, hi } = this.#split(id);
     if (window.table.has(lo, hi)) return RESOLVED_REPEAT;
     if (window.closed) return Promise.reject(window.closed);
     const queued = window.pending.get(id);
@@ -222,8 +225,20 @@ export class KvIdLog {
   knows(minute: number, id: string): boolean {
     const table = this.#windows.get(minute)?.table;
     if (table === undefined) return false;
-    const { lo, hi } = splitId(id, this.#scratch);
+    const { lo, hi } = this.#split(id);
     return table.has(lo, hi);
+  }
+
+  /**
+   * The id's halves. A request asks `knows` and then `record` for one id, so
+   * the last one is kept.
+   */
+  #split(id: string): Id64 {
+    if (id !== this.#lastId) {
+      splitId(id, this.#last);
+      this.#lastId = id;
+    }
+    return this.#last;
   }
 
   /** Resolves once every id asked for is committed or failed. */

@@ -105,7 +105,7 @@ export interface KvStoreOptions {
   maxCommitWaitMs?: number;
   /**
    * Partitions of each window's log, for the windows this instance starts;
-   * a window keeps the number it started with. Default: 4.
+   * a window keeps the number it started with. Default: 1.
    */
   partitions?: number;
   /**
@@ -172,7 +172,7 @@ class KvStore implements Store {
     );
     this.#retryBaseMs = options.retryBaseMs ?? 5;
     this.#ids = new KvIdLog(kv, {
-      partitions: positive("partitions", options.partitions ?? 4),
+      partitions: positive("partitions", options.partitions ?? 1),
       entryRetentionMs: positive(
         "idRetentionMs",
         options.idRetentionMs ?? this.#retentionMs,

@@ -17,7 +17,7 @@ const DEFAULTS: Config = {
   kvPath: "./data/verve.kv",
   kvCommitAttempts: 10,
   windowMs: 60_000,
-  kvPartitions: 4,
+  kvPartitions: 1,
   kvMaxWindowIds: 5_000_000,
   reportGraceMs: 2000,
   retentionWindows: 60,
