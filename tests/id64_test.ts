@@ -116,22 +116,39 @@ Deno.test("IdTable holds exactly the ids added", async (t) => {
     assert.equal(table.size, 1);
   });
 
-  await t.step("takes at most 16 bytes per id when full", () => {
+  await t.step("takes at most 12 bytes per id when full, 18 once grown", () => {
     const table = new IdTable();
-    let fullest = Infinity;
+    let grownAt = 0;
+    let released = 0;
     for (let i = 1; i <= 1_000_000; i++) {
       const before = table.bytes;
       table.add(i, i % 7);
-      // Just before it grows, a table is at its fullest.
-      if (table.bytes > before) fullest = Math.min(fullest, before / (i - 1));
+      if (table.bytes > before) {
+        // Just before it grows, a table is at its fullest.
+        if (i > 1000) {
+          assert.ok(before / (i - 1) <= 12, `${before / (i - 1)} B per id`);
+        }
+        grownAt = i;
+      } else if (table.bytes < before) {
+        // The old slots go once their ids have moved, long before the
+        // table is full again.
+        assert.ok(i - grownAt < grownAt / 4, `moved after ${i - grownAt}`);
+        assert.ok(table.bytes / i <= 18, `${table.bytes / i} B per id`);
+        released++;
+      }
     }
-    assert.ok(fullest <= 16, `${fullest} bytes per id`);
+    assert.ok(released >= 10, `${released} growths`);
+    for (let i = 1; i <= 1_000_000; i += 997) assert.ok(table.has(i, i % 7));
   });
 
-  await t.step("is sized up front for the ids it expects", () => {
-    const table = new IdTable(100_000);
-    const bytes = table.bytes;
-    for (let i = 1; i <= 100_000; i++) table.add(i, 0);
-    assert.equal(table.bytes, bytes);
-  });
+  await t.step(
+    "is sized up front for the ids it expects, and no larger",
+    () => {
+      const table = new IdTable(100_000);
+      const bytes = table.bytes;
+      for (let i = 1; i <= 100_000; i++) table.add(i, 0);
+      assert.equal(table.bytes, bytes);
+      assert.ok(bytes / 100_000 <= 12);
+    },
+  );
 });
