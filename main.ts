@@ -258,16 +258,56 @@ if (config.windowMs === MINUTE_MS) {
   });
 }
 
+let stopping = false;
+
+/**
+ * Shuts down once: stops accepting, commits queued ids, finishes due
+ * reports, closes sinks and the store, flushes the log and exits 0. A signal
+ * that arrives meanwhile (a process-group signal reaches both `deno task`
+ * and the service) is logged and ignored. Past `SHUTDOWN_TIMEOUT_MS` what is
+ * left is logged at error level and the service exits 1.
+ */
 async function stop(signal: string) {
+  if (stopping) {
+    logger.info("Received {signal} again; the shutdown under way goes on", {
+      signal,
+    });
+    return;
+  }
+  stopping = true;
   logger.info("Received {signal}, shutting down", { signal });
-  shutdown.abort();
-  await server.finished;
-  await Promise.all([catchUp, timer]);
-  await reporter.idle();
-  await Promise.all(sinks.map((sink) => sink.close?.()));
-  await store.close();
+  const deadline = setTimeout(abandon, config.shutdownTimeoutMs);
+  let code = 0;
+  try {
+    shutdown.abort();
+    await server.finished;
+    await Promise.all([catchUp, timer]);
+    await reporter.idle();
+    await Promise.all(sinks.map((sink) => sink.close?.()));
+    await store.close();
+  } catch (error) {
+    logger.error("Shutdown failed: {error}", {
+      error: error instanceof Error ? error.message : String(error),
+    });
+    code = 1;
+  }
+  clearTimeout(deadline);
   await closeLogging();
-  Deno.exit(0);
+  Deno.exit(code);
+}
+
+/** Ends a shutdown that outlived `SHUTDOWN_TIMEOUT_MS`, saying what it leaves. */
+function abandon() {
+  logger.error(
+    "Shutdown did not finish within {timeoutMs} ms; abandoning {queuedIds} ids not yet committed and the deliveries in progress, which stay in the outbox: {deliveries}",
+    {
+      timeoutMs: config.shutdownTimeoutMs,
+      queuedIds: store.queuedIds(),
+      deliveries: reporter.deliveriesInProgress(),
+    },
+  );
+  // The log gets a moment to flush, not a chance to hang the exit.
+  void Promise.race([closeLogging(), sleep(1000)]).finally(() => Deno.exit(1));
 }
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -85,6 +85,7 @@ class BufferedStore implements Store {
   #lost = 0;
   #lastLoss = "";
   #lossTimer: ReturnType<typeof setTimeout> | undefined;
+  #closed: Promise<void> | undefined;
 
   constructor(store: Store, options: BufferedStoreOptions) {
     this.#store = store;
@@ -232,11 +233,18 @@ class BufferedStore implements Store {
     return this.#store.ping();
   }
 
+  queuedIds(): number {
+    return this.#store.queuedIds();
+  }
+
   /** Commits every buffered id (the wrapped store drains its queue), then closes. */
-  async close(): Promise<void> {
-    await this.#store.close();
-    // Let the settle callbacks of the last commits run before summing up.
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    this.#reportLosses();
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      await this.#store.close();
+      // Let the settle callbacks of the last commits run before summing up.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      this.#reportLosses();
+    })();
+    return this.#closed;
   }
 }

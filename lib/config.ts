@@ -112,6 +112,11 @@ export interface Config {
     saslPassword: string | undefined;
     timeoutMs: number;
   };
+  /**
+   * `SHUTDOWN_TIMEOUT_MS`: how long a shutdown may take before the service
+   * abandons what is left and exits non-zero.
+   */
+  shutdownTimeoutMs: number;
   /** `LOG_LEVEL`: the lowest level written to the log. */
   logLevel: LogLevel;
 }
@@ -262,6 +267,7 @@ const schema = z.object({
   KAFKA_SASL_USERNAME: z.string().optional(),
   KAFKA_SASL_PASSWORD: z.string().optional(),
   KAFKA_TIMEOUT_MS: integer(100, 120_000, 10_000),
+  SHUTDOWN_TIMEOUT_MS: integer(1000, 600_000, 30_000),
   LOG_LEVEL: z.string().trim().toLowerCase().default("info").pipe(
     z.enum(LOG_LEVELS),
   ),
@@ -400,6 +406,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       saslPassword: s.KAFKA_SASL_PASSWORD,
       timeoutMs: s.KAFKA_TIMEOUT_MS,
     },
+    shutdownTimeoutMs: s.SHUTDOWN_TIMEOUT_MS,
     logLevel: s.LOG_LEVEL,
   };
 }

@@ -145,6 +145,13 @@ export class GroupCommit {
     return this.#seen.has(minute, id);
   }
 
+  /** How many ids are queued or committing. */
+  get queued(): number {
+    let count = 0;
+    for (const byId of this.#entries.values()) count += byId.size;
+    return count;
+  }
+
   /** Resolves once every queued id is committed or failed. */
   async drain(): Promise<void> {
     if (this.#inFlight > 0 || this.#queued > 0) {

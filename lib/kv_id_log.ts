@@ -241,6 +241,11 @@ export class KvIdLog {
     return this.#last;
   }
 
+  /** How many ids wait for their commit. */
+  get queued(): number {
+    return this.#outstanding;
+  }
+
   /** Resolves once every id asked for is committed or failed. */
   async drain(): Promise<void> {
     if (this.#outstanding > 0) {

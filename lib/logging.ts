@@ -20,7 +20,8 @@ export const LOG_CATEGORY = "verve";
  * `stream` as JSON Lines, e.g.
  * `{"@timestamp":"…","level":"INFO","message":"…","logger":"verve.report","properties":{…}}`.
  *
- * @returns A function that flushes pending lines and detaches the logger.
+ * @returns A function that flushes pending lines and detaches the logger;
+ *   later calls wait for the first one.
  */
 export async function configureLogging(
   level: LogLevel,
@@ -42,7 +43,8 @@ export async function configureLogging(
       },
     ],
   });
-  return dispose;
+  let disposed: Promise<void> | undefined;
+  return () => disposed ??= dispose();
 }
 
 /**

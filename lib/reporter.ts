@@ -66,6 +66,11 @@ export interface Reporter {
   reportDue(): Promise<MinuteReport[]>;
   /** Resolves once every sink delivery started so far has finished. */
   idle(): Promise<void>;
+  /**
+   * The deliveries running now, as `<sink> <window start>`: what a shutdown
+   * that cannot wait for them leaves to their lease and a later attempt.
+   */
+  deliveriesInProgress(): string[];
 }
 
 /**
@@ -267,6 +272,12 @@ export function createReporter(options: ReporterOptions): Reporter {
     },
     async idle(): Promise<void> {
       while (deliveries.size > 0) await Promise.allSettled([...deliveries]);
+    },
+    deliveriesInProgress(): string[] {
+      return [...delivering].map((key) => {
+        const [minute, sink] = key.split("/");
+        return `${sink} ${formatMinute(Number(minute))}`;
+      });
     },
   };
 }

@@ -102,7 +102,15 @@ export interface Store {
    * @throws {StoreUnavailableError} when it does not.
    */
   ping(): Promise<void>;
-  /** Finishes pending writes, then releases the backend. */
+  /**
+   * How many ids this instance has taken and not yet committed or failed:
+   * what a shutdown that cannot finish abandons.
+   */
+  queuedIds(): number;
+  /**
+   * Finishes pending writes, then releases the backend. Later calls wait
+   * for the first one.
+   */
   close(): Promise<void>;
 }
 

@@ -161,6 +161,7 @@ class KvStore implements Store {
   readonly #retryBaseMs: number;
   readonly #ids: KvIdLog;
   readonly #knownUrls = new Map<number, Set<string>>();
+  #closed: Promise<void> | undefined;
 
   constructor(kv: Deno.Kv, options: KvStoreOptions) {
     this.#kv = kv;
@@ -533,9 +534,13 @@ class KvStore implements Store {
     }
   }
 
-  async close(): Promise<void> {
-    await this.#ids.drain();
-    this.#kv.close();
+  queuedIds(): number {
+    return this.#ids.queued;
+  }
+
+  close(): Promise<void> {
+    this.#closed ??= this.#ids.drain().then(() => this.#kv.close());
+    return this.#closed;
   }
 }
 

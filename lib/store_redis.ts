@@ -223,6 +223,7 @@ class RedisStore implements Store {
   readonly #timeoutMs: number;
   readonly #clock: () => number;
   readonly #ids: GroupCommit;
+  #closed: Promise<void> | undefined;
   /** Windows this process already put in the index of unreported windows. */
   readonly #indexed = new Set<number>();
 
@@ -490,9 +491,13 @@ class RedisStore implements Store {
     await this.#call(["PING"]);
   }
 
-  async close(): Promise<void> {
-    await this.#ids.drain();
-    await this.#redis.close();
+  queuedIds(): number {
+    return this.#ids.queued;
+  }
+
+  close(): Promise<void> {
+    this.#closed ??= this.#ids.drain().then(() => this.#redis.close());
+    return this.#closed;
   }
 
   /** Sends a command within the time limit; any failure is unavailability. */

@@ -38,6 +38,10 @@ export interface Service extends AsyncDisposable {
   ): Promise<LogLine>;
   /** Sends `signal` and resolves with the exit code. */
   stop(signal?: Deno.Signal): Promise<number>;
+  /** Sends `signal` and returns at once, e.g. to send it twice. */
+  signal(signal: Deno.Signal): void;
+  /** What the process wrote to stderr so far. */
+  stderr(): string;
 }
 
 /**
@@ -134,6 +138,8 @@ export async function startService(
       lines,
       waitForLog,
       stop,
+      signal: (signal) => child.kill(signal),
+      stderr: () => stderr,
       async [Symbol.asyncDispose]() {
         await stop("SIGKILL");
       },
