@@ -278,3 +278,24 @@ Deno.test({
     await b.close();
   },
 });
+
+Deno.test({
+  name: "Redis close() may be called twice, and commits what is queued first",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const store = redisStore(server, logs);
+    const recorded = Promise.all(
+      ["1", "2", "2"].map((id) => store.recordId(MINUTE, id)),
+    );
+    assert.equal(store.queuedIds(), 2);
+    await Promise.all([store.close(), store.close()]);
+    await store.close();
+    assert.deepEqual(await recorded, [true, true, false]);
+    assert.equal(store.queuedIds(), 0);
+    const again = redisStore(server, logs);
+    assert.equal(await again.countIds(MINUTE), 2);
+    await again.close();
+  },
+});
