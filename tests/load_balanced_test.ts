@@ -87,6 +87,21 @@ async function reportedCount(
   return first.properties.unique_ids as number;
 }
 
+/** The settings of three processes sharing one port and the KV file `path`. */
+function fleetEnv(
+  path: string,
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    KV_PATH: path,
+    PORT: String(freePort()),
+    REUSE_PORT: "true",
+    WINDOW_MS: String(WINDOW_MS),
+    REPORT_GRACE_MS: "500",
+    ...extra,
+  };
+}
+
 async function startFleet(env: Record<string, string>): Promise<Service[]> {
   const services: Service[] = [];
   for (let i = 0; i < 3; i++) services.push(await startService(env));
@@ -97,14 +112,7 @@ Deno.test("three processes behind one port on one KV file answer every duplicate
   for (const ackMode of ["durable", "buffered"]) {
     await t.step(`with ACK_MODE=${ackMode}`, async () => {
       await using file = await tempKvPath();
-      const env = {
-        KV_PATH: file.path,
-        PORT: String(freePort()),
-        REUSE_PORT: "true",
-        WINDOW_MS: String(WINDOW_MS),
-        REPORT_GRACE_MS: "500",
-        ACK_MODE: ackMode,
-      };
+      const env = fleetEnv(file.path, { ACK_MODE: ackMode });
       const services = await startFleet(env);
       try {
         const minute = await nextWindow(WINDOW_MS, 100);
@@ -133,13 +141,7 @@ Deno.test("three processes behind one port on one KV file answer every duplicate
 
 Deno.test("with one of three processes killed and restarted mid-traffic, the report counts every id acknowledged, and no id unasked", async () => {
   await using file = await tempKvPath();
-  const env = {
-    KV_PATH: file.path,
-    PORT: String(freePort()),
-    REUSE_PORT: "true",
-    WINDOW_MS: String(WINDOW_MS),
-    REPORT_GRACE_MS: "500",
-  };
+  const env = fleetEnv(file.path);
   const services = await startFleet(env);
   try {
     const minute = await nextWindow(WINDOW_MS, 100);
