@@ -239,14 +239,20 @@ const server = Deno.serve(
 const catchUp = reporter.reportDue();
 
 let timer: Promise<void> = Promise.resolve();
+/** The cron job's run under way, which a shutdown waits for. */
+let cronRun: Promise<void> = Promise.resolve();
 if (config.windowMs === MINUTE_MS) {
   Deno.cron(
     "report-unique-ids",
     "* * * * *",
     { signal: shutdown.signal },
-    async () => {
-      await sleep(config.reportGraceMs, shutdown.signal);
-      await reporter.reportDue();
+    () => {
+      cronRun = (async () => {
+        // A shutdown during the grace leaves the window to the next instance.
+        if (!await sleep(config.reportGraceMs, shutdown.signal)) return;
+        await reporter.reportDue();
+      })();
+      return cronRun;
     },
   );
 } else {
@@ -259,13 +265,16 @@ if (config.windowMs === MINUTE_MS) {
 }
 
 let stopping = false;
+let abandoned = false;
 
 /**
  * Shuts down once: stops accepting, commits queued ids, finishes due
  * reports, closes sinks and the store, flushes the log and exits 0. A signal
  * that arrives meanwhile (a process-group signal reaches both `deno task`
- * and the service) is logged and ignored. Past `SHUTDOWN_TIMEOUT_MS` what is
- * left is logged at error level and the service exits 1.
+ * and the service) is logged and ignored. A step that fails is logged and
+ * the next still runs (the store is always closed), and the exit code is 1.
+ * Past `SHUTDOWN_TIMEOUT_MS` what is left is logged at error level and the
+ * service exits 1.
  */
 async function stop(signal: string) {
   if (stopping) {
@@ -277,27 +286,39 @@ async function stop(signal: string) {
   stopping = true;
   logger.info("Received {signal}, shutting down", { signal });
   const deadline = setTimeout(abandon, config.shutdownTimeoutMs);
+  const steps: [string, () => Promise<unknown>][] = [
+    ["stop serving", async () => {
+      shutdown.abort();
+      await server.finished;
+    }],
+    ["finish the reports under way", async () => {
+      await Promise.all([catchUp, timer, cronRun]);
+      await reporter.idle();
+    }],
+    ["close the sinks", () => Promise.all(sinks.map((sink) => sink.close?.()))],
+    ["commit queued ids and close the store", () => store.close()],
+  ];
   let code = 0;
-  try {
-    shutdown.abort();
-    await server.finished;
-    await Promise.all([catchUp, timer]);
-    await reporter.idle();
-    await Promise.all(sinks.map((sink) => sink.close?.()));
-    await store.close();
-  } catch (error) {
-    logger.error("Shutdown failed: {error}", {
-      error: error instanceof Error ? error.message : String(error),
-    });
-    code = 1;
+  for (const [step, run] of steps) {
+    try {
+      await run();
+    } catch (error) {
+      logger.error("Shutdown could not {step}: {error}", {
+        step,
+        error: error instanceof Error ? error.message : String(error),
+      });
+      code = 1;
+    }
   }
+  await Promise.race([closeLogging(), sleep(1000)]);
   clearTimeout(deadline);
-  await closeLogging();
-  Deno.exit(code);
+  // Past the deadline, abandon() decides the exit.
+  if (!abandoned) Deno.exit(code);
 }
 
 /** Ends a shutdown that outlived `SHUTDOWN_TIMEOUT_MS`, saying what it leaves. */
 function abandon() {
+  abandoned = true;
   logger.error(
     "Shutdown did not finish within {timeoutMs} ms; abandoning {queuedIds} ids not yet committed and the deliveries in progress, which stay in the outbox: {deliveries}",
     {

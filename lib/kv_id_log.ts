@@ -63,9 +63,13 @@ export interface KvIdLogOptions {
   maxIdsPerWindow: number;
   /**
    * The longest an id may wait from `record` to its commit, in ms; later,
-   * it fails as unavailable. Default: no limit.
+   * it fails as unavailable. Nor may a commit run later than this before
+   * the first entries of its window expire (`entryRetentionMs` after the
+   * window's start), whenever its ids were asked for. Default: no limit.
    */
   maxCommitWaitMs?: number;
+  /** The current time in epoch ms, for the window's deadline. Default: `Date.now`. */
+  clock?: () => number;
   /** Commits running at once, over all partitions. Default: 4. */
   maxInFlight?: number;
   /** Runs a KV call, retrying it while it throws. */
@@ -86,8 +90,8 @@ interface Waiter {
 /** A new id waiting for its commit. */
 interface Pending extends Id64 {
   id: string;
-  /** When it was first asked for, by `performance.now()`. */
-  since: number;
+  /** When its commit must have run, by `performance.now()`. */
+  deadline: number;
   /** The first request, which learns whether the id is new. */
   first: Waiter;
   /** Later requests for the same id: repeats. */
@@ -144,6 +148,8 @@ export class KvIdLog {
   readonly #headOptions: { expireIn: number };
   readonly #maxIds: number;
   readonly #maxWaitMs: number;
+  readonly #entryRetentionMs: number;
+  readonly #clock: () => number;
   readonly #maxInFlight: number;
   readonly #withRetries: KvIdLogOptions["withRetries"];
   readonly #onCommit: KvIdLogOptions["onCommit"];
@@ -169,6 +175,8 @@ export class KvIdLog {
     this.#headOptions = { expireIn: options.retentionMs };
     this.#maxIds = options.maxIdsPerWindow;
     this.#maxWaitMs = options.maxCommitWaitMs ?? Infinity;
+    this.#entryRetentionMs = options.entryRetentionMs;
+    this.#clock = options.clock ?? Date.now;
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#withRetries = options.withRetries;
     this.#onCommit = options.onCommit;
@@ -206,7 +214,7 @@ export class KvIdLog {
         id,
         lo,
         hi,
-        since: performance.now(),
+        deadline: this.#deadline(minute),
         first: { resolve, reject },
         repeats: undefined,
       };
@@ -244,6 +252,20 @@ export class KvIdLog {
   /** How many ids wait for their commit. */
   get queued(): number {
     return this.#outstanding;
+  }
+
+  /**
+   * When an id asked for now in the window `minute` must be committed, by
+   * `performance.now()`: within `maxCommitWaitMs`, and as long before the
+   * window's first entries expire, so a conflict always finds every entry
+   * of the window (an id may be asked for late, e.g. after a slow URL).
+   */
+  #deadline(minute: number): number {
+    if (this.#maxWaitMs === Infinity) return Infinity;
+    const now = performance.now();
+    const windowLeft = minute + this.#entryRetentionMs - this.#maxWaitMs -
+      this.#clock();
+    return now + Math.min(this.#maxWaitMs, windowLeft);
   }
 
   /** Resolves once every id asked for is committed or failed. */
@@ -294,7 +316,7 @@ export class KvIdLog {
     let failure: Error | undefined;
     try {
       // The first id's deadline bounds the wait: no other is older.
-      const deadline = window.early[0]!.since + this.#maxWaitMs;
+      const deadline = window.early[0]!.deadline;
       const partitions = await this.#readLayout(window.minute, deadline);
       await this.#loadLegacyIds(window);
       window.partitions = Array.from({ length: partitions }, (_, index) => ({
@@ -407,9 +429,8 @@ export class KvIdLog {
     const window = part.window;
     let batch = this.#take(part, []);
     while (batch.length > 0) {
-      let oldest = Infinity;
-      for (const entry of batch) oldest = Math.min(oldest, entry.since);
-      const deadline = oldest + this.#maxWaitMs;
+      let deadline = Infinity;
+      for (const entry of batch) deadline = Math.min(deadline, entry.deadline);
       const started = performance.now();
       let result: Deno.KvCommitResult | Deno.KvCommitError;
       try {
@@ -458,12 +479,12 @@ export class KvIdLog {
     const consider = (entry: Pending) => {
       if (window.table.has(entry.lo, entry.hi)) {
         this.#settle(window, entry, false);
-      } else if (now - entry.since > this.#maxWaitMs) {
+      } else if (now > entry.deadline) {
         this.#reject(
           window,
           entry,
           new StoreUnavailableError(
-            `Cannot record id ${entry.id}: not committed within ${this.#maxWaitMs} ms`,
+            `Cannot record id ${entry.id}: the deadline for its commit has passed`,
           ),
         );
       } else {

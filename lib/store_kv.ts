@@ -65,11 +65,13 @@ export interface IdLifetime {
  * How long the entries of a window's id log need to live. Ids arrive only
  * during their window, so an entry only serves to deduplicate until the
  * last commit for its window; the store fails ids that could not be
- * committed within `maxCommitWaitMs` of their request, so no commit can find
- * an entry of its window expired: an entry is written no earlier than its
- * window's start and lives `idRetentionMs`, while every commit runs before
- * the window's end plus `maxCommitWaitMs`, which is half of what the entries
- * outlive the window by. Entries live for the window plus five minutes, at
+ * committed within `maxCommitWaitMs` of their request, or by
+ * `maxCommitWaitMs` before their window's first entries expire, so no commit
+ * can find an entry of its window expired: an entry is written no earlier
+ * than its window's start and lives `idRetentionMs`, while every commit runs
+ * before the window's start plus `idRetentionMs - maxCommitWaitMs`, its end
+ * plus `maxCommitWaitMs`, which is half of what the entries outlive the
+ * window by. Entries live for the window plus five minutes, at
  * least two windows, at most `retentionMs`. Other keys live for the whole
  * retention, but ids are by far the largest part, so this bounds the
  * database's size.
@@ -123,6 +125,8 @@ export interface KvStoreOptions {
    * waiting up to 5 s for the lock). Default: 10.
    */
   commitAttempts?: number;
+  /** The current time in epoch ms. Default: `Date.now`. */
+  clock?: () => number;
   /** Base of the retry backoff, in ms. Default: 5. */
   retryBaseMs?: number;
   /** Told about every commit of ids: its size, seconds, and success. */
@@ -188,6 +192,7 @@ class KvStore implements Store {
       ...(options.maxCommitWaitMs !== undefined
         ? { maxCommitWaitMs: options.maxCommitWaitMs }
         : {}),
+      ...(options.clock ? { clock: options.clock } : {}),
       ...(options.onCommit ? { onCommit: options.onCommit } : {}),
       ...(options.onConflict ? { onConflict: options.onConflict } : {}),
       ...(options.onFull ? { onFull: options.onFull } : {}),

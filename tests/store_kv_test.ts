@@ -246,6 +246,7 @@ Deno.test("recordId() refuses a commit past its deadline, and counts nothing", a
     retryBaseMs: 20,
     commitAttempts: 20,
     maxCommitWaitMs: 50,
+    clock: () => MINUTE + 1000,
   });
   const started = performance.now();
   await assert.rejects(
@@ -259,6 +260,26 @@ Deno.test("recordId() refuses a commit past its deadline, and counts nothing", a
   assert.equal(await store.countIds(MINUTE), 0);
   assert.equal(await store.recordId(MINUTE, "2"), true);
   assert.equal(await store.countIds(MINUTE), 1);
+  await store.close();
+});
+
+Deno.test("recordId() refuses an id asked for too late in its window's life, so no commit can miss an expired entry", async () => {
+  const lifetime = idLifetime(60_000, 3_600_000);
+  const clock = { now: MINUTE + 60_000 };
+  const store = await memoryStore({ ...lifetime, clock: () => clock.now });
+  assert.equal(await store.recordId(MINUTE, "1"), true);
+  // A request for the window that arrives (or reaches the store, after a
+  // slow URL) once its first entries have less than the wait left to live.
+  clock.now = MINUTE + lifetime.idRetentionMs - lifetime.maxCommitWaitMs + 1;
+  await assert.rejects(
+    store.recordId(MINUTE, "2"),
+    StoreUnavailableError,
+    "deadline",
+  );
+  assert.equal(await store.countIds(MINUTE), 1);
+  // Ids already in the log are still answered; the next window is open.
+  assert.equal(await store.recordId(MINUTE, "1"), false);
+  assert.equal(await store.recordId(NEXT + 60_000, "2"), true);
   await store.close();
 });
 
