@@ -331,3 +331,37 @@ Deno.test("an oversized request line is refused and the service stays up", async
   assert.equal(await health.text(), "ok");
   assert.equal(await service.stop("SIGTERM"), 0);
 });
+
+Deno.test("past KV_MAX_WINDOW_IDS new ids get 503, logged once, counted in /metrics, while known ids stay ok", async () => {
+  await using file = await tempKvPath();
+  await using service = await startService({
+    KV_PATH: file.path,
+    WINDOW_MS: String(WINDOW_MS),
+    KV_MAX_WINDOW_IDS: "1000",
+  });
+  const get = async (id: number) => {
+    const response = await fetch(`${service.url}/api/verve/accept?id=${id}`);
+    return `${response.status} ${await response.text()}`;
+  };
+  for (let from = 0; from < 1000; from += 100) {
+    const answers = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => get(from + i)),
+    );
+    assert.ok(answers.every((answer) => answer === "200 ok"));
+  }
+  for (const id of [5000, 5001, 5002]) {
+    assert.equal(await get(id), "503 failed");
+  }
+  assert.equal(await get(5), "200 ok");
+  const full = service.lines.filter((line) =>
+    line.level === "ERROR" && line.message.includes("KV_MAX_WINDOW_IDS")
+  );
+  assert.equal(full.length, 1);
+  assert.equal(full[0]!.properties.max, 1000);
+  const metrics = await (await fetch(`${service.url}/metrics`)).text();
+  assert.match(metrics, /^verve_ids_refused_total 3$/m);
+  assert.equal(await service.stop("SIGTERM"), 0);
+  const kv = await Deno.openKv(file.path);
+  assert.equal((await readIdLog(kv)).length, 1000);
+  kv.close();
+});
