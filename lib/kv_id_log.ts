@@ -415,17 +415,33 @@ export class KvIdLog {
       if (part.committing || part.queue.length === 0) continue;
       part.committing = true;
       this.#inFlight++;
-      this.#commitPartition(part).finally(() => {
-        part.committing = false;
-        this.#inFlight--;
-        if (part.queue.length > 0) this.#schedule(part);
-        this.#flush();
+      // The next commit starts before the callers of this one run, so the
+      // database does not wait for them.
+      void this.#commitPartition(part).then((finish) => {
+        this.#release(part);
+        finish();
+      }, (error) => {
+        this.#release(part);
+        throw error;
       });
     }
   }
 
-  /** Commits the partition's queue, catching up with the log on conflicts. */
-  async #commitPartition(part: Partition): Promise<void> {
+  /** Ends a partition's commit and starts whatever can start. */
+  #release(part: Partition): void {
+    part.committing = false;
+    this.#inFlight--;
+    if (part.queue.length > 0) this.#schedule(part);
+    this.#flush();
+  }
+
+  /**
+   * Commits the partition's queue, catching up with the log on conflicts.
+   *
+   * @returns What settles the last batch's callers, to run once the
+   *   partition is free for its next commit.
+   */
+  async #commitPartition(part: Partition): Promise<() => void> {
     const window = part.window;
     let batch = this.#take(part, []);
     while (batch.length > 0) {
@@ -439,8 +455,8 @@ export class KvIdLog {
         );
       } catch (error) {
         this.#onCommit?.(batch.length, elapsed(started), false);
-        this.#failAll(window, batch, unavailable(error));
-        return;
+        const failure = unavailable(error);
+        return () => this.#failAll(window, batch, failure);
       }
       if (result.ok) {
         this.#onCommit?.(batch.length, elapsed(started), true);
@@ -448,23 +464,26 @@ export class KvIdLog {
         part.count += batch.length;
         part.versionstamp = result.versionstamp;
         for (const entry of batch) window.table.add(entry.lo, entry.hi);
-        for (const entry of batch) this.#settle(window, entry, true);
-        return;
+        const recorded = batch;
+        return () => {
+          for (const entry of recorded) this.#settle(window, entry, true);
+        };
       }
       this.#onConflict?.();
       try {
         await this.#catchUp(part);
       } catch (error) {
-        this.#failAll(window, batch, unavailable(error));
-        return;
+        const failure = unavailable(error);
+        return () => this.#failAll(window, batch, failure);
       }
-      if (window.closed) {
-        this.#failAll(window, batch, window.closed);
-        this.#failAll(window, part.queue.splice(0), window.closed);
-        return;
+      const closed = window.closed;
+      if (closed) {
+        const failed = [...batch, ...part.queue.splice(0)];
+        return () => this.#failAll(window, failed, closed);
       }
       batch = this.#take(part, batch);
     }
+    return () => {};
   }
 
   /**
