@@ -7,85 +7,20 @@
  * acknowledged and those plus the ids whose requests got no answer.
  */
 import assert from "node:assert/strict";
-import { formatMinute } from "../lib/minute.ts";
 import { tempKvPath } from "./helpers/kv.ts";
+import {
+  checkCount,
+  reportedCount,
+  sendTraffic,
+} from "./helpers/load_client.ts";
 import { freePort } from "./helpers/requirements.ts";
 import { type Service, startService } from "./helpers/service.ts";
 import { nextWindow } from "./helpers/windows.ts";
 
 const WINDOW_MS = 14_000;
 const TRAFFIC_MS = 10_500;
-const CONNECTIONS = 16;
-/** Ids drawn from a pool this size repeat often, on every instance. */
-const POOL = 20_000;
-
-interface Traffic {
-  /** Ids answered `ok`. */
-  acked: Set<string>;
-  /** Ids of requests that got no answer (their process was killed). */
-  unanswered: Set<string>;
-  /** Answers other than `200 ok`, as `status body`, with their count. */
-  other: Map<string, number>;
-  requests: number;
-}
-
-/** Sends random ids of the pool over `CONNECTIONS` loops until `until`. */
-async function sendTraffic(url: string, until: number): Promise<Traffic> {
-  const traffic: Traffic = {
-    acked: new Set(),
-    unanswered: new Set(),
-    other: new Map(),
-    requests: 0,
-  };
-  const pool = Array.from(
-    { length: POOL },
-    () => String(Math.floor(Math.random() * 2 ** 53) - 2 ** 52),
-  );
-  const loop = async () => {
-    while (Date.now() < until) {
-      const id = pool[Math.floor(Math.random() * POOL)]!;
-      traffic.requests++;
-      try {
-        const response = await fetch(`${url}/api/verve/accept?id=${id}`, {
-          signal: AbortSignal.timeout(10_000),
-        });
-        const answer = `${response.status} ${await response.text()}`;
-        if (answer === "200 ok") traffic.acked.add(id);
-        else traffic.other.set(answer, (traffic.other.get(answer) ?? 0) + 1);
-      } catch {
-        traffic.unanswered.add(id);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: CONNECTIONS }, loop));
-  return traffic;
-}
-
-/** The count reported for `minute`, checking that one instance reported it. */
-async function reportedCount(
-  services: Service[],
-  minute: number,
-): Promise<number> {
-  const iso = formatMinute(minute);
-  const first = await Promise.any(
-    services.map((service) =>
-      service.waitForLog(
-        (line) =>
-          line.logger === "verve.report" && line.properties.minute === iso,
-        WINDOW_MS + 15_000,
-      )
-    ),
-  );
-  // Every instance ticks at the same moment; give the others time to lose.
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  const reports = services.flatMap((service) =>
-    service.lines.filter((line) =>
-      line.logger === "verve.report" && line.properties.minute === iso
-    )
-  );
-  assert.equal(reports.length, 1, "one report for the window");
-  return first.properties.unique_ids as number;
-}
+/** How long after the traffic a report may take to appear. */
+const REPORT_WAIT_MS = WINDOW_MS + 15_000;
 
 /** The settings of three processes sharing one port and the KV file `path`. */
 function fleetEnv(
@@ -126,7 +61,7 @@ Deno.test("three processes behind one port on one KV file answer every duplicate
         // Most ids reached several instances: far fewer ids than requests.
         assert.ok(traffic.acked.size < traffic.requests / 2);
         assert.equal(
-          await reportedCount(services, minute),
+          await reportedCount(services, minute, REPORT_WAIT_MS),
           traffic.acked.size,
         );
         for (const service of services) {
@@ -153,18 +88,7 @@ Deno.test("with one of three processes killed and restarted mid-traffic, the rep
     const traffic = await sending;
     // Every answer that came is ok; only the killed process left some out.
     assert.deepEqual(Object.fromEntries(traffic.other), {});
-    const reported = await reportedCount(services, minute);
-    const unansweredOnly = [...traffic.unanswered].filter((id) =>
-      !traffic.acked.has(id)
-    );
-    assert.ok(
-      reported >= traffic.acked.size,
-      `reported ${reported} < acknowledged ${traffic.acked.size}`,
-    );
-    assert.ok(
-      reported <= traffic.acked.size + unansweredOnly.length,
-      `reported ${reported} > acknowledged ${traffic.acked.size} + unanswered ${unansweredOnly.length}`,
-    );
+    checkCount(traffic, await reportedCount(services, minute, REPORT_WAIT_MS));
     for (const service of [services[0]!, services[2]!, services[3]!]) {
       assert.equal(await service.stop("SIGTERM"), 0);
     }

@@ -87,7 +87,7 @@ Deno.test("a shutdown that outlives SHUTDOWN_TIMEOUT_MS logs the deliveries it a
   const response = await fetch(`${service.url}/api/verve/accept?id=7`);
   assert.equal(await response.text(), "ok");
   await proxy.waitFor(1); // a delivery is under way, and hangs
-  const started = Date.now();
+  // Exit 1, not the 0 the shutdown gives once the proxy's time limit ends it.
   assert.equal(await service.stop("SIGTERM"), 1);
   const abandoned = service.lines.find((line) =>
     line.message.startsWith("Shutdown did not finish within 1000 ms")
@@ -99,8 +99,6 @@ Deno.test("a shutdown that outlives SHUTDOWN_TIMEOUT_MS logs the deliveries it a
     JSON.stringify(deliveries),
   );
   assert.equal(abandoned!.properties.queuedIds, 0);
-  // Well before the proxy's 60 s time limit.
-  assert.ok(Date.now() - started < 30_000);
 });
 
 Deno.test("close() may be called twice on every store and on the log", async (t) => {

@@ -1,0 +1,112 @@
+/**
+ * A load client for end-to-end tests against real service processes: it
+ * sends ids over several keep-alive connections, records every answer, and
+ * checks the counting invariants against what the services reported.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { formatMinute } from "../../lib/minute.ts";
+import type { Service } from "./service.ts";
+
+/** What a load run sent and what came back. */
+export interface Traffic {
+  /** Ids answered `ok`. */
+  acked: Set<string>;
+  /** Ids of requests that got no answer (their process was gone). */
+  unanswered: Set<string>;
+  /** Answers other than `200 ok`, as `status body`, with their count. */
+  other: Map<string, number>;
+  requests: number;
+}
+
+/** Options of {@link sendTraffic}. */
+export interface TrafficOptions {
+  /** Requests in flight at once, each on a loop of its own. Default: 16. */
+  connections?: number;
+  /**
+   * Random 53-bit ids to draw from; a small pool makes most ids repeat, on
+   * every instance. Default: 20 000.
+   */
+  pool?: number;
+}
+
+/**
+ * Sends ids drawn at random from a pool to `url`'s accept endpoint until
+ * `until` (epoch ms), recording every answer.
+ */
+export async function sendTraffic(
+  url: string,
+  until: number,
+  options: TrafficOptions = {},
+): Promise<Traffic> {
+  const traffic: Traffic = {
+    acked: new Set(),
+    unanswered: new Set(),
+    other: new Map(),
+    requests: 0,
+  };
+  const pool = Array.from(
+    { length: options.pool ?? 20_000 },
+    () => String(Math.floor(Math.random() * 2 ** 53) - 2 ** 52),
+  );
+  const loop = async () => {
+    while (Date.now() < until) {
+      const id = pool[Math.floor(Math.random() * pool.length)]!;
+      traffic.requests++;
+      try {
+        const response = await fetch(`${url}/api/verve/accept?id=${id}`, {
+          signal: AbortSignal.timeout(10_000),
+        });
+        const answer = `${response.status} ${await response.text()}`;
+        if (answer === "200 ok") traffic.acked.add(id);
+        else traffic.other.set(answer, (traffic.other.get(answer) ?? 0) + 1);
+      } catch {
+        traffic.unanswered.add(id);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: options.connections ?? 16 }, loop));
+  return traffic;
+}
+
+/**
+ * Waits for the report of `minute` and returns its count, asserting that
+ * exactly one of `services` reported it.
+ */
+export async function reportedCount(
+  services: Service[],
+  minute: number,
+  timeoutMs: number,
+): Promise<number> {
+  const iso = formatMinute(minute);
+  const isReport = (
+    line: { logger: string; properties: { minute?: unknown } },
+  ) => line.logger === "verve.report" && line.properties.minute === iso;
+  const first = await Promise.any(
+    services.map((service) => service.waitForLog(isReport, timeoutMs)),
+  );
+  // Every instance ticks at the same moment; give the others time to lose.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const reports = services.flatMap((service) => service.lines.filter(isReport));
+  assert.equal(reports.length, 1, "one report for the window");
+  return first.properties.unique_ids as number;
+}
+
+/**
+ * Asserts the counting invariant of a window: every id answered `ok` is
+ * counted, and nothing is counted that was not asked for in a request that
+ * got no answer: acked ≤ reported ≤ acked + unanswered (ids never acked).
+ */
+export function checkCount(traffic: Traffic, reported: number): void {
+  const unansweredOnly =
+    [...traffic.unanswered].filter((id) => !traffic.acked.has(id)).length;
+  assert.ok(
+    reported >= traffic.acked.size,
+    `reported ${reported} < acknowledged ${traffic.acked.size}`,
+  );
+  assert.ok(
+    reported <= traffic.acked.size + unansweredOnly,
+    `reported ${reported} > acknowledged ${traffic.acked.size} + unanswered ${unansweredOnly}`,
+  );
+}
