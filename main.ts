@@ -112,7 +112,8 @@ function createSink(name: SinkName): Sink {
       return createLogSink(getLogger([LOG_CATEGORY, "report"]));
     case "webhook":
       return createWebhookSink({
-        listUrls: (minute) => store.listUrls(minute),
+        listUrls: (minute) => store.listOwedUrls(minute),
+        markDone: (minute, url) => store.markUrlDone(minute, url),
         logger: getLogger([LOG_CATEGORY, "webhook"]),
         timeoutMs: config.webhookTimeoutMs,
         attempts: config.webhookAttempts,

@@ -192,6 +192,14 @@ class BufferedStore implements Store {
     return this.#store.listUrls(minute);
   }
 
+  listOwedUrls(minute: number) {
+    return this.#store.listOwedUrls(minute);
+  }
+
+  markUrlDone(minute: number, url: string) {
+    return this.#store.markUrlDone(minute, url);
+  }
+
   claimReport(minute: number, owner: string, now: number, leaseMs: number) {
     return this.#store.claimReport(minute, owner, now, leaseMs);
   }

@@ -14,6 +14,7 @@
  * | `verve/log/<minute>/<partition>/<seq>` | the ids new in commit `seq`, packed 8 bytes each | `expireIn` the window plus 5 minutes (`idLifetime`) |
  * | `verve/url/<minute>/<sha256>` | the URL | `expireIn` retention |
  * | `verve/urls/<minute>` | number of URLs | `expireIn` retention |
+ * | `verve/url-done/<minute>/<sha256>` | `true`: the report reached the URL, or never can | `expireIn` retention |
  * | `verve/report/<minute>` | {@link ReportRecord} | `expireIn` retention |
  * | `verve/outbox/<minute>/<sink>` | report waiting for a sink | until delivered or dropped |
  * | `verve/delivery/<minute>/<sink>` | what became of the report | `expireIn` retention |
@@ -34,6 +35,7 @@
  * | --- | --- | --- |
  * | `{verve:<minute>}:ids` | set of ids | retention; deleted once reported |
  * | `{verve:<minute>}:urls` | set of URLs | retention |
+ * | `{verve:<minute>}:urls-done` | set of URLs the report reached, or never can | retention |
  * | `{verve:<minute>}:report` | {@link ReportRecord} as JSON | retention |
  * | `{verve:<minute>}:outbox` | hash: sink → report waiting for it | until delivered or dropped |
  * | `{verve:<minute>}:delivery` | hash: sink → what became of the report | retention |
@@ -135,6 +137,16 @@ export function urlPrefix(minute: number): Deno.KvKey {
   return [ROOT, "url", minute];
 }
 
+/** The key marking that a window's report is done with one webhook URL. */
+export function urlDoneKey(minute: number, urlHash: string): Deno.KvKey {
+  return [ROOT, "url-done", minute, urlHash];
+}
+
+/** The prefix of the webhook URLs a window's report is done with. */
+export function urlDonePrefix(minute: number): Deno.KvKey {
+  return [ROOT, "url-done", minute];
+}
+
 /** The key holding how many distinct URLs a window has. */
 export function urlCountKey(minute: number): Deno.KvKey {
   return [ROOT, "urls", minute];
@@ -169,6 +181,7 @@ export function reportKey(minute: number): Deno.KvKey {
 export interface RedisWindowKeys {
   ids: string;
   urls: string;
+  urlsDone: string;
   report: string;
   outbox: string;
   delivery: string;
@@ -180,6 +193,7 @@ export function redisWindowKeys(minute: number): RedisWindowKeys {
   return {
     ids: `${tag}:ids`,
     urls: `${tag}:urls`,
+    urlsDone: `${tag}:urls-done`,
     report: `${tag}:report`,
     outbox: `${tag}:outbox`,
     delivery: `${tag}:delivery`,

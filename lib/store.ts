@@ -43,6 +43,16 @@ export interface Store {
   /** The webhook URLs recorded in the window. */
   listUrls(minute: number): Promise<string[]>;
   /**
+   * The webhook URLs of the window that its report is not yet done with:
+   * recorded, and not marked with {@link Store.markUrlDone}.
+   */
+  listOwedUrls(minute: number): Promise<string[]>;
+  /**
+   * Marks the window's report done with a webhook URL: delivered, or refused
+   * for good. Later deliveries of the report skip it.
+   */
+  markUrlDone(minute: number, url: string): Promise<void>;
+  /**
    * Claims the window's report for `owner`. Exactly one claim per window
    * succeeds across every instance sharing the store; once it has, no more
    * ids can be recorded in that window. A claim left in the `claimed` state

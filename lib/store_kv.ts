@@ -28,6 +28,8 @@ import {
   reportKey,
   type ReportRecord,
   urlCountKey,
+  urlDoneKey,
+  urlDonePrefix,
   urlKey,
   urlPrefix,
   windowKey,
@@ -329,6 +331,28 @@ class KvStore implements Store {
       urls.push(entry.value);
     }
     return urls;
+  }
+
+  async listOwedUrls(minute: number): Promise<string[]> {
+    const [urls, done] = await Promise.all([
+      this.#withRetries(() =>
+        Array.fromAsync(this.#kv.list<string>({ prefix: urlPrefix(minute) }))
+      ),
+      this.#withRetries(() =>
+        Array.fromAsync(this.#kv.list({ prefix: urlDonePrefix(minute) }))
+      ),
+    ]);
+    const doneHashes = new Set(done.map(({ key }) => key[3]));
+    return urls.filter(({ key }) => !doneHashes.has(key[3])).map(({ value }) =>
+      value
+    );
+  }
+
+  async markUrlDone(minute: number, url: string): Promise<void> {
+    const key = urlDoneKey(minute, await sha256Hex(url));
+    await this.#withRetries(() =>
+      this.#kv.set(key, true, { expireIn: this.#retentionMs })
+    );
   }
 
   async claimReport(

@@ -80,6 +80,12 @@ redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 'recorded'`;
 
+// KEYS: urls-done. ARGV: url, ttl ms.
+const MARK_URL_DONE = `
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`;
+
 // KEYS: report. ARGV: owner, now, lease ms, ttl ms.
 const CLAIM = `
 local current = redis.call('GET', KEYS[1])
@@ -306,6 +312,22 @@ class RedisStore implements Store {
       "SMEMBERS",
       redisWindowKeys(minute).urls,
     ]) as string[];
+  }
+
+  async listOwedUrls(minute: number): Promise<string[]> {
+    const keys = redisWindowKeys(minute);
+    return await this.#call(["SDIFF", keys.urls, keys.urlsDone]) as string[];
+  }
+
+  async markUrlDone(minute: number, url: string): Promise<void> {
+    await this.#call([
+      "EVAL",
+      MARK_URL_DONE,
+      "1",
+      redisWindowKeys(minute).urlsDone,
+      url,
+      String(this.#retentionMs),
+    ]);
   }
 
   async claimReport(

@@ -365,3 +365,53 @@ Deno.test("past KV_MAX_WINDOW_IDS new ids get 503, logged once, counted in /metr
   assert.equal((await readIdLog(kv)).length, 1000);
   kv.close();
 });
+
+Deno.test("a webhook receiver down for several windows gets every window once it is back, each exactly once", async () => {
+  await using file = await tempKvPath();
+  let down = true;
+  const delivered: string[] = [];
+  await using receiver = startReceiver((request) => {
+    if (down) return 503;
+    delivered.push(JSON.parse(request.body).minute);
+    return 204;
+  });
+  await using service = await startService({
+    KV_PATH: file.path,
+    WINDOW_MS: "1000",
+    REPORT_GRACE_MS: "100",
+    WEBHOOK_ATTEMPTS: "1",
+    SINK_RETRY_BASE_MS: "200",
+    SINK_RETRY_MAX_MS: "400",
+    ...LOOPBACK_ALLOW,
+  });
+  const hook = encodeURIComponent(`${receiver.url}/hook`);
+  const windows = new Set<string>();
+  const until = Date.now() + 3500;
+  for (let id = 0; Date.now() < until; id++) {
+    const minute = new Date(Date.now() - Date.now() % 1000).toISOString();
+    const response = await fetch(
+      `${service.url}/api/verve/accept?id=${id}&url=${hook}`,
+    );
+    assert.equal(await response.text(), "ok");
+    windows.add(minute);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  // Down for two more windows after the traffic, so every window has failed
+  // at least once; then back.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  assert.ok(receiver.received.length >= windows.size);
+  assert.equal(delivered.length, 0);
+  down = false;
+  const deadline = Date.now() + 15_000;
+  while (![...windows].every((minute) => delivered.includes(minute))) {
+    assert.ok(
+      Date.now() < deadline,
+      `delivered ${delivered.length} of ${windows.size}`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  // Later ticks deliver nothing twice.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  assert.deepEqual([...delivered].sort(), [...windows].sort());
+  assert.equal(await service.stop("SIGTERM"), 0);
+});

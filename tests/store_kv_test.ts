@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   checkOutboxContract,
+  checkOwedUrls,
   checkReportClaim,
   checkStaleClaimTakeover,
   checkUrlCap,
@@ -566,4 +567,13 @@ Deno.test("a KV file in the per-id layout of earlier versions is read, not misco
   }
   assert.deepEqual(await store.unreportedWindows(), []);
   await store.close();
+});
+
+Deno.test("the KV store keeps which webhook URLs a report is done with, across instances", async () => {
+  await using file = await tempKvPath();
+  const a = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  const b = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  await checkOwedUrls(a, b);
+  await a.close();
+  await b.close();
 });

@@ -8,6 +8,7 @@ import type { Store } from "../lib/store.ts";
 import { captureLogs } from "./helpers/logs.ts";
 import {
   checkOutboxContract,
+  checkOwedUrls,
   checkReportClaim,
   checkStaleClaimTakeover,
   checkUrlCap,
@@ -297,5 +298,20 @@ Deno.test({
     const again = redisStore(server, logs);
     assert.equal(await again.countIds(MINUTE), 2);
     await again.close();
+  },
+});
+
+Deno.test({
+  name:
+    "the Redis store keeps which webhook URLs a report is done with, across instances",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const a = redisStore(server, logs);
+    const b = redisStore(server, logs);
+    await checkOwedUrls(a, b);
+    await a.close();
+    await b.close();
   },
 });

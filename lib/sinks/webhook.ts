@@ -1,9 +1,13 @@
 /**
  * The webhook sink: POSTs each report as JSON to every URL recorded in its
- * window. Each URL is tried a few times with backoff on network errors,
- * timeouts and retriable statuses (5xx, 408, 429); each attempt is logged.
- * Deliveries run concurrently under one global limit, so a slow or dead URL
- * holds up neither the other URLs nor the next window.
+ * window that the report is not yet done with. Each URL is tried a few times
+ * with backoff on network errors, timeouts and retriable statuses (5xx, 408,
+ * 429); each attempt is logged. A URL that answers 2xx, or refuses for good
+ * (another 4xx, or the address policy), is marked done; when a URL still
+ * fails after its attempts, the delivery fails, and the outbox tries again
+ * on a later tick, for the URLs not yet done only. Deliveries run
+ * concurrently under one global limit, so a slow or dead URL holds up
+ * neither the other URLs nor the next window.
  *
  * @module
  */
@@ -20,8 +24,17 @@ import type { MinuteReport, Sink } from "../sink.ts";
 
 /** Options of {@link createWebhookSink}. */
 export interface WebhookSinkOptions {
-  /** Lists the URLs recorded in a window (the store's `listUrls`). */
+  /**
+   * Lists the URLs of a window the report is not yet done with (the store's
+   * `listOwedUrls`).
+   */
   listUrls(minute: number): Promise<string[]>;
+  /**
+   * Marks a URL of a window done: delivered, or refused for good (the
+   * store's `markUrlDone`). Default: nothing is kept, so a later delivery
+   * of the report POSTs to every URL again.
+   */
+  markDone?(minute: number, url: string): Promise<void>;
   /** Where delivery attempts are logged. */
   logger: Logger;
   /** The time limit of one attempt, in ms. Default: 5000. */
@@ -57,6 +70,7 @@ export interface WebhookSinkOptions {
 export function createWebhookSink(options: WebhookSinkOptions): Sink {
   const {
     listUrls,
+    markDone,
     logger,
     timeoutMs = 5000,
     attempts = 3,
@@ -68,10 +82,20 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
   } = options;
   const slots = new Slots(concurrency);
 
-  async function deliver(url: string, body: string, minute: string) {
+  /**
+   * POSTs to one URL, with retries.
+   *
+   * @returns Whether the report is done with the URL: delivered, or refused
+   *   for good.
+   */
+  async function deliver(
+    url: string,
+    body: string,
+    minute: string,
+  ): Promise<boolean> {
     let attempt = 1;
     for (;; attempt++) {
-      if (signal?.aborted) return;
+      if (signal?.aborted) return false;
       let retriable: boolean;
       await slots.acquire();
       try {
@@ -88,7 +112,7 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
             minute,
             attempt,
           });
-          return;
+          return true;
         }
         retriable = status >= 500 || status === 408 || status === 429;
         metrics?.webhookDeliveries.inc(["failed", statusClass]);
@@ -107,7 +131,7 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
             minute,
             reason: error.message,
           });
-          return;
+          return true;
         }
         retriable = true;
         metrics?.webhookDeliveries.inc(["failed", "none"]);
@@ -120,14 +144,22 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
       } finally {
         slots.release();
       }
-      if (!retriable || attempt >= attempts) break;
+      if (!retriable) {
+        logger.error("Webhook {url} refused {minute} for good", {
+          url,
+          minute,
+          attempt,
+        });
+        return true;
+      }
+      if (attempt >= attempts) break;
       await sleep(backoffDelay(attempt - 1, { baseMs: retryBaseMs }), signal);
     }
-    logger.error("Webhook {url} gave up on {minute} after {attempt} attempts", {
-      url,
-      minute,
-      attempt,
-    });
+    logger.warn(
+      "Webhook {url} failed on {minute} {attempt} times; the outbox tries it again later",
+      { url, minute, attempt },
+    );
+    return false;
   }
 
   return {
@@ -137,7 +169,17 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
       // outbox retries on a later tick.
       const urls = await listUrls(minute);
       const body = JSON.stringify(report);
-      await Promise.all(urls.map((url) => deliver(url, body, report.minute)));
+      const done = await Promise.all(urls.map(async (url) => {
+        if (!await deliver(url, body, report.minute)) return false;
+        await markDone?.(minute, url);
+        return true;
+      }));
+      const owed = done.filter((isDone) => !isDone).length;
+      if (owed > 0) {
+        throw new Error(
+          `${owed} of ${urls.length} webhook URLs not delivered yet`,
+        );
+      }
     },
   };
 }

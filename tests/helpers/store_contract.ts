@@ -223,3 +223,25 @@ export async function checkWindowStats(store: Store): Promise<void> {
   ]);
   assert.deepEqual(await store.windowStats([]), []);
 }
+
+/**
+ * Asserts that the URLs a window's report is done with, marked on one
+ * instance, are no longer owed on another, and only in their window.
+ */
+export async function checkOwedUrls(a: Store, b: Store): Promise<void> {
+  const urls = [
+    "https://a.example/",
+    "https://b.example/",
+    "https://c.example/",
+  ];
+  for (const url of urls) await a.recordUrl(MINUTE, url);
+  await a.recordUrl(NEXT, urls[1]!);
+  assert.deepEqual((await b.listOwedUrls(MINUTE)).sort(), urls);
+  await a.markUrlDone(MINUTE, urls[1]!);
+  await b.markUrlDone(MINUTE, urls[1]!);
+  assert.deepEqual((await b.listOwedUrls(MINUTE)).sort(), [urls[0], urls[2]]);
+  assert.deepEqual((await a.listUrls(MINUTE)).sort(), urls);
+  assert.deepEqual(await a.listOwedUrls(NEXT), [urls[1]]);
+  for (const url of [urls[0]!, urls[2]!]) await b.markUrlDone(MINUTE, url);
+  assert.deepEqual(await a.listOwedUrls(MINUTE), []);
+}
