@@ -130,7 +130,13 @@ export function createReporter(options: ReporterOptions): Reporter {
     let entries: OutboxEntry[];
     try {
       entries = await store.listOutbox();
-      metrics?.outboxDepth.set(entries.length);
+      const depth = new Map(sinks.map((sink) => [sink.name, 0]));
+      for (const { sink } of entries) {
+        depth.set(sink, (depth.get(sink) ?? 0) + 1);
+      }
+      for (const [sink, count] of depth) {
+        metrics?.outboxDepth.set(count, [sink]);
+      }
     } catch (error) {
       logger.error("Cannot read the outbox; will retry: {error}", {
         error: describe(error),

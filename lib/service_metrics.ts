@@ -29,7 +29,7 @@ export interface ServiceMetrics {
   idsRefused: Counter;
   /** Report deliveries by sink and outcome (`delivered`, `retry`, `dropped`). */
   reports: Counter;
-  /** Reports waiting in the outbox, as last seen by this instance. */
+  /** Reports waiting in the outbox by sink, as last seen by this instance. */
   outboxDepth: Gauge;
   /** Webhook POSTs by outcome and status class (`2xx` … `5xx`, `none`). */
   webhookDeliveries: Counter;
@@ -79,7 +79,8 @@ export function createServiceMetrics(): ServiceMetrics {
     ),
     outboxDepth: registry.gauge(
       "verve_outbox_depth",
-      "Reports waiting in the outbox for a sink.",
+      "Reports waiting in the outbox, by sink.",
+      ["sink"],
     ),
     webhookDeliveries: registry.counter(
       "verve_webhook_deliveries_total",
