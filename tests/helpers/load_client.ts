@@ -1,7 +1,7 @@
 /**
  * A load client for end-to-end tests against real service processes: it
- * sends ids over several keep-alive connections, records every answer, and
- * checks the counting invariants against what the services reported.
+ * sends ids over several keep-alive connections and records every answer,
+ * and finds the one report of a window in the services' logs.
  *
  * @module
  */
@@ -91,22 +91,4 @@ export async function reportedCount(
   const reports = services.flatMap((service) => service.lines.filter(isReport));
   assert.equal(reports.length, 1, "one report for the window");
   return first.properties.unique_ids as number;
-}
-
-/**
- * Asserts the counting invariant of a window: every id answered `ok` is
- * counted, and nothing is counted that was not asked for in a request that
- * got no answer: acked ≤ reported ≤ acked + unanswered (ids never acked).
- */
-export function checkCount(traffic: Traffic, reported: number): void {
-  const unansweredOnly =
-    [...traffic.unanswered].filter((id) => !traffic.acked.has(id)).length;
-  assert.ok(
-    reported >= traffic.acked.size,
-    `reported ${reported} < acknowledged ${traffic.acked.size}`,
-  );
-  assert.ok(
-    reported <= traffic.acked.size + unansweredOnly,
-    `reported ${reported} > acknowledged ${traffic.acked.size} + unanswered ${unansweredOnly}`,
-  );
 }
