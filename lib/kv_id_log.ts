@@ -31,6 +31,7 @@ import {
   packIds,
   splitId,
 } from "./id64.ts";
+import type { CommitObserver } from "./group_commit.ts";
 import { IdTable } from "./id_table.ts";
 import {
   legacyCounterPrefix,
@@ -75,7 +76,7 @@ export interface KvIdLogOptions {
   /** Runs a KV call, retrying it while it throws. */
   withRetries<T>(call: () => Promise<T>): Promise<T>;
   /** Told about every commit of ids, e.g. for metrics. */
-  onCommit?: (ids: number, seconds: number, ok: boolean) => void;
+  onCommit?: CommitObserver;
   /** Told when another instance's commit came first. */
   onConflict?: () => void;
   /** Told when an id is refused because its window's memory is full. */

@@ -35,6 +35,7 @@ import {
   windowKey,
   type WindowLayout,
 } from "./keys.ts";
+import type { CommitObserver } from "./group_commit.ts";
 import { KvIdLog } from "./kv_id_log.ts";
 import {
   type ClaimOutcome,
@@ -132,7 +133,7 @@ export interface KvStoreOptions {
   /** Base of the retry backoff, in ms. Default: 5. */
   retryBaseMs?: number;
   /** Told about every commit of ids: its size, seconds, and success. */
-  onCommit?: (ids: number, seconds: number, ok: boolean) => void;
+  onCommit?: CommitObserver;
   /** Told when a commit of ids lost the race for its partition's head. */
   onConflict?: () => void;
   /** Told when an id is refused because its window's memory is full. */
