@@ -4,7 +4,10 @@
  * store's outbox: a report enters the outbox, once per sink, in the same step
  * that marks its window reported, and leaves it per sink only once that sink
  * took it. Failed deliveries are retried with backoff on later ticks, by
- * whichever instance ticks, until they succeed or grow too old.
+ * whichever instance ticks, until they succeed or grow too old. Each sink
+ * gets its windows in order: the next window waits for the one before
+ * (webhooks keep the order per URL instead, so one dead URL holds up no
+ * other).
  *
  * @module
  */
@@ -143,10 +146,17 @@ export function createReporter(options: ReporterOptions): Reporter {
       });
       return;
     }
+    entries.sort((a, b) => a.minute - b.minute);
+    /** Per sink, the windows of the entries seen so far: earlier ones. */
+    const owed = new Map<string, number[]>();
     for (const entry of entries) {
       const key = `${entry.minute}/${entry.sink}`;
-      if (entry.notBefore > clock() || delivering.has(key)) continue;
+      const earlier = owed.get(entry.sink) ?? [];
+      owed.set(entry.sink, [...earlier, entry.minute]);
       const sink = sinksByName.get(entry.sink);
+      // A window waits until its sink has the ones before it.
+      if (earlier.length > 0 && sink && !sink.ordersPerTarget) continue;
+      if (entry.notBefore > clock() || delivering.has(key)) continue;
       if (sink === undefined) {
         // A sink taken out of the configuration: its reports wait in case it
         // comes back, then age out like any other.
@@ -173,22 +183,34 @@ export function createReporter(options: ReporterOptions): Reporter {
         continue;
       }
       delivering.add(key);
-      const delivery = deliver(sink, entry).finally(() => {
-        delivering.delete(key);
-        deliveries.delete(delivery);
-      });
-      deliveries.add(delivery);
+      track(
+        deliver(sink, entry, earlier).finally(() => delivering.delete(key)),
+      );
     }
   }
 
+  /** Keeps `work` in the deliveries {@link Reporter.idle} waits for. */
+  function track(work: Promise<void>): void {
+    const tracked = work.finally(() => deliveries.delete(tracked));
+    deliveries.add(tracked);
+  }
+
   /** One delivery attempt; the outcome goes back to the outbox. */
-  async function deliver(sink: Sink, entry: OutboxEntry): Promise<void> {
+  async function deliver(
+    sink: Sink,
+    entry: OutboxEntry,
+    earlier: number[],
+  ): Promise<void> {
     const { report } = entry;
     const attempt = entry.attempts + 1;
     let outcome: "delivered" | "dropped" = "delivered";
     try {
       try {
-        await sink.send(report, entry.minute);
+        await sink.send(
+          report,
+          entry.minute,
+          ...(sink.ordersPerTarget ? [earlier] : []),
+        );
         metrics?.reports.inc([sink.name, "delivered"]);
       } catch (error) {
         const tooOld = clock() - entry.createdAt >= outboxMaxAgeMs;
@@ -236,6 +258,8 @@ export function createReporter(options: ReporterOptions): Reporter {
         }
       }
       await store.removeOutbox(entry, outcome, clock());
+      // The sink's next window may go now, not a tick later.
+      if (!sink.ordersPerTarget) track(deliverDue());
     } catch (error) {
       // The lease runs out and a later tick tries again.
       logger.error("Cannot update the outbox for {sink} on {minute}: {error}", {

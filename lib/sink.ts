@@ -28,8 +28,17 @@ export interface Sink {
    *
    * @param report The report.
    * @param minute The window start in epoch ms, the report's identity.
+   * @param earlier The earlier windows this sink still owes a report,
+   *   oldest first; only given to sinks that keep order per target.
    */
-  send(report: MinuteReport, minute: number): Promise<void>;
+  send(report: MinuteReport, minute: number, earlier?: number[]): Promise<void>;
+  /**
+   * Whether the sink keeps the order of windows per target itself, as the
+   * webhook sink does per URL: its windows' deliveries then start side by
+   * side, each told the earlier windows still owed. Otherwise the reporter
+   * delivers the sink's windows one after another, oldest first.
+   */
+  readonly ordersPerTarget?: boolean;
   /** Releases connections the sink holds, at shutdown. */
   close?(): Promise<void>;
 }

@@ -137,8 +137,8 @@ Deno.test("reportDue() makes exactly one report per window across reporters shar
     ["2026-01-01T12:00:00.000Z", 40],
     ["2026-01-01T12:01:00.000Z", 1],
   ]);
-  assert.equal(logs.of("report").length, 2);
   for (const { reporter } of reporters) await reporter.idle();
+  assert.equal(logs.of("report").length, 2);
   for (const store of stores) await store.close();
 });
 
@@ -344,12 +344,15 @@ function scriptedSink(name: string) {
   const delivered: string[] = [];
   const state = {
     delivered,
+    /** The windows of every call, failed or not. */
+    tried: [] as string[],
     failWith: undefined as Error | undefined,
     calls: 0,
     sink: {
       name,
       send(report: MinuteReport): Promise<void> {
         state.calls++;
+        state.tried.push(report.minute);
         if (state.failWith) return Promise.reject(state.failWith);
         delivered.push(report.minute);
         return Promise.resolve();
@@ -559,5 +562,100 @@ Deno.test("a webhook URL that keeps failing is retried through the outbox until 
     at: M1 + GRACE + 600_000,
     attempts: 2,
   });
+  await store.close();
+});
+
+Deno.test("a sink that comes back gets the windows it missed in order, the next one waiting for the one before", async () => {
+  await using logs = await captureLogs();
+  const store = kvStore(await Deno.openKv(":memory:"));
+  const kafka = scriptedSink("kafka-rest");
+  kafka.failWith = new Error("proxy down");
+  const clock = { now: M1 + GRACE };
+  const reporter = createReporter({
+    store,
+    logger: logs.logger("reporter"),
+    sinks: [kafka.sink],
+    clock: () => clock.now,
+    windowMs: WINDOW,
+    graceMs: GRACE,
+    retryBaseMs: 1000,
+    retryMaxMs: 50_000,
+  });
+  await store.recordId(M0, "1");
+  await reporter.reportDue();
+  await reporter.idle();
+  assert.equal(kafka.calls, 1);
+  // Two more windows; the first one's retry comes later than theirs would.
+  for (const due of [M2 + GRACE, M3 + GRACE]) {
+    clock.now = due;
+    await reporter.reportDue();
+    await reporter.idle();
+  }
+  // Only the oldest window was tried: the others wait for it.
+  assert.deepEqual(kafka.tried, Array(3).fill("2026-01-01T12:00:00.000Z"));
+  assert.equal((await store.listOutbox()).length, 3);
+  kafka.failWith = undefined;
+  clock.now += 50_000;
+  await reporter.reportDue();
+  await reporter.idle();
+  // One tick delivers all three, oldest first.
+  assert.deepEqual(kafka.delivered, [
+    "2026-01-01T12:00:00.000Z",
+    "2026-01-01T12:01:00.000Z",
+    "2026-01-01T12:02:00.000Z",
+  ]);
+  assert.deepEqual(await store.listOutbox(), []);
+  await store.close();
+});
+
+Deno.test("a webhook URL gets the windows in order, and waiting for its earlier window holds up no other URL", async () => {
+  await using logs = await captureLogs();
+  let down = true;
+  await using receiver = startReceiver((request) =>
+    request.path === "/a" && down ? 503 : 204
+  );
+  const store = kvStore(await Deno.openKv(":memory:"));
+  const webhook = createWebhookSink({
+    post: LOOPBACK_POST,
+    listUrls: (minute) => store.listOwedUrls(minute),
+    markDone: (minute, url) => store.markUrlDone(minute, url),
+    logger: logs.logger("webhook"),
+    attempts: 1,
+  });
+  const { reporter, clock } = reporterFor(store, logs, { sinks: [webhook] });
+  const [a, b] = [`${receiver.url}/a`, `${receiver.url}/b`];
+  await store.recordUrl(M0, a);
+  await store.recordId(M0, "1");
+  await store.recordUrl(M1, a);
+  await store.recordUrl(M1, b);
+  await store.recordId(M1, "2");
+  clock.now = M1 + GRACE;
+  await reporter.reportDue();
+  await reporter.idle();
+  clock.now = M2 + GRACE;
+  await reporter.reportDue();
+  await reporter.idle();
+  // b had nothing earlier owed: it got its window; a got M0 only (twice:
+  // a first attempt and a retry), which failed.
+  const got = () =>
+    receiver.received.map((r) => `${r.path} ${JSON.parse(r.body).minute}`);
+  assert.deepEqual(got().sort(), [
+    "/a 2026-01-01T12:00:00.000Z",
+    "/a 2026-01-01T12:00:00.000Z",
+    "/b 2026-01-01T12:01:00.000Z",
+  ]);
+  assert.deepEqual(await store.listOwedUrls(M1), [a]);
+  down = false;
+  for (let tick = 0; tick < 4; tick++) {
+    clock.now += 300_000;
+    await reporter.reportDue();
+    await reporter.idle();
+  }
+  // a got M1 once, and only after it took M0.
+  assert.deepEqual(got().filter((post) => post.startsWith("/a")), [
+    ...Array(3).fill("/a 2026-01-01T12:00:00.000Z"),
+    "/a 2026-01-01T12:01:00.000Z",
+  ]);
+  assert.deepEqual(await store.listOutbox(), []);
   await store.close();
 });

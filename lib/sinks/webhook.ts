@@ -5,7 +5,9 @@
  * 429); each attempt is logged. A URL that answers 2xx, or refuses for good
  * (another 4xx, or the address policy), is marked done; when a URL still
  * fails after its attempts, the delivery fails, and the outbox tries again
- * on a later tick, for the URLs not yet done only. Deliveries run
+ * on a later tick, for the URLs not yet done only. A URL gets the windows
+ * in order: while an earlier window still owes it, a later one waits for
+ * it, and for it alone. Deliveries run
  * concurrently under one global limit, so a slow or dead URL holds up
  * neither the other URLs nor the next window.
  *
@@ -164,20 +166,33 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
 
   return {
     name: "webhook",
-    async send(report: MinuteReport, minute: number): Promise<void> {
+    ordersPerTarget: true,
+    async send(
+      report: MinuteReport,
+      minute: number,
+      earlier: number[] = [],
+    ): Promise<void> {
       // A store that cannot list the URLs now fails the delivery, which the
       // outbox retries on a later tick.
       const urls = await listUrls(minute);
+      // A URL still owed an earlier window gets that one first.
+      const waiting = new Set<string>();
+      for (const before of earlier) {
+        for (const url of await listUrls(before)) waiting.add(url);
+      }
+      const ready = urls.filter((url) => !waiting.has(url));
       const body = JSON.stringify(report);
-      const done = await Promise.all(urls.map(async (url) => {
+      const done = await Promise.all(ready.map(async (url) => {
         if (!await deliver(url, body, report.minute)) return false;
         await markDone?.(minute, url);
         return true;
       }));
-      const owed = done.filter((isDone) => !isDone).length;
-      if (owed > 0) {
+      const failed = done.filter((isDone) => !isDone).length;
+      const held = urls.length - ready.length;
+      if (failed + held > 0) {
         throw new Error(
-          `${owed} of ${urls.length} webhook URLs not delivered yet`,
+          `${failed + held} of ${urls.length} webhook URLs not delivered yet` +
+            (held > 0 ? ` (${held} wait for an earlier window)` : ""),
         );
       }
     },
