@@ -15,9 +15,20 @@ export interface Traffic {
   acked: Set<string>;
   /** Ids of requests that got no answer (their process was gone). */
   unanswered: Set<string>;
+  /** Ids answered other than `200 ok`. */
+  refused: Set<string>;
   /** Answers other than `200 ok`, as `status body`, with their count. */
   other: Map<string, number>;
   requests: number;
+  /** When the last answer other than `200 ok` came, or 0. */
+  lastNotOkAt: number;
+  /**
+   * With {@link TrafficOptions.windowMs}, per window start: the ids answered
+   * `ok` whose request was sent and answered inside the window, and every
+   * id whose request was sent or answered in it (the only ids the window
+   * may count).
+   */
+  windows: Map<number, { acked: Set<string>; touched: Set<string> }>;
 }
 
 /** Options of {@link sendTraffic}. */
@@ -29,6 +40,10 @@ export interface TrafficOptions {
    * every instance. Default: 20 000.
    */
   pool?: number;
+  /** The window length, to attribute requests to windows. */
+  windowMs?: number;
+  /** More query parameters for the `n`th request, e.g. `&url=…`. */
+  query?: (n: number) => string;
 }
 
 /**
@@ -43,27 +58,55 @@ export async function sendTraffic(
   const traffic: Traffic = {
     acked: new Set(),
     unanswered: new Set(),
+    refused: new Set(),
     other: new Map(),
     requests: 0,
+    lastNotOkAt: 0,
+    windows: new Map(),
   };
   const pool = Array.from(
     { length: options.pool ?? 20_000 },
     () => String(Math.floor(Math.random() * 2 ** 53) - 2 ** 52),
   );
+  const { windowMs, query = () => "" } = options;
+  const windowOf = (at: number) => {
+    const start = at - at % windowMs!;
+    let window = traffic.windows.get(start);
+    if (!window) {
+      window = { acked: new Set(), touched: new Set() };
+      traffic.windows.set(start, window);
+    }
+    return window;
+  };
   const loop = async () => {
     while (Date.now() < until) {
       const id = pool[Math.floor(Math.random() * pool.length)]!;
-      traffic.requests++;
+      const n = traffic.requests++;
+      const sentAt = Date.now();
+      let ok = false;
       try {
-        const response = await fetch(`${url}/api/verve/accept?id=${id}`, {
-          signal: AbortSignal.timeout(10_000),
-        });
+        const response = await fetch(
+          `${url}/api/verve/accept?id=${id}${query(n)}`,
+          { signal: AbortSignal.timeout(10_000) },
+        );
         const answer = `${response.status} ${await response.text()}`;
-        if (answer === "200 ok") traffic.acked.add(id);
-        else traffic.other.set(answer, (traffic.other.get(answer) ?? 0) + 1);
+        ok = answer === "200 ok";
+        if (ok) traffic.acked.add(id);
+        else {
+          traffic.refused.add(id);
+          traffic.other.set(answer, (traffic.other.get(answer) ?? 0) + 1);
+          traffic.lastNotOkAt = Date.now();
+        }
       } catch {
         traffic.unanswered.add(id);
+        traffic.lastNotOkAt = Date.now();
       }
+      if (windowMs === undefined) continue;
+      const sent = windowOf(sentAt);
+      const answered = windowOf(Date.now());
+      sent.touched.add(id);
+      answered.touched.add(id);
+      if (ok && sent === answered) sent.acked.add(id);
     }
   };
   await Promise.all(Array.from({ length: options.connections ?? 16 }, loop));
