@@ -24,6 +24,7 @@ import { tempKvPath } from "../helpers/kv.ts";
 import { KAFKA_MOCK_AVAILABLE, startKafkaMock } from "../helpers/kafka_mock.ts";
 import { startFakeKafkaRestProxy } from "../helpers/fake_kafka_rest_proxy.ts";
 import {
+  countFaults,
   reportedCount,
   sendTraffic,
   type Traffic,
@@ -245,16 +246,7 @@ async function runFleet(
     if (options.storeDown) {
       for (const id of traffic.refused) uncertain.add(id);
     }
-    const uncertainOnly = [...uncertain].filter((id) => !traffic.acked.has(id))
-      .length;
-    if (reported < traffic.acked.size) {
-      broken.push(`reported ${reported} < acked ${traffic.acked.size}`);
-    }
-    if (reported > traffic.acked.size + uncertainOnly) {
-      broken.push(
-        `reported ${reported} > acked ${traffic.acked.size} + unanswered ${uncertainOnly}`,
-      );
-    }
+    broken.push(...countFaults(reported, traffic.acked, uncertain));
 
     // Every webhook URL gets the report once.
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -451,12 +443,8 @@ async function runSinkOutage(scenario: string): Promise<ChaosRow> {
         const count = await reportedCount(services, minute, 4 * w);
         counts.set(formatMinute(minute), count);
         const { acked, touched } = traffic.windows.get(minute)!;
-        if (count < acked.size || count > touched.size) {
-          broken.push(
-            `${
-              formatMinute(minute)
-            }: reported ${count}, acked ${acked.size}, touched ${touched.size}`,
-          );
+        for (const fault of countFaults(count, acked, touched)) {
+          broken.push(`${formatMinute(minute)}: ${fault}`);
         }
       } catch (error) {
         broken.push(`${formatMinute(minute)}: ${(error as Error).message}`);

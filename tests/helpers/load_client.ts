@@ -135,3 +135,28 @@ export async function reportedCount(
   assert.equal(reports.length, 1, "one report for the window");
   return first.properties.unique_ids as number;
 }
+
+/**
+ * Checks a window's reported count against what the load client saw: the
+ * ids answered `ok` ≤ the count ≤ those plus the ids that may have been
+ * recorded without an `ok` (no answer, or an answer that cannot prove the
+ * store did not write, such as a request crossing a window boundary).
+ *
+ * @returns The invariants that broke, as text; none when all hold.
+ */
+export function countFaults(
+  reported: number,
+  acked: Set<string>,
+  uncertain: Iterable<string>,
+): string[] {
+  const uncertainOnly = new Set([...uncertain].filter((id) => !acked.has(id)));
+  if (reported < acked.size) {
+    return [`reported ${reported} < acked ${acked.size}`];
+  }
+  if (reported > acked.size + uncertainOnly.size) {
+    return [
+      `reported ${reported} > acked ${acked.size} + uncertain ${uncertainOnly.size}`,
+    ];
+  }
+  return [];
+}
