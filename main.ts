@@ -26,6 +26,7 @@ import { createKafkaSink } from "./lib/sinks/kafka.ts";
 import { createKafkaRestSink } from "./lib/sinks/kafka_rest.ts";
 import { createWebhookSink } from "./lib/sinks/webhook.ts";
 import type { Store } from "./lib/store.ts";
+import { withTimeLimit } from "./lib/kv_time_limit.ts";
 import { createKvStore, idLifetime } from "./lib/store_kv.ts";
 import { createRedisStore, openRedis } from "./lib/store_redis.ts";
 import { createWebhookPost } from "./lib/webhook_post.ts";
@@ -90,12 +91,19 @@ const store = config.ackMode === "buffered"
   })
   : backend;
 
-/** Opens Deno KV, making the default `./data` directory when needed. */
+/**
+ * Opens Deno KV, making the default `./data` directory when needed. A remote
+ * database (a KV Connect URL, or Deno Deploy's when `path` is undefined)
+ * gets a time limit on every call; a local file's calls wait at most for
+ * its lock.
+ */
 async function openKv(path: string | undefined): Promise<Deno.Kv> {
   if (path?.startsWith("./data/")) {
     await Deno.mkdir("./data", { recursive: true });
   }
-  return await Deno.openKv(path);
+  const kv = await Deno.openKv(path);
+  const remote = path === undefined || /^https?:\/\//i.test(path);
+  return remote ? withTimeLimit(kv, config.kvTimeoutMs) : kv;
 }
 
 const shutdown = new AbortController();

@@ -37,6 +37,11 @@ export interface Config {
   kvPath: string | undefined;
   /** `KV_COMMIT_ATTEMPTS`: attempts per Deno KV commit that throws. */
   kvCommitAttempts: number;
+  /**
+   * `KV_TIMEOUT_MS`: the time limit of one call to a remote Deno KV (KV
+   * Connect, Deno Deploy).
+   */
+  kvTimeoutMs: number;
   /** `WINDOW_MS`: the counting window; one minute unless testing. */
   windowMs: number;
   /**
@@ -196,6 +201,7 @@ const schema = z.object({
   REDIS_TIMEOUT_MS: integer(10, 60_000, 1000),
   KV_PATH: z.string().trim().min(1).optional(),
   KV_COMMIT_ATTEMPTS: integer(1, 20, 10),
+  KV_TIMEOUT_MS: integer(100, 60_000, 2000),
   WINDOW_MS: integer(100, 3_600_000, 60_000),
   KV_PARTITIONS: integer(1, 256, 1),
   KV_MAX_WINDOW_IDS: integer(1000, 100_000_000, 5_000_000),
@@ -368,6 +374,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     redisTimeoutMs: s.REDIS_TIMEOUT_MS,
     kvPath: s.KV_PATH ?? (onDeploy ? undefined : DEFAULT_KV_PATH),
     kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,
+    kvTimeoutMs: s.KV_TIMEOUT_MS,
     windowMs: s.WINDOW_MS,
     kvPartitions: s.KV_PARTITIONS,
     kvMaxWindowIds: s.KV_MAX_WINDOW_IDS,

@@ -1,0 +1,231 @@
+/**
+ * The KV store on a remote Deno KV: Deno's own client speaking KV Connect to
+ * a real endpoint on loopback (`tests/helpers/kv_connect.ts`), with the time
+ * limit the service puts on remote calls. The store contract, exact counts
+ * across instances, the server limits, and the three ways a remote database
+ * fails: answering `5xx`, never answering, and going away.
+ */
+import assert from "node:assert/strict";
+import { withTimeLimit } from "../lib/kv_time_limit.ts";
+import type { MinuteReport } from "../lib/sink.ts";
+import { type Store, StoreUnavailableError } from "../lib/store.ts";
+import { createKvStore, type KvStoreOptions } from "../lib/store_kv.ts";
+import { MAX_IDS_PER_ENTRY } from "../lib/kv_id_log.ts";
+import {
+  KV_CONNECT_LIMITS,
+  type KvConnectServer,
+  startKvConnect,
+} from "./helpers/kv_connect.ts";
+import {
+  checkOutboxContract,
+  checkOwedUrls,
+  checkReportClaim,
+  checkStaleClaimTakeover,
+  checkUrlCap,
+  checkWindowStats,
+} from "./helpers/store_contract.ts";
+
+const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
+const NEXT = MINUTE + 60_000;
+const OPTIONS: KvStoreOptions = { retentionMs: 3_600_000, retryBaseMs: 1 };
+/** URLs the limits test records: more than a page of a listing. */
+const URLS = 150;
+/** The time limit of the fault test's calls. */
+const TIME_LIMIT_MS = 500;
+
+/**
+ * Opens `count` clients of `server`, each with a time limit on its calls as
+ * the service sets (the service's default unless given).
+ */
+async function remoteKvs(
+  server: KvConnectServer,
+  count: number,
+  timeLimitMs = 2000,
+): Promise<Deno.Kv[]> {
+  Deno.env.set("DENO_KV_ACCESS_TOKEN", server.token);
+  return await Promise.all(
+    Array.from(
+      { length: count },
+      async () => withTimeLimit(await Deno.openKv(server.url), timeLimitMs),
+    ),
+  );
+}
+
+async function remoteStores(
+  server: KvConnectServer,
+  count: number,
+  options: Partial<KvStoreOptions> = {},
+  timeLimitMs?: number,
+) {
+  return (await remoteKvs(server, count, timeLimitMs)).map((kv) =>
+    createKvStore(kv, { ...OPTIONS, ...options })
+  );
+}
+
+Deno.test("over KV Connect the KV store keeps the store contract", async (t) => {
+  /** Runs `check` on `count` stores of a fresh endpoint. */
+  const step = (
+    name: string,
+    count: number,
+    check: (stores: Store[]) => Promise<void>,
+    options: Partial<KvStoreOptions> = {},
+  ) =>
+    t.step(name, async () => {
+      await using server = await startKvConnect();
+      const stores = await remoteStores(server, count, options);
+      await check(stores);
+      for (const store of stores) await store.close();
+      assert.deepEqual(server.stats.refused, []);
+    });
+  await step("report claim", 3, (stores) => checkReportClaim(stores));
+  await step("stale claim takeover", 1, ([a]) => checkStaleClaimTakeover(a!));
+  await step("URL cap", 2, ([a, b]) => checkUrlCap(a!, b!, 5), {
+    maxUrlsPerWindow: 5,
+  });
+  await step("window stats", 1, ([a]) => checkWindowStats(a!));
+  await step("outbox", 2, ([a, b]) => checkOutboxContract(a!, b!));
+  await step("owed webhook URLs", 2, ([a, b]) => checkOwedUrls(a!, b!));
+});
+
+Deno.test("over KV Connect three instances count every id exactly once, with 20 ms to the database", async () => {
+  await using server = await startKvConnect();
+  server.faults.latencyMs = 20;
+  const stores = await remoteStores(server, 3);
+  const ids = Array.from({ length: 6000 }, (_, i) => String((i % 2000) * 7919));
+  const results = await Promise.all(
+    ids.map((id, i) => stores[i % 3]!.recordId(MINUTE, id)),
+  );
+  assert.equal(results.filter(Boolean).length, 2000);
+  for (const store of stores) assert.equal(await store.countIds(MINUTE), 2000);
+  for (const store of stores) await store.close();
+});
+
+Deno.test("every write the KV store makes stays within the KV Connect limits, at the largest settings", async () => {
+  await using server = await startKvConnect();
+  const [store, other] = await remoteStores(server, 2, {
+    partitions: 1,
+    maxUrlsPerWindow: URLS,
+  });
+  // Ids: full log entries, several per window.
+  const ids = Array.from({ length: 20_000 }, (_, i) => String(i * 104729));
+  const results = await Promise.all(
+    ids.map((id) => store!.recordId(MINUTE, id)),
+  );
+  assert.equal(results.filter(Boolean).length, ids.length);
+  // The most partitions: their heads are read in chunks.
+  const [partitioned] = await remoteStores(server, 1, { partitions: 256 });
+  await Promise.all(ids.map((id) => partitioned!.recordId(NEXT, id)));
+  assert.equal(await partitioned!.countIds(NEXT), ids.length);
+  await partitioned!.close();
+  // URLs: past a page of a listing, from two instances, each near the
+  // longest allowed (the cap itself bounds no single write).
+  for (let i = 0; i < URLS; i++) {
+    await (i % 2 ? store : other)!.recordUrl(
+      MINUTE,
+      `https://hooks.example.com/${"x".repeat(1900)}/${i}`,
+    );
+  }
+  // The report, with an outbox entry for every sink there is.
+  const claim = await store!.claimReport(MINUTE, "a", Date.now(), 60_000);
+  assert.ok(claim.claimed);
+  const count = await other!.countIds(MINUTE);
+  assert.equal(count, ids.length);
+  const report: MinuteReport = {
+    minute: new Date(MINUTE).toISOString(),
+    unique_ids: count,
+    window_ms: 60_000,
+    reported_at: new Date().toISOString(),
+  };
+  await store!.completeReport(MINUTE, "a", count, {
+    report,
+    sinks: ["log", "webhook", "kafka-rest", "kafka"],
+    now: Date.now(),
+  });
+  assert.equal((await store!.listOwedUrls(MINUTE)).length, URLS);
+  assert.equal((await other!.listOutbox()).length, 4);
+  await store!.close();
+  await other!.close();
+
+  const { largest, largestRead, refused } = server.stats;
+  assert.deepEqual(refused, []);
+  assert.ok(largest.checks <= KV_CONNECT_LIMITS.checks, `${largest.checks}`);
+  assert.ok(largest.mutations <= KV_CONNECT_LIMITS.mutations);
+  assert.ok(largest.mutationBytes <= KV_CONNECT_LIMITS.mutationBytes);
+  assert.ok(largestRead.ranges <= KV_CONNECT_LIMITS.readRanges);
+  assert.ok(largestRead.limit <= KV_CONNECT_LIMITS.readEntries);
+  // A full log entry went over the wire: the limits were really tried.
+  assert.ok(
+    largest.mutationBytes >= MAX_IDS_PER_ENTRY * 8,
+    `${largest.mutationBytes}`,
+  );
+});
+
+Deno.test("the endpoint refuses what a KV Connect server refuses", async () => {
+  await using server = await startKvConnect();
+  const [kv] = await remoteKvs(server, 1);
+  const op = kv!.atomic();
+  for (let i = 0; i <= KV_CONNECT_LIMITS.checks; i++) {
+    op.check({ key: ["k", i], versionstamp: null });
+  }
+  await assert.rejects(() => op.commit());
+  const big = kv!.atomic();
+  for (let i = 0; i < 20; i++) big.set(["big", i], new Uint8Array(60_000));
+  // Deno's client refuses this one itself, before it reaches the server.
+  await assert.rejects(() => big.commit());
+  assert.deepEqual(server.stats.refused, ["Too many checks"]);
+  // A wrong access token gets nowhere.
+  Deno.env.set("DENO_KV_ACCESS_TOKEN", "wrong");
+  await assert.rejects(() => Deno.openKv(server.url), /401/);
+  kv!.close();
+});
+
+Deno.test({
+  name:
+    "a remote KV that answers 5xx, never answers, or is gone gets 503 within the time limit, and recovers",
+  // A call past its time limit is left to the client, which retries it
+  // until the database answers: it may end after the test.
+  sanitizeOps: false,
+}, async (t) => {
+  await using server = await startKvConnect();
+  const [store] = await remoteStores(server, 1, {}, TIME_LIMIT_MS);
+  let next = 0;
+  /** Records a new id; returns how long the answer took, or throws. */
+  const record = async () => {
+    const started = performance.now();
+    await store!.recordId(NEXT, String(++next));
+    return performance.now() - started;
+  };
+  assert.ok(await record() >= 0);
+  const faults: [string, () => unknown, () => unknown][] = [
+    [
+      "5xx",
+      () => server.faults.errorRate = 1,
+      () => server.faults.errorRate = 0,
+    ],
+    [
+      "no answer",
+      () => server.faults.hang = true,
+      () => server.faults.hang = false,
+    ],
+    ["gone", () => server.stop(), () => server.start()],
+  ];
+  for (const [name, breakIt, mendIt] of faults) {
+    await t.step(name, async () => {
+      await breakIt();
+      const started = performance.now();
+      await assert.rejects(record, StoreUnavailableError);
+      const waited = performance.now() - started;
+      // Bounded: the time limit, not the client's endless retries.
+      assert.ok(waited < TIME_LIMIT_MS * 4, `${waited} ms`);
+      await mendIt();
+      // Back: the store answers again (the id may have landed meanwhile).
+      let recovered = false;
+      for (let attempt = 0; attempt < 50 && !recovered; attempt++) {
+        recovered = await record().then(() => true, () => false);
+        if (!recovered) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(recovered, `the store did not recover from ${name}`);
+    });
+  }
+  await store!.close();
+});
