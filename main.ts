@@ -101,7 +101,18 @@ async function openKv(path: string | undefined): Promise<Deno.Kv> {
   if (path?.startsWith("./data/")) {
     await Deno.mkdir("./data", { recursive: true });
   }
-  const kv = await Deno.openKv(path);
+  let kv: Deno.Kv;
+  try {
+    kv = await Deno.openKv(path);
+  } catch (error) {
+    // A remote database that refuses the token or cannot be reached.
+    logger.error("Cannot open Deno KV {path}: {error}", {
+      path: path ?? "(Deno Deploy's)",
+      error: error instanceof Error ? error.message : String(error),
+    });
+    await closeLogging();
+    Deno.exit(1);
+  }
   const remote = path === undefined || /^https?:\/\//i.test(path);
   return remote ? withTimeLimit(kv, config.kvTimeoutMs) : kv;
 }

@@ -8,6 +8,7 @@ import { formatMinute, windowStart } from "../lib/minute.ts";
 import { tempKvPath } from "./helpers/kv.ts";
 import { makeTestCertificates, skipWithoutOpenssl } from "./helpers/tls.ts";
 import { nextWindow, withinOneWindow } from "./helpers/windows.ts";
+import { startKvConnect } from "./helpers/kv_connect.ts";
 import { LOOPBACK_ALLOW, startReceiver } from "./helpers/receiver.ts";
 import {
   type LogLine,
@@ -43,8 +44,27 @@ function reportOf(minute: number) {
 
 Deno.test("the service counts unique ids per window and reports each window once to the log and to every webhook URL", async () => {
   await using file = await tempKvPath();
+  await countsAndReports(serviceEnv(file.path));
+});
+
+Deno.test("on a remote Deno KV over KV Connect the service counts and reports the same", async () => {
+  await using remote = await startKvConnect();
+  await countsAndReports({
+    ...serviceEnv(remote.url),
+    DENO_KV_ACCESS_TOKEN: remote.token,
+  });
+  assert.ok(remote.stats.atomicWrites > 0);
+  assert.deepEqual(remote.stats.refused, []);
+});
+
+/**
+ * Valid and invalid requests in one window of a service started with `env`:
+ * the answers, the report in the log and to each webhook URL, the next,
+ * empty window reported as zero, and a clean stop.
+ */
+async function countsAndReports(env: Record<string, string>) {
   await using receiver = startReceiver();
-  await using service = await startService(serviceEnv(file.path));
+  await using service = await startService(env);
 
   const hook = (path: string) => encodeURIComponent(`${receiver.url}${path}`);
   const expected: [query: string, valid: boolean][] = [
@@ -104,7 +124,7 @@ Deno.test("the service counts unique ids per window and reports each window once
   assert.ok(
     service.lines.some((l) => l.message.startsWith("Received SIGTERM")),
   );
-});
+}
 
 Deno.test("answers other methods, paths and HEAD as specified", async () => {
   await using file = await tempKvPath();

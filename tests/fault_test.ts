@@ -7,7 +7,13 @@ import { DatabaseSync } from "node:sqlite";
 import { createKvStore } from "../lib/store_kv.ts";
 import { readIdLog, tempKvPath } from "./helpers/kv.ts";
 import { LOOPBACK_ALLOW, startReceiver } from "./helpers/receiver.ts";
-import { type LogLine, startService } from "./helpers/service.ts";
+import { startKvConnect } from "./helpers/kv_connect.ts";
+import {
+  type LogLine,
+  runServiceToExit,
+  startService,
+} from "./helpers/service.ts";
+import { nextWindow } from "./helpers/windows.ts";
 
 /** Windows long enough that a test stays in one or two of them. */
 const WINDOW_MS = 600_000;
@@ -436,4 +442,103 @@ Deno.test("a webhook receiver down for several windows gets every window once it
   assert.equal(new Set(delivered).size, delivered.length, `${delivered}`);
   for (const minute of delivered) assert.ok(touched.has(minute), minute);
   assert.equal(await service.stop("SIGTERM"), 0);
+});
+
+Deno.test("a remote Deno KV that answers 5xx, never answers or is gone gets 503 within KV_TIMEOUT_MS, and the service recovers and reports the window", async () => {
+  await using remote = await startKvConnect();
+  await using service = await startService({
+    KV_PATH: remote.url,
+    DENO_KV_ACCESS_TOKEN: remote.token,
+    WINDOW_MS: "10000",
+    REPORT_GRACE_MS: "300",
+    KV_TIMEOUT_MS: "500",
+  });
+  let next = 0;
+  const get = async () => {
+    const started = performance.now();
+    const response = await fetch(
+      `${service.url}/api/verve/accept?id=${++next}`,
+      // Without the time limit a request would wait for as long as the
+      // database does.
+      { signal: AbortSignal.timeout(5000) },
+    );
+    return {
+      answer: `${response.status} ${await response.text()}`,
+      ms: performance.now() - started,
+    };
+  };
+  const window = await nextWindow(10_000, 50);
+  const acked = new Set<number>();
+  const ok = async () => {
+    // Calls left to the client by a fault may still be landing.
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const { answer } = await get();
+      if (answer === "200 ok") return acked.add(next);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.fail("the service did not recover");
+  };
+  await ok();
+  const faults: [string, () => unknown, () => unknown][] = [
+    [
+      "5xx",
+      () => remote.faults.errorRate = 1,
+      () => remote.faults.errorRate = 0,
+    ],
+    [
+      "no answer",
+      () => remote.faults.hang = true,
+      () => remote.faults.hang = false,
+    ],
+    ["gone", () => remote.stop(), () => remote.start()],
+  ];
+  for (const [name, breakIt, mendIt] of faults) {
+    await breakIt();
+    const { answer, ms } = await get();
+    assert.equal(answer, "503 failed", name);
+    // The time limit, and some time to answer: never a hang.
+    assert.ok(ms < 1500, `${name}: answered after ${ms} ms`);
+    await mendIt();
+    await ok();
+  }
+  assert.ok(Date.now() < window + 10_000, "the faults outlasted the window");
+  // The window is reported with every acknowledged id; ids answered 503
+  // may count too (their commit may have landed after the time limit).
+  const report = await service.waitForLog(
+    (line) =>
+      line.logger === "verve.report" &&
+      line.properties.minute === new Date(window).toISOString(),
+    30_000,
+  );
+  const count = report.properties.unique_ids as number;
+  assert.ok(count >= acked.size && count <= next, `${count} of ${next}`);
+  assert.equal(await service.stop("SIGTERM"), 0);
+});
+
+Deno.test("a remote Deno KV that cannot be reached at start stops the service with exit code 1 and says why", async () => {
+  await using remote = await startKvConnect();
+  await remote.stop();
+  const { code, lines } = await runServiceToExit({
+    KV_PATH: remote.url,
+    DENO_KV_ACCESS_TOKEN: remote.token,
+    PORT: "0",
+  });
+  assert.equal(code, 1);
+  const [error] = lines.filter((line) => line.level === "ERROR");
+  assert.match(
+    error!.message,
+    /^Cannot open Deno KV http:\/\/127\.0\.0\.1:\d+\/: .*Connection refused/,
+  );
+  // Nor does a wrong token get further.
+  await using other = await startKvConnect();
+  const refused = await runServiceToExit({
+    KV_PATH: other.url,
+    DENO_KV_ACCESS_TOKEN: "wrong",
+    PORT: "0",
+  });
+  assert.equal(refused.code, 1);
+  assert.ok(
+    refused.lines.some((line) => /401/.test(line.message)),
+    JSON.stringify(refused.lines),
+  );
 });

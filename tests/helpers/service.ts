@@ -150,17 +150,22 @@ export async function startService(
   }
 }
 
-/** Runs `main.ts` with `env` to its end and returns its exit code and stderr. */
+/**
+ * Runs `main.ts` with `env` to its end and returns its exit code, its log
+ * lines (stdout) and its stderr.
+ */
 export async function runServiceToExit(
   env: Record<string, string>,
-): Promise<{ code: number; stderr: string }> {
-  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+): Promise<{ code: number; lines: LogLine[]; stderr: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: RUN_MAIN,
     env,
     clearEnv: true,
     stdin: "null",
-    stdout: "null",
+    stdout: "piped",
     stderr: "piped",
   }).output();
-  return { code, stderr: new TextDecoder().decode(stderr) };
+  const lines = new TextDecoder().decode(stdout).split("\n")
+    .filter((line) => line.trim() !== "").map((line) => JSON.parse(line));
+  return { code, lines, stderr: new TextDecoder().decode(stderr) };
 }
