@@ -215,6 +215,26 @@ async function readSetting(variable: string, path: string): Promise<string> {
   }
 }
 
+/** The cron job's run under way, which a shutdown waits for. */
+let cronRun: Promise<void> = Promise.resolve();
+// Registered at the top level before the server starts, whatever the
+// window: Deno Deploy finds cron jobs only there, at deployment time.
+Deno.cron(
+  "report-unique-ids",
+  "* * * * *",
+  { signal: shutdown.signal },
+  () => {
+    // Other windows than a minute are served by the window timer.
+    if (config.windowMs !== MINUTE_MS) return;
+    cronRun = (async () => {
+      // A shutdown during the grace leaves the window to the next instance.
+      if (!await sleep(config.reportGraceMs, shutdown.signal)) return;
+      await reporter.reportDue();
+    })();
+    return cronRun;
+  },
+);
+
 const server = Deno.serve(
   {
     hostname: config.host,
@@ -258,31 +278,14 @@ const server = Deno.serve(
 // Catch up on windows left unreported while no instance was running.
 const catchUp = reporter.reportDue();
 
-let timer: Promise<void> = Promise.resolve();
-/** The cron job's run under way, which a shutdown waits for. */
-let cronRun: Promise<void> = Promise.resolve();
-if (config.windowMs === MINUTE_MS) {
-  Deno.cron(
-    "report-unique-ids",
-    "* * * * *",
-    { signal: shutdown.signal },
-    () => {
-      cronRun = (async () => {
-        // A shutdown during the grace leaves the window to the next instance.
-        if (!await sleep(config.reportGraceMs, shutdown.signal)) return;
-        await reporter.reportDue();
-      })();
-      return cronRun;
-    },
-  );
-} else {
-  timer = startWindowTimer({
+const timer: Promise<void> = config.windowMs === MINUTE_MS
+  ? Promise.resolve()
+  : startWindowTimer({
     windowMs: config.windowMs,
     delayMs: config.reportGraceMs,
     onTick: () => reporter.reportDue(),
     signal: shutdown.signal,
   });
-}
 
 let stopping = false;
 let abandoned = false;

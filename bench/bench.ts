@@ -19,6 +19,10 @@ import {
   startRedis,
 } from "../tests/helpers/redis.ts";
 import { freePort } from "../tests/helpers/requirements.ts";
+import {
+  type KvConnectServer,
+  startKvConnect,
+} from "../tests/helpers/kv_connect.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `${ROOT}bench/ids.lua`;
@@ -47,6 +51,12 @@ interface Workload {
    * answer, so `ok` means on disk as with KV.
    */
   redis?: boolean;
+  /**
+   * Runs the service on a remote Deno KV: a KV Connect endpoint in this
+   * process (`tests/helpers/kv_connect.ts`) that adds `latencyMs` to every
+   * read and write, as the distance to the database on the edge does.
+   */
+  remote?: { latencyMs: number };
 }
 
 /** What wrk reports through `done()` in `bench/ids.lua`. */
@@ -72,6 +82,8 @@ interface Row {
   errors: number;
   requests: number;
   peak_rss_mb: number;
+  /** Ids per store commit on average, from the service's `/metrics`. */
+  ids_per_commit: number | null;
 }
 
 const WORKLOADS: Workload[] = [
@@ -163,6 +175,36 @@ const WORKLOADS: Workload[] = [
     script: ["new", 0, 0],
     connections: 64,
     instances: 3,
+  },
+  ...[0, 20, 80].flatMap((latencyMs): Workload[] => [
+    {
+      name: `g-${latencyMs}`,
+      description: `every id new, remote KV over KV Connect, +${latencyMs} ms`,
+      script: ["new", 0, 0],
+      connections: 200,
+      baseline: false,
+      remote: { latencyMs },
+    },
+    {
+      name: `g-${latencyMs}-buffered`,
+      description:
+        `every id new, remote KV over KV Connect, +${latencyMs} ms, ACK_MODE=buffered`,
+      script: ["new", 0, 0],
+      connections: 200,
+      env: { ACK_MODE: "buffered" },
+      baseline: false,
+      remote: { latencyMs },
+    },
+  ]),
+  {
+    name: "g-80-p16",
+    description:
+      "every id new, remote KV over KV Connect, +80 ms, KV_PARTITIONS=16",
+    script: ["new", 0, 0],
+    connections: 200,
+    env: { KV_PARTITIONS: "16" },
+    baseline: false,
+    remote: { latencyMs: 80 },
   },
   {
     name: "e",
@@ -336,11 +378,16 @@ const ms = (us: number) => Math.round(us / 10) / 100;
 async function measure(workload: Workload, baseline: Server): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "verve-bench-" });
   let redis: RedisServer | undefined;
+  let remote: KvConnectServer | undefined;
   const services: Server[] = [];
   try {
     redis = workload.redis
       ? await startRedis({ appendFsync: "always" })
       : undefined;
+    if (workload.remote) {
+      remote = await startKvConnect();
+      remote.faults.latencyMs = workload.remote.latencyMs;
+    }
     const instances = workload.instances ?? 1;
     const port = freePort();
     for (let i = 0; i < instances; i++) {
@@ -352,6 +399,9 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
             LOG_LEVEL: "warning",
             ...(instances > 1 ? { REUSE_PORT: "true" } : {}),
             ...(redis ? { STORE: "redis", REDIS_URL: redis.url } : {}),
+            ...(remote
+              ? { KV_PATH: remote.url, DENO_KV_ACCESS_TOKEN: remote.token }
+              : {}),
             ...workload.env,
           },
           port,
@@ -395,12 +445,24 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
       peak_rss_mb: Math.max(
         ...await Promise.all(services.map((s) => peakRssMb(s.pid))),
       ),
+      ids_per_commit: await idsPerCommit(service.port),
     };
   } finally {
     for (const service of services) await service.stop();
     await redis?.[Symbol.asyncDispose]();
+    await remote?.[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** Ids per commit on average so far, from a service's `/metrics`. */
+async function idsPerCommit(port: number): Promise<number | null> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const value = (name: string) =>
+    Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+  const ids = value("verve_store_batch_size_sum");
+  const commits = value("verve_store_batch_size_count");
+  return commits > 0 ? Math.round(ids / commits) : null;
 }
 
 function printTable(rows: Row[]) {
@@ -414,6 +476,7 @@ function printTable(rows: Row[]) {
     "errors",
     "requests",
     "peak RSS MiB",
+    "ids/commit",
   ];
   const cells = rows.map((r) => [
     `${r.workload}: ${r.description}`,
@@ -425,6 +488,7 @@ function printTable(rows: Row[]) {
     String(r.errors),
     String(r.requests),
     String(r.peak_rss_mb),
+    r.ids_per_commit === null ? "-" : String(r.ids_per_commit),
   ]);
   console.log(markdownTable(header, cells));
 }
