@@ -7,7 +7,7 @@ import { DatabaseSync } from "node:sqlite";
 import { createKvStore } from "../lib/store_kv.ts";
 import { readIdLog, tempKvPath } from "./helpers/kv.ts";
 import { LOOPBACK_ALLOW, startReceiver } from "./helpers/receiver.ts";
-import { startKvConnect } from "./helpers/kv_connect.ts";
+import { remoteFaults, startKvConnect } from "./helpers/kv_connect.ts";
 import {
   type LogLine,
   runServiceToExit,
@@ -479,26 +479,13 @@ Deno.test("a remote Deno KV that answers 5xx, never answers or is gone gets 503 
     assert.fail("the service did not recover");
   };
   await ok();
-  const faults: [string, () => unknown, () => unknown][] = [
-    [
-      "5xx",
-      () => remote.faults.errorRate = 1,
-      () => remote.faults.errorRate = 0,
-    ],
-    [
-      "no answer",
-      () => remote.faults.hang = true,
-      () => remote.faults.hang = false,
-    ],
-    ["gone", () => remote.stop(), () => remote.start()],
-  ];
-  for (const [name, breakIt, mendIt] of faults) {
-    await breakIt();
+  for (const { name, begin, end } of remoteFaults(remote)) {
+    await begin();
     const { answer, ms } = await get();
     assert.equal(answer, "503 failed", name);
     // The time limit, and some time to answer: never a hang.
     assert.ok(ms < 1500, `${name}: answered after ${ms} ms`);
-    await mendIt();
+    await end();
     await ok();
   }
   assert.ok(Date.now() < window + 10_000, "the faults outlasted the window");

@@ -44,6 +44,20 @@ function reporterFor(
   return { reporter, clock };
 }
 
+/**
+ * The webhook sink as the service builds it, keeping which URLs each window
+ * still owes in `store`; one attempt per URL and delivery.
+ */
+function owedUrlWebhook(store: Store, logs: CapturedLogs): Sink {
+  return createWebhookSink({
+    post: LOOPBACK_POST,
+    listUrls: (minute) => store.listOwedUrls(minute),
+    markDone: (minute, url) => store.markUrlDone(minute, url),
+    logger: logs.logger("webhook"),
+    attempts: 1,
+  });
+}
+
 function summary(reports: MinuteReport[]) {
   return reports.map((r) => [r.minute, r.unique_ids]);
 }
@@ -528,13 +542,7 @@ Deno.test("a webhook URL that keeps failing is retried through the outbox until 
     request.path === "/b" && failuresLeft-- > 0 ? 503 : 204
   );
   const store = kvStore(await Deno.openKv(":memory:"));
-  const webhook = createWebhookSink({
-    post: LOOPBACK_POST,
-    listUrls: (minute) => store.listOwedUrls(minute),
-    markDone: (minute, url) => store.markUrlDone(minute, url),
-    logger: logs.logger("webhook"),
-    attempts: 1,
-  });
+  const webhook = owedUrlWebhook(store, logs);
   const { reporter, clock } = reporterFor(store, logs, { sinks: [webhook] });
   await store.recordUrl(M0, `${receiver.url}/a`);
   await store.recordUrl(M0, `${receiver.url}/b`);
@@ -615,13 +623,7 @@ Deno.test("a webhook URL gets the windows in order, and waiting for its earlier 
     request.path === "/a" && down ? 503 : 204
   );
   const store = kvStore(await Deno.openKv(":memory:"));
-  const webhook = createWebhookSink({
-    post: LOOPBACK_POST,
-    listUrls: (minute) => store.listOwedUrls(minute),
-    markDone: (minute, url) => store.markUrlDone(minute, url),
-    logger: logs.logger("webhook"),
-    attempts: 1,
-  });
+  const webhook = owedUrlWebhook(store, logs);
   const { reporter, clock } = reporterFor(store, logs, { sinks: [webhook] });
   const [a, b] = [`${receiver.url}/a`, `${receiver.url}/b`];
   await store.recordUrl(M0, a);

@@ -14,6 +14,7 @@ import { MAX_IDS_PER_ENTRY } from "../lib/kv_id_log.ts";
 import {
   KV_CONNECT_LIMITS,
   type KvConnectServer,
+  remoteFaults,
   startKvConnect,
 } from "./helpers/kv_connect.ts";
 import {
@@ -196,28 +197,15 @@ Deno.test({
     return performance.now() - started;
   };
   assert.ok(await record() >= 0);
-  const faults: [string, () => unknown, () => unknown][] = [
-    [
-      "5xx",
-      () => server.faults.errorRate = 1,
-      () => server.faults.errorRate = 0,
-    ],
-    [
-      "no answer",
-      () => server.faults.hang = true,
-      () => server.faults.hang = false,
-    ],
-    ["gone", () => server.stop(), () => server.start()],
-  ];
-  for (const [name, breakIt, mendIt] of faults) {
+  for (const { name, begin, end } of remoteFaults(server)) {
     await t.step(name, async () => {
-      await breakIt();
+      await begin();
       const started = performance.now();
       await assert.rejects(record, StoreUnavailableError);
       const waited = performance.now() - started;
       // Bounded: the time limit, not the client's endless retries.
       assert.ok(waited < TIME_LIMIT_MS * 4, `${waited} ms`);
-      await mendIt();
+      await end();
       // Back: the store answers again (the id may have landed meanwhile).
       let recovered = false;
       for (let attempt = 0; attempt < 50 && !recovered; attempt++) {

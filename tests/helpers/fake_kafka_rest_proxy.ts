@@ -8,6 +8,7 @@
  * @module
  */
 import { Kafka, logLevel, Partitioners, type Producer } from "kafkajs";
+import { serveRestartable } from "./restartable_server.ts";
 
 /** How the double should misbehave next. */
 export interface ProxyFaults {
@@ -52,9 +53,6 @@ export async function startFakeKafkaRestProxy(options: {
   });
   await producer.connect();
   const clusterId = "mock-cluster-1";
-  const release = new AbortController();
-  let server: Deno.HttpServer<Deno.NetAddr> | undefined;
-  let port = 0;
 
   const json = (status: number, body: unknown, type = "application/json") =>
     new Response(JSON.stringify(body), {
@@ -82,9 +80,7 @@ export async function startFakeKafkaRestProxy(options: {
     double.requests++;
     const v2Type = "application/vnd.kafka.v2+json";
     if (double.faults.hang) {
-      await new Promise((resolve) =>
-        release.signal.addEventListener("abort", resolve, { once: true })
-      );
+      await server.held();
       return json(503, { error_code: 503, message: "shutting down" });
     }
     const status = double.faults.status;
@@ -171,38 +167,23 @@ export async function startFakeKafkaRestProxy(options: {
     });
   }
 
-  function start() {
-    server = Deno.serve({
-      hostname: "127.0.0.1",
-      port,
-      onListen() {},
-    }, handle);
-    port = server.addr.port;
-  }
-
-  async function stop() {
-    release.abort();
-    await server?.shutdown();
-    server = undefined;
-  }
-
+  const server = serveRestartable(handle);
   const double: FakeKafkaRestProxy = {
     get url() {
-      return `http://127.0.0.1:${port}`;
+      return `http://127.0.0.1:${server.port}`;
     },
     get port() {
-      return port;
+      return server.port;
     },
     clusterId,
     requests: 0,
     faults: {},
-    stop,
-    start,
+    stop: () => server.stop(),
+    start: () => server.start(),
     async [Symbol.asyncDispose]() {
-      await stop();
+      await server.stop();
       await producer.disconnect();
     },
   };
-  start();
   return double;
 }

@@ -23,6 +23,7 @@
  * @module
  */
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { serveRestartable } from "./restartable_server.ts";
 
 /** The limits a KV Connect server enforces (`denoland/denokv`, `limits.rs`). */
 export const KV_CONNECT_LIMITS = {
@@ -69,6 +70,34 @@ export interface KvConnectServer extends AsyncDisposable {
   stop(): Promise<void>;
   /** Listens again on the same port. */
   start(): void;
+}
+
+/** One way a remote database fails, as a test brings it on and ends it. */
+export interface RemoteFault {
+  name: string;
+  begin(): unknown;
+  end(): unknown;
+}
+
+/**
+ * The three ways a remote database fails: answering `503` to everything,
+ * taking requests and never answering, and being gone (connections
+ * refused).
+ */
+export function remoteFaults(server: KvConnectServer): RemoteFault[] {
+  return [
+    {
+      name: "5xx",
+      begin: () => server.faults.errorRate = 1,
+      end: () => server.faults.errorRate = 0,
+    },
+    {
+      name: "no answer",
+      begin: () => server.faults.hang = true,
+      end: () => server.faults.hang = false,
+    },
+    { name: "gone", begin: () => server.stop(), end: () => server.start() },
+  ];
 }
 
 const SUPPORTED_VERSIONS = [1, 2, 3];
@@ -124,10 +153,6 @@ export async function startKvConnect(
     largest: { checks: 0, mutations: 0, mutationBytes: 0 },
     largestRead: { ranges: 0, limit: 0 },
   };
-  /** Released when hanging requests should end (stop, dispose). */
-  let release = new AbortController();
-  let server: Deno.HttpServer<Deno.NetAddr> | undefined;
-  let port = 0;
 
   const text = (status: number, body: string) =>
     new Response(body, { status, headers: { "content-type": "text/plain" } });
@@ -158,7 +183,7 @@ export async function startKvConnect(
       version,
       ...(version === 1 ? { uuid: databaseId } : { databaseId }),
       endpoints: [{
-        url: `http://127.0.0.1:${port}/data`,
+        url: `http://127.0.0.1:${server.port}/data`,
         consistency: "strong",
       }],
       token: dataToken,
@@ -313,10 +338,7 @@ export async function startKvConnect(
     if (request.method !== "POST") return text(405, "Method not allowed");
     if (path === "/") return metadata(request, await request.text());
     if (faults.hang) {
-      const { signal } = release;
-      await new Promise((resolve) =>
-        signal.addEventListener("abort", resolve, { once: true })
-      );
+      await server.held();
       return text(503, "Shutting down");
     }
     if (faults.latencyMs > 0) {
@@ -336,33 +358,16 @@ export async function startKvConnect(
     }
   }
 
-  function start() {
-    server = Deno.serve({
-      hostname: "127.0.0.1",
-      port,
-      onListen() {},
-    }, handle);
-    port = server.addr.port;
-  }
-
-  async function stop() {
-    if (!server) return;
-    release.abort();
-    release = new AbortController();
-    await server.shutdown();
-    server = undefined;
-  }
-
-  start();
+  const server = serveRestartable(handle);
   return {
-    url: `http://127.0.0.1:${port}/`,
+    url: `http://127.0.0.1:${server.port}/`,
     token,
     faults,
     stats,
-    stop,
-    start,
+    stop: () => server.stop(),
+    start: () => server.start(),
     async [Symbol.asyncDispose]() {
-      await stop();
+      await server.stop();
       backing.close();
     },
   };
