@@ -55,11 +55,14 @@ const retentionMs = config.retentionWindows * config.windowMs;
 let fullWindow: number | undefined;
 const backend: Store = config.store === "redis"
   ? createRedisStore(
-    openRedis(config.redisUrl, getLogger([LOG_CATEGORY, "redis"])),
+    openRedis(config.redisUrls, getLogger([LOG_CATEGORY, "redis"]), {
+      cluster: config.redisCluster,
+    }),
     {
       retentionMs,
       maxUrlsPerWindow: config.maxUrlsPerWindow,
       timeoutMs: config.redisTimeoutMs,
+      waitReplicas: config.redisWaitReplicas,
       onCommit,
     },
   )
@@ -248,7 +251,7 @@ const server = Deno.serve(
         hostname,
         port,
         store: config.store === "redis"
-          ? redactUrl(config.redisUrl)
+          ? config.redisUrls.map(redactUrl).join(",")
           : config.kvPath ?? "(default KV)",
         windowMs: config.windowMs,
         ackMode: config.ackMode,

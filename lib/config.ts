@@ -25,8 +25,18 @@ export interface Config {
   tls: { certFile: string; keyFile: string } | undefined;
   /** `STORE`: the shared store, `kv` (Deno KV) or `redis`. */
   store: StoreKind;
-  /** `REDIS_URL`: the Redis server, `redis://` or `rediss://`, with credentials. */
-  redisUrl: string;
+  /**
+   * `REDIS_URL`: the Redis server, `redis://` or `rediss://`, with
+   * credentials; with `REDIS_CLUSTER`, the cluster's seed nodes.
+   */
+  redisUrls: string[];
+  /** `REDIS_CLUSTER`: whether Redis is a Redis Cluster. */
+  redisCluster: boolean;
+  /**
+   * `REDIS_WAIT_REPLICAS`: replicas that must have each write before it
+   * counts (Redis `WAIT`).
+   */
+  redisWaitReplicas: number;
   /** `REDIS_TIMEOUT_MS`: the time limit of one Redis command. */
   redisTimeoutMs: number;
   /**
@@ -192,12 +202,16 @@ const schema = z.object({
   STORE: z.string().trim().toLowerCase().default("kv").pipe(
     z.enum(STORE_KINDS),
   ),
-  REDIS_URL: z.string().trim().default("redis://127.0.0.1:6379").pipe(
-    z.url({
+  REDIS_URL: z.string().trim().default("redis://127.0.0.1:6379").transform(
+    (value) => value.split(",").map((url) => url.trim()),
+  ).pipe(
+    z.array(z.url({
       protocol: /^rediss?$/,
-      error: "must be a redis:// or rediss:// URL",
-    }),
+      error: "must be redis:// or rediss:// URLs, separated by commas",
+    })),
   ),
+  REDIS_CLUSTER: boolean(),
+  REDIS_WAIT_REPLICAS: integer(0, 5, 0),
   REDIS_TIMEOUT_MS: integer(10, 60_000, 1000),
   KV_PATH: z.string().trim().min(1).optional(),
   KV_COMMIT_ATTEMPTS: integer(1, 20, 10),
@@ -319,6 +333,14 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       `must be below REPORT_GRACE_MS (${s.REPORT_GRACE_MS}) with ACK_MODE=buffered (got "${s.BUFFER_FLUSH_MS}")`,
     );
   }
+  if (s.REDIS_URL.length > 1 && !s.REDIS_CLUSTER) {
+    throw new ConfigError(
+      "REDIS_URL",
+      `takes one URL unless REDIS_CLUSTER=true, for the cluster's seed nodes (got ${
+        JSON.stringify(present.REDIS_URL)
+      })`,
+    );
+  }
   if ((s.TLS_CERT_FILE === undefined) !== (s.TLS_KEY_FILE === undefined)) {
     throw new ConfigError(
       s.TLS_CERT_FILE === undefined ? "TLS_CERT_FILE" : "TLS_KEY_FILE",
@@ -370,7 +392,14 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       ? { certFile: s.TLS_CERT_FILE, keyFile: s.TLS_KEY_FILE }
       : undefined,
     store: s.STORE,
-    redisUrl: s.REDIS_URL,
+    redisUrls: s.REDIS_URL,
+    redisCluster: s.REDIS_CLUSTER,
+    // On a cluster, a write counts once its master's replica has it.
+    redisWaitReplicas: present.REDIS_WAIT_REPLICAS !== undefined
+      ? s.REDIS_WAIT_REPLICAS
+      : s.REDIS_CLUSTER
+      ? 1
+      : 0,
     redisTimeoutMs: s.REDIS_TIMEOUT_MS,
     kvPath: s.KV_PATH ?? (onDeploy ? undefined : DEFAULT_KV_PATH),
     kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,

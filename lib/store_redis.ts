@@ -1,15 +1,43 @@
 /**
- * The Redis {@link Store}: per window, a set of ids (`SADD` many ids per
- * script call, batched by group commit; `SCARD` is the exact count), a set of
- * webhook URLs, and a report record claimed with a script. Every key of a
- * window shares one hash tag, so the store works on Redis Cluster too. Every
- * Redis error or timeout surfaces as {@link StoreUnavailableError}; the
- * client reconnects by itself, so the store recovers when Redis returns.
+ * The Redis {@link Store}, on one Redis or a Redis Cluster.
+ *
+ * Layout: per window, a set of ids (`SADD` many ids per script call, batched
+ * by group commit; `SCARD` is the exact count), a set of webhook URLs and one
+ * of the URLs done, the report record (claimed with a script), the outbox
+ * entries of its report (a hash, one field per sink) and what became of each
+ * delivery. Every key of a window shares the hash tag `{verve:<minute>}`, so
+ * they live in one cluster slot, and every script and multi-key command
+ * touches the keys of one window only. Two small indexes are sorted sets of
+ * window starts, each a single key in a slot of its own: `verve:windows`
+ * (windows with ids and no report yet) and `verve:outbox` (windows with
+ * reports waiting for a sink). They are only ever read or changed by
+ * single-key commands, never together with a window's keys, so a cluster
+ * client routes each command to the master that holds its key.
+ *
+ * Steps that span an index and a window are ordered so that a failure or a
+ * failover between them loses nothing and duplicates nothing: a window
+ * enters an index before its keys are written (an index entry without keys
+ * is harmless: the claim finds the window reported or empty), and leaves it
+ * only after its report or outbox is done (a stale entry is found done and
+ * dropped, or ages out after the retention). The claim and the report are
+ * one script each on the window's keys, so exactly one instance reports a
+ * window whatever happens between the steps.
+ *
+ * On a cluster a master's writes reach its replica asynchronously; with
+ * `waitReplicas`, each write is followed by `WAIT`, and counts only once that
+ * many replicas have it, so a failover that promotes the replica loses no
+ * acknowledged id and no report state. Scripts are sent by digest
+ * (`EVALSHA`), and in full once per node that does not know them yet.
+ *
+ * Every Redis error or timeout surfaces as {@link StoreUnavailableError}; the
+ * client reconnects by itself (on a cluster, it also finds the new master of
+ * a slot after a failover), so the store recovers when Redis returns.
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import type { Logger } from "@logtape/logtape";
-import { createClient } from "redis";
+import { createClient, createCluster } from "@redis/client";
 import {
   type CommitObserver,
   GroupCommit,
@@ -36,8 +64,11 @@ import {
 
 /** The part of a Redis client the store uses. */
 export interface RedisConnection {
-  /** Sends one command, e.g. `["SCARD", key]`. */
-  sendCommand(args: string[]): Promise<unknown>;
+  /**
+   * Sends one command, e.g. `["SCARD", key]`; on a cluster, to the master
+   * of `key`'s slot (any node without a key).
+   */
+  sendCommand(args: string[], key?: string): Promise<unknown>;
   /** Closes the connection. */
   close(): Promise<void>;
 }
@@ -60,34 +91,49 @@ export interface RedisStoreOptions {
   clock?: () => number;
   /** Told about every commit of ids, e.g. for metrics. */
   onCommit?: CommitObserver;
+  /**
+   * Replicas that must have each write before it counts (Redis `WAIT`);
+   * fewer within the time limit fail the write as unavailable. Default: 0.
+   */
+  waitReplicas?: number;
+}
+
+/** A Lua script, sent by its SHA-1 digest. */
+interface Script {
+  source: string;
+  sha: string;
+}
+
+function script(source: string): Script {
+  return { source, sha: createHash("sha1").update(source).digest("hex") };
 }
 
 // Adds ids to the window's set unless the window's report exists.
 // KEYS: ids, report. ARGV: ttl ms, id... Returns -1, or 1/0 per id.
-const RECORD_IDS = `
+const RECORD_IDS = script(`
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local added = {}
 for i = 2, #ARGV do added[#added + 1] = redis.call('SADD', KEYS[1], ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return added`;
+return added`);
 
 // KEYS: urls, report. ARGV: url, max, ttl ms.
-const RECORD_URL = `
+const RECORD_URL = script(`
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 'known' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'closed' end
 if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 'full' end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 'recorded'`;
+return 'recorded'`);
 
 // KEYS: urls-done. ARGV: url, ttl ms.
-const MARK_URL_DONE = `
+const MARK_URL_DONE = script(`
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1`;
+return 1`);
 
 // KEYS: report. ARGV: owner, now, lease ms, ttl ms.
-const CLAIM = `
+const CLAIM = script(`
 local current = redis.call('GET', KEYS[1])
 if current then
   local record = cjson.decode(current)
@@ -96,11 +142,11 @@ if current then
 end
 redis.call('SET', KEYS[1], cjson.encode({state = 'claimed', owner = ARGV[1],
   claimedAt = tonumber(ARGV[2])}), 'PX', ARGV[4])
-return 'ok'`;
+return 'ok'`);
 
 // KEYS: report, ids, outbox. ARGV: owner, unique ids, ttl ms, then pairs of
 // sink name and outbox entry JSON.
-const COMPLETE = `
+const COMPLETE = script(`
 local current = redis.call('GET', KEYS[1])
 if not current then return 'lost' end
 local record = cjson.decode(current)
@@ -110,24 +156,24 @@ record.uniqueIds = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[3])
 redis.call('DEL', KEYS[2])
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
-return 'ok'`;
+return 'ok'`);
 
 // Removes an outbox entry if it is unchanged and records its outcome.
 // KEYS: outbox, delivery. ARGV: sink, expected JSON, delivery record JSON,
 // ttl ms. Returns -1 when the entry changed, else the entries left.
-const FINISH_OUTBOX = `
+const FINISH_OUTBOX = script(`
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return -1 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return redis.call('HLEN', KEYS[1])`;
+return redis.call('HLEN', KEYS[1])`);
 
 // Replaces an outbox entry if it is unchanged. KEYS: outbox. ARGV: sink,
 // expected JSON, new JSON. Returns 1 when replaced.
-const SWAP_OUTBOX = `
+const SWAP_OUTBOX = script(`
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1`;
+return 1`);
 
 /**
  * Creates a {@link Store} on a Redis connection. The store owns the
@@ -148,33 +194,112 @@ export function createRedisStore(
 }
 
 /**
- * Opens a Redis client for `url` (`redis://` or `rediss://`, with user and
- * password if any) that fails commands at once while disconnected, instead
- * of queueing them, and reconnects in the background. Connection errors are
+ * Opens a Redis client that fails commands at once while disconnected,
+ * instead of queueing them, and reconnects in the background: to `urls[0]`
+ * (`redis://` or `rediss://`, with user and password if any), or with
+ * `cluster`, to the Redis Cluster that the seed nodes `urls` belong to, with
+ * the first URL's credentials and TLS for every node. Connection errors are
  * logged, at most once per outage.
  */
-export function openRedis(url: string, logger: Logger): RedisConnection {
+export function openRedis(
+  urls: string[],
+  logger: Logger,
+  options: { cluster?: boolean } = {},
+): RedisConnection {
   const connectTimeoutMs = 2000;
+  const socket = {
+    connectTimeout: connectTimeoutMs,
+    reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 2000),
+  };
   let down = false;
   let everReady = false;
-  const client = createClient({
-    url,
-    disableOfflineQueue: true,
-    socket: {
-      connectTimeout: connectTimeoutMs,
-      reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 2000),
-    },
-  });
-  client.on("error", (error: Error) => {
+  const onError = (error: Error) => {
     if (down) return;
     down = true;
     logger.warn("Redis is unreachable: {error}", { error: error.message });
-  });
-  client.on("ready", () => {
+  };
+  const onReady = () => {
     everReady = true;
     if (down) logger.info("Redis is reachable again");
     down = false;
+  };
+  const first = new URL(urls[0]!);
+
+  if (options.cluster) {
+    const cluster = createCluster({
+      rootNodes: urls.map((url) => ({ url })),
+      defaults: {
+        disableOfflineQueue: true,
+        ...(first.username
+          ? { username: decodeURIComponent(first.username) }
+          : {}),
+        ...(first.password
+          ? { password: decodeURIComponent(first.password) }
+          : {}),
+        socket: {
+          ...socket,
+          ...(first.protocol === "rediss:" ? { tls: true } : {}),
+        },
+      },
+    });
+    cluster.on("error", onError);
+    cluster.on("node-error", onError);
+    cluster.on("node-ready", onReady);
+    /** A connection attempt under way; the first may fail, so may others. */
+    let connecting: Promise<void> | undefined;
+    const connect = () =>
+      connecting ??= cluster.connect().then(
+        () => onReady(),
+        (error: Error) => onError(error),
+      ).finally(() => connecting = undefined);
+    void connect();
+    let lastDiscovery = 0;
+    /**
+     * Asks the cluster for its slots again. The client does so by itself on
+     * `MOVED`, but a master that died answers nothing, so after a failover
+     * its slots would stay with it.
+     */
+    const rediscover = () => {
+      const now = Date.now();
+      if (now - lastDiscovery < 500) return;
+      lastDiscovery = now;
+      const slots = (cluster as unknown as {
+        _slots?: { rediscover?(startWith: unknown): Promise<void> };
+      })._slots;
+      const anyNode = cluster.masters[0]?.client ?? cluster.replicas[0]?.client;
+      if (!slots?.rediscover || !anyNode) return;
+      slots.rediscover(anyNode).catch(() => {
+        // Tried again after the next failure.
+      });
+    };
+    return {
+      async sendCommand(args, key) {
+        if (!cluster.isOpen) await connect();
+        if (!cluster.isOpen) {
+          throw new Error("no node of the Redis Cluster answers");
+        }
+        try {
+          return await cluster.sendCommand(key, false, args);
+        } catch (error) {
+          rediscover();
+          throw error;
+        }
+      },
+      async close() {
+        await connecting;
+        if (cluster.isOpen) await cluster.close();
+        else cluster.destroy();
+      },
+    };
+  }
+
+  const client = createClient({
+    url: urls[0]!,
+    disableOfflineQueue: true,
+    socket,
   });
+  client.on("error", onError);
+  client.on("ready", onReady);
   client.connect().catch(() => {
     // Reported through the error event; the client keeps reconnecting.
   });
@@ -227,6 +352,7 @@ class RedisStore implements Store {
   readonly #retentionMs: number;
   readonly #maxUrls: number;
   readonly #timeoutMs: number;
+  readonly #waitReplicas: number;
   readonly #clock: () => number;
   readonly #ids: GroupCommit;
   #closed: Promise<void> | undefined;
@@ -243,6 +369,7 @@ class RedisStore implements Store {
     this.#retentionMs = Math.round(options.retentionMs);
     this.#maxUrls = options.maxUrlsPerWindow ?? 1000;
     this.#timeoutMs = options.timeoutMs ?? 1000;
+    this.#waitReplicas = options.waitReplicas ?? 0;
     this.#clock = options.clock ?? Date.now;
     this.#ids = new GroupCommit({
       commit: (minute, ids) => this.#commitIds(minute, ids),
@@ -263,7 +390,7 @@ class RedisStore implements Store {
 
   async #commitIds(minute: number, ids: string[]): Promise<IdOutcome[]> {
     if (!this.#indexed.has(minute)) {
-      await this.#call([
+      await this.#write([
         "ZADD",
         REDIS_WINDOWS_KEY,
         "NX",
@@ -274,12 +401,7 @@ class RedisStore implements Store {
       this.#indexed.add(minute);
     }
     const keys = redisWindowKeys(minute);
-    const added = await this.#call([
-      "EVAL",
-      RECORD_IDS,
-      "2",
-      keys.ids,
-      keys.report,
+    const added = await this.#run(RECORD_IDS, [keys.ids, keys.report], [
       String(this.#retentionMs),
       ...ids,
     ]);
@@ -289,12 +411,7 @@ class RedisStore implements Store {
 
   async recordUrl(minute: number, url: string): Promise<UrlOutcome> {
     const keys = redisWindowKeys(minute);
-    const outcome = await this.#call([
-      "EVAL",
-      RECORD_URL,
-      "2",
-      keys.urls,
-      keys.report,
+    const outcome = await this.#run(RECORD_URL, [keys.urls, keys.report], [
       url,
       String(this.#maxUrls),
       String(this.#retentionMs),
@@ -304,27 +421,25 @@ class RedisStore implements Store {
   }
 
   async countIds(minute: number): Promise<number> {
-    return Number(await this.#call(["SCARD", redisWindowKeys(minute).ids]));
+    const { ids } = redisWindowKeys(minute);
+    return Number(await this.#call(["SCARD", ids], ids));
   }
 
   async listUrls(minute: number): Promise<string[]> {
-    return await this.#call([
-      "SMEMBERS",
-      redisWindowKeys(minute).urls,
-    ]) as string[];
+    const { urls } = redisWindowKeys(minute);
+    return await this.#call(["SMEMBERS", urls], urls) as string[];
   }
 
   async listOwedUrls(minute: number): Promise<string[]> {
     const keys = redisWindowKeys(minute);
-    return await this.#call(["SDIFF", keys.urls, keys.urlsDone]) as string[];
+    return await this.#call(
+      ["SDIFF", keys.urls, keys.urlsDone],
+      keys.urls,
+    ) as string[];
   }
 
   async markUrlDone(minute: number, url: string): Promise<void> {
-    await this.#call([
-      "EVAL",
-      MARK_URL_DONE,
-      "1",
-      redisWindowKeys(minute).urlsDone,
+    await this.#run(MARK_URL_DONE, [redisWindowKeys(minute).urlsDone], [
       url,
       String(this.#retentionMs),
     ]);
@@ -336,11 +451,7 @@ class RedisStore implements Store {
     now: number,
     leaseMs: number,
   ): Promise<ClaimOutcome> {
-    const outcome = await this.#call([
-      "EVAL",
-      CLAIM,
-      "1",
-      redisWindowKeys(minute).report,
+    const outcome = await this.#run(CLAIM, [redisWindowKeys(minute).report], [
       owner,
       String(now),
       String(leaseMs),
@@ -368,25 +479,18 @@ class RedisStore implements Store {
     ]);
     if (entries.length > 0) {
       // Indexed first: an entry must never exist without its index.
-      await this.#call([
+      await this.#write([
         "ZADD",
         REDIS_OUTBOX_KEY,
         String(minute),
         String(minute),
       ]);
     }
-    const outcome = await this.#call([
-      "EVAL",
+    const outcome = await this.#run(
       COMPLETE,
-      "3",
-      keys.report,
-      keys.ids,
-      keys.outbox,
-      owner,
-      String(uniqueIds),
-      String(this.#retentionMs),
-      ...entries,
-    ]);
+      [keys.report, keys.ids, keys.outbox],
+      [owner, String(uniqueIds), String(this.#retentionMs), ...entries],
+    );
     if (outcome !== "ok") {
       throw new StoreUnavailableError(
         `Cannot complete report of ${
@@ -394,15 +498,19 @@ class RedisStore implements Store {
         }: not claimed by ${owner}`,
       );
     }
-    await this.#call(["ZREM", REDIS_WINDOWS_KEY, String(minute)]);
+    await this.#write(["ZREM", REDIS_WINDOWS_KEY, String(minute)]);
   }
 
   async listOutbox(): Promise<OutboxEntry[]> {
-    const minutes = await this.#call(["ZRANGE", REDIS_OUTBOX_KEY, "0", "-1"]);
+    const minutes = await this.#call(
+      ["ZRANGE", REDIS_OUTBOX_KEY, "0", "-1"],
+      REDIS_OUTBOX_KEY,
+    );
     const entries: OutboxEntry[] = [];
     for (const minute of (minutes as string[]).map(Number)) {
+      const { outbox } = redisWindowKeys(minute);
       const entriesOfMinute = pairs(
-        await this.#call(["HGETALL", redisWindowKeys(minute).outbox]),
+        await this.#call(["HGETALL", outbox], outbox),
       );
       for (const [sink, json] of entriesOfMinute) {
         entries.push({ ...JSON.parse(json), minute, sink, version: json });
@@ -425,15 +533,11 @@ class RedisStore implements Store {
   ): Promise<boolean> {
     const { report, attempts, createdAt, notBefore } = { ...entry, ...change };
     const json = JSON.stringify({ report, attempts, createdAt, notBefore });
-    const swapped = await this.#call([
-      "EVAL",
+    const swapped = await this.#run(
       SWAP_OUTBOX,
-      "1",
-      redisWindowKeys(entry.minute).outbox,
-      entry.sink,
-      entry.version,
-      json,
-    ]);
+      [redisWindowKeys(entry.minute).outbox],
+      [entry.sink, entry.version, json],
+    );
     if (swapped !== 1) return false;
     entry.version = json;
     return true;
@@ -450,12 +554,7 @@ class RedisStore implements Store {
       at,
       attempts: entry.attempts,
     };
-    const left = await this.#call([
-      "EVAL",
-      FINISH_OUTBOX,
-      "2",
-      keys.outbox,
-      keys.delivery,
+    const left = await this.#run(FINISH_OUTBOX, [keys.outbox, keys.delivery], [
       entry.sink,
       entry.version,
       JSON.stringify(record),
@@ -463,7 +562,7 @@ class RedisStore implements Store {
     ]);
     // The window's reports all left: nothing can enter its outbox again.
     if (left === 0) {
-      await this.#call(["ZREM", REDIS_OUTBOX_KEY, String(entry.minute)]);
+      await this.#write(["ZREM", REDIS_OUTBOX_KEY, String(entry.minute)]);
     }
   }
 
@@ -471,8 +570,8 @@ class RedisStore implements Store {
     const all = await Promise.all(minutes.map(async (minute) => {
       const keys = redisWindowKeys(minute);
       const [report, deliveries] = await Promise.all([
-        this.#call(["GET", keys.report]),
-        this.#call(["HGETALL", keys.delivery]),
+        this.#call(["GET", keys.report], keys.report),
+        this.#call(["HGETALL", keys.delivery], keys.delivery),
       ]);
       return { minute, report, deliveries: pairs(deliveries) };
     }));
@@ -499,13 +598,16 @@ class RedisStore implements Store {
   async unreportedWindows(): Promise<number[]> {
     // Windows past retention have lost their ids; they cannot be reported.
     const oldest = this.#clock() - this.#retentionMs;
-    await this.#call([
+    await this.#write([
       "ZREMRANGEBYSCORE",
       REDIS_WINDOWS_KEY,
       "-inf",
       `(${oldest}`,
     ]);
-    const minutes = await this.#call(["ZRANGE", REDIS_WINDOWS_KEY, "0", "-1"]);
+    const minutes = await this.#call(
+      ["ZRANGE", REDIS_WINDOWS_KEY, "0", "-1"],
+      REDIS_WINDOWS_KEY,
+    );
     return (minutes as string[]).map(Number).sort((a, b) => a - b);
   }
 
@@ -522,8 +624,66 @@ class RedisStore implements Store {
     return this.#closed;
   }
 
-  /** Sends a command within the time limit; any failure is unavailability. */
-  async #call(args: string[]): Promise<unknown> {
+  /**
+   * Runs `script` on `keys` (all of one window, so one slot) by its digest,
+   * and in full where the node does not know it yet; then waits for the
+   * replicas. The first key routes the call.
+   */
+  async #run(
+    { source, sha }: Script,
+    keys: string[],
+    args: string[],
+  ): Promise<unknown> {
+    const rest = [String(keys.length), ...keys, ...args];
+    let result: unknown;
+    try {
+      result = await this.#call(["EVALSHA", sha, ...rest], keys[0]);
+    } catch (error) {
+      const cause = (error as Error).cause;
+      if (!(cause instanceof Error && cause.message.startsWith("NOSCRIPT"))) {
+        throw error;
+      }
+      result = await this.#call(["EVAL", source, ...rest], keys[0]);
+    }
+    await this.#replicated(keys[0]!);
+    return result;
+  }
+
+  /** Sends a single-key write (its key is `args[1]`), then waits for the replicas. */
+  async #write(args: string[]): Promise<unknown> {
+    const result = await this.#call(args, args[1]);
+    await this.#replicated(args[1]!);
+    return result;
+  }
+
+  /**
+   * With `waitReplicas`, waits until that many replicas have the writes made
+   * so far on `key`'s connection (Redis `WAIT`), within half the time limit.
+   */
+  async #replicated(key: string): Promise<void> {
+    if (this.#waitReplicas === 0) return;
+    const acknowledged = Number(
+      await this.#call(
+        [
+          "WAIT",
+          String(this.#waitReplicas),
+          String(Math.max(1, Math.floor(this.#timeoutMs / 2))),
+        ],
+        key,
+      ),
+    );
+    if (acknowledged < this.#waitReplicas) {
+      throw new StoreUnavailableError(
+        `Redis write reached ${acknowledged} of ${this.#waitReplicas} replicas in time`,
+      );
+    }
+  }
+
+  /**
+   * Sends a command, routed by `key` on a cluster, within the time limit;
+   * any failure is unavailability.
+   */
+  async #call(args: string[], key?: string): Promise<unknown> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -532,7 +692,7 @@ class RedisStore implements Store {
       );
     });
     try {
-      return await Promise.race([this.#redis.sendCommand(args), timeout]);
+      return await Promise.race([this.#redis.sendCommand(args, key), timeout]);
     } catch (error) {
       throw new StoreUnavailableError(
         `Redis ${args[0]} failed: ${(error as Error).message}`,

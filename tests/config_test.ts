@@ -12,10 +12,13 @@ const DEFAULTS: Config = {
   reusePort: false,
   tls: undefined,
   store: "kv",
-  redisUrl: "redis://127.0.0.1:6379",
+  redisUrls: ["redis://127.0.0.1:6379"],
+  redisCluster: false,
+  redisWaitReplicas: 0,
   redisTimeoutMs: 1000,
   kvPath: "./data/verve.kv",
   kvCommitAttempts: 10,
+  kvTimeoutMs: 2000,
   windowMs: 60_000,
   kvPartitions: 1,
   kvMaxWindowIds: 5_000_000,
@@ -80,8 +83,11 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     [
       "REDIS_URL",
       "rediss://user:secret@cache.example.com:6380/2",
-      { redisUrl: "rediss://user:secret@cache.example.com:6380/2" },
+      { redisUrls: ["rediss://user:secret@cache.example.com:6380/2"] },
     ],
+    ["REDIS_WAIT_REPLICAS", "2", { redisWaitReplicas: 2 }],
+    ["KV_TIMEOUT_MS", "100", { kvTimeoutMs: 100 }],
+    ["KV_TIMEOUT_MS", "60000", { kvTimeoutMs: 60_000 }],
     ["REDIS_TIMEOUT_MS", "250", { redisTimeoutMs: 250 }],
     ["REPORT_SINKS", "log", { reportSinks: ["log"] }],
     [
@@ -174,7 +180,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
         port: 1234,
         reusePort: true,
         store: "redis",
-        redisUrl: "redis://10.0.0.5:6379",
+        redisUrls: ["redis://10.0.0.5:6379"],
         redisTimeoutMs: 300,
         kvPath: "./other.kv",
         windowMs: 500,
@@ -193,6 +199,26 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
       },
     );
   });
+});
+
+Deno.test("parseConfig() takes a Redis Cluster's seed nodes, and waits for a replica there by default", () => {
+  assert.deepEqual(
+    parseConfig({
+      REDIS_CLUSTER: "true",
+      REDIS_URL: "redis://:pw@10.0.0.1:7000, redis://10.0.0.2:7000",
+    }),
+    {
+      ...DEFAULTS,
+      redisCluster: true,
+      redisUrls: ["redis://:pw@10.0.0.1:7000", "redis://10.0.0.2:7000"],
+      redisWaitReplicas: 1,
+    },
+  );
+  assert.equal(
+    parseConfig({ REDIS_CLUSTER: "true", REDIS_WAIT_REPLICAS: "0" })
+      .redisWaitReplicas,
+    0,
+  );
 });
 
 Deno.test("parseConfig() treats empty and undefined values as unset", async (t) => {
@@ -276,6 +302,12 @@ Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) 
     ["STORE", "postgres"],
     ["REDIS_URL", "http://cache.example.com"],
     ["REDIS_URL", "not a url"],
+    ["REDIS_URL", "redis://a:6379,redis://b:6379"],
+    ["REDIS_URL", "redis://a:6379,"],
+    ["REDIS_WAIT_REPLICAS", "6"],
+    ["REDIS_CLUSTER", "yes"],
+    ["KV_TIMEOUT_MS", "99"],
+    ["KV_TIMEOUT_MS", "60001"],
     ["REDIS_TIMEOUT_MS", "5"],
     ["REPORT_SINKS", "log,carrier-pigeon"],
     ["WEBHOOK_ALLOW", "http://x"],

@@ -36,7 +36,7 @@ function redisStore(
     clock?: () => number;
   } = {},
 ): Store {
-  return createRedisStore(openRedis(server.url, logs.logger("redis")), {
+  return createRedisStore(openRedis([server.url], logs.logger("redis")), {
     retentionMs: RETENTION,
     timeoutMs: 500,
     clock: () => MINUTE + 120_000,
@@ -46,7 +46,7 @@ function redisStore(
 
 /** A plain connection for looking at what the store wrote. */
 function inspector(server: RedisServer, logs: Logs) {
-  return openRedis(server.url, logs.logger("inspect"));
+  return openRedis([server.url], logs.logger("inspect"));
 }
 
 Deno.test({
@@ -252,7 +252,7 @@ Deno.test({
 
     const wrong = createRedisStore(
       openRedis(
-        `redis://:wrong@127.0.0.1:${server.port}`,
+        [`redis://:wrong@127.0.0.1:${server.port}`],
         logs.logger("wrong"),
       ),
       { retentionMs: RETENTION, timeoutMs: 500 },
