@@ -25,7 +25,8 @@
  *
  * On a cluster a master's writes reach its replica asynchronously; with
  * `waitReplicas`, each write is followed by `WAIT`, and counts only once that
- * many replicas have it, so a failover that promotes the replica loses no
+ * many replicas have it (or every replica its master has left, after a
+ * failover took one), so a failover that promotes the replica loses no
  * acknowledged id and no report state. Scripts are sent by digest
  * (`EVALSHA`), and in full once per node that does not know them yet.
  *
@@ -274,6 +275,8 @@ export function openRedis(
     };
     return {
       async sendCommand(args, key) {
+        // Open before it knows the slots: wait for the attempt under way.
+        if (connecting) await connecting;
         if (!cluster.isOpen) await connect();
         if (!cluster.isOpen) {
           throw new Error("no node of the Redis Cluster answers");
@@ -672,7 +675,12 @@ class RedisStore implements Store {
         key,
       ),
     );
-    if (acknowledged < this.#waitReplicas) {
+    if (acknowledged >= this.#waitReplicas) return;
+    // A master that lost replicas (its own died, or it was promoted in a
+    // failover) has fewer to wait for: all it has must have the write.
+    const role = await this.#call(["ROLE"], key) as unknown[];
+    const replicas = Array.isArray(role[2]) ? role[2].length : 0;
+    if (acknowledged < Math.min(replicas, this.#waitReplicas)) {
       throw new StoreUnavailableError(
         `Redis write reached ${acknowledged} of ${this.#waitReplicas} replicas in time`,
       );

@@ -35,6 +35,11 @@ import {
   startRedis,
 } from "../helpers/redis.ts";
 import { freePort } from "../helpers/requirements.ts";
+import {
+  REDIS_CLI_AVAILABLE,
+  type RedisCluster,
+  startRedisCluster,
+} from "../helpers/redis_cluster.ts";
 import { type Service, startService } from "../helpers/service.ts";
 import { nextWindow } from "../helpers/windows.ts";
 import { mountSmallDisk, type SmallDisk } from "./small_disk.ts";
@@ -86,6 +91,7 @@ interface FleetContext {
   /** Where a fault notes an invariant it saw break. */
   broken: string[];
   redis?: RedisServer;
+  cluster?: RedisCluster;
   disk?: SmallDisk;
   /** When a fault that took the store away gave it back. */
   storeBackAt?: number;
@@ -124,6 +130,17 @@ const killRedisAndRestart: Fault = async (fleet) => {
 };
 
 /**
+ * Kills a Redis Cluster master with SIGKILL; the store is back once its
+ * replica serves its slots.
+ */
+const killClusterMaster: Fault = async (fleet) => {
+  const [master] = await fleet.cluster!.masters();
+  await fleet.cluster!.nodes.find((node) => node.port === master)!.kill();
+  await fleet.cluster!.healthy();
+  fleet.storeBackAt = Date.now();
+};
+
+/**
  * Fills the KV file's disk until a write fails (SQLite still finds room in
  * its write-ahead log for a while), at most 3 s, then frees the space.
  */
@@ -145,11 +162,16 @@ const fillDiskAndFree: Fault = async (fleet) => {
 
 /** What a fleet scenario runs on and expects. */
 interface FleetOptions {
-  /** The store: a KV file (default), a KV file on a small disk, or Redis. */
-  store?: "kv" | "small-disk" | "redis";
+  /**
+   * The store: a KV file (default), a KV file on a small disk, Redis, or a
+   * Redis Cluster of three masters and three replicas.
+   */
+  store?: "kv" | "small-disk" | "redis" | "redis-cluster";
   /** More settings of every process. */
   env?: Record<string, string>;
   fault?: Fault;
+  /** When the fault strikes, after the traffic starts. Default: `FAULT_AT_MS`. */
+  faultAtMs?: number;
   /** No answer may be other than `200 ok`. */
   everyAnswerOk?: boolean;
   /**
@@ -171,8 +193,11 @@ async function runFleet(
   options: FleetOptions,
 ): Promise<ChaosRow> {
   const store = options.store ?? "kv";
-  if (store === "redis" && !REDIS_AVAILABLE) {
+  if (store.startsWith("redis") && !REDIS_AVAILABLE) {
     return skipped(scenario, "redis-server is not installed");
+  }
+  if (store === "redis-cluster" && !REDIS_CLI_AVAILABLE) {
+    return skipped(scenario, "redis-cli is not installed");
   }
   let disk: SmallDisk | undefined;
   if (store === "small-disk") {
@@ -185,10 +210,15 @@ async function runFleet(
   await using redis = store === "redis"
     ? await startRedis({ appendFsync: "always" })
     : undefined;
+  await using cluster = store === "redis-cluster"
+    ? await startRedisCluster()
+    : undefined;
   await using receiver = startReceiver();
   const env = {
     ...(redis
       ? { STORE: "redis", REDIS_URL: redis.url }
+      : cluster
+      ? { STORE: "redis", REDIS_CLUSTER: "true", REDIS_URL: cluster.url }
       : { KV_PATH: disk ? `${disk.path}/verve.sqlite` : file.path }),
     PORT: String(freePort()),
     REUSE_PORT: "true",
@@ -202,6 +232,7 @@ async function runFleet(
     env,
     broken: [],
     ...(redis ? { redis } : {}),
+    ...(cluster ? { cluster } : {}),
     ...(disk ? { disk } : {}),
   };
   const { services, broken } = fleet;
@@ -209,23 +240,26 @@ async function runFleet(
     for (let i = 0; i < 3; i++) services.push(await startService(env));
     const url = services[0]!.url;
     const minute = await nextWindow(WINDOW_MS, 100);
+    /** The ids of the webhook requests answered `ok`. */
+    const hooksAcked: string[] = [];
     for (let hook = 0; hook < HOOKS; hook++) {
       const target = encodeURIComponent(`${receiver.url}/hook-${hook}`);
       const response = await fetch(
         `${url}/api/verve/accept?id=${hook}&url=${target}`,
       );
       const answer = `${response.status} ${await response.text()}`;
-      if (answer !== "200 ok") broken.push(`webhook URL answered ${answer}`);
+      if (answer === "200 ok") hooksAcked.push(String(hook));
+      else broken.push(`webhook URL answered ${answer}`);
     }
     const end = minute + TRAFFIC_MS;
     const sending = sendTraffic(url, end, { pool: POOL });
     if (options.fault) {
-      await sleep(FAULT_AT_MS);
+      await sleep(options.faultAtMs ?? FAULT_AT_MS);
       await options.fault(fleet);
     }
     const traffic = await sending;
     // The webhook requests' ids count too.
-    for (let hook = 0; hook < HOOKS; hook++) traffic.acked.add(String(hook));
+    for (const id of hooksAcked) traffic.acked.add(id);
 
     let reported = -1;
     let reports = 0;
@@ -584,6 +618,17 @@ export const SCENARIOS: Scenario[] = [
   fleet("6. the KV file's disk full, then space freed", {
     store: "small-disk",
     fault: fillDiskAndFree,
+    storeDown: true,
+  }),
+  fleet("7. Redis Cluster, 3 masters and 3 replicas, duplicates", {
+    store: "redis-cluster",
+    everyAnswerOk: true,
+  }),
+  fleet("8. a Redis Cluster master killed (SIGKILL), its replica promoted", {
+    store: "redis-cluster",
+    fault: killClusterMaster,
+    // Early: the failover takes the node timeout and an election.
+    faultAtMs: 2000,
     storeDown: true,
   }),
 ];

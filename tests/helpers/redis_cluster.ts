@@ -30,7 +30,7 @@ export interface RedisCluster extends AsyncDisposable {
   masters(): Promise<number[]>;
   /**
    * Resolves once every slot is served again (`cluster_state:ok` on every
-   * node) by three masters.
+   * node) by three masters, and replication has settled.
    */
   healthy(timeoutMs?: number): Promise<void>;
 }
@@ -39,7 +39,7 @@ export interface RedisCluster extends AsyncDisposable {
 const PORT_ATTEMPTS = 50;
 
 /** `cluster-node-timeout`: how long a master may be silent before failover. */
-export const NODE_TIMEOUT_MS = 2000;
+export const NODE_TIMEOUT_MS = 1500;
 
 /** Starts six nodes and makes them a cluster of three masters, one replica each. */
 export async function startRedisCluster(): Promise<RedisCluster> {
@@ -119,6 +119,29 @@ export async function startRedisCluster(): Promise<RedisCluster> {
     throw error;
   }
 
+  /**
+   * Whether replication has settled: every live replica's link is up and its
+   * first sync done, and every replica a master lists is online.
+   */
+  const linked = async () => {
+    for (const port of children.keys()) {
+      const { stdout } = await cli(port, "info", "replication");
+      const info = new TextDecoder().decode(stdout);
+      if (
+        info.includes("role:slave") &&
+        (!info.includes("master_link_status:up") ||
+          !info.includes("master_sync_in_progress:0"))
+      ) return false;
+      const replicas = info.split("\n").filter((line) =>
+        /^slave\d+:/.test(line)
+      );
+      if (replicas.some((line) => !line.includes("state=online"))) {
+        return false;
+      }
+    }
+    return true;
+  };
+
   const cluster: RedisCluster = {
     url: ports.map((port) => `redis://127.0.0.1:${port}`).join(","),
     nodes: ports.map((port) => ({
@@ -157,8 +180,11 @@ export async function startRedisCluster(): Promise<RedisCluster> {
             ok = false;
           }
         }
-        // Replicas show as masters until the nodes agree on the roles.
-        if (ok && (await cluster.masters()).length === 3) return;
+        // Replicas show as masters until the nodes agree on the roles, and
+        // a write can wait for a replica only once its link is up.
+        if (ok && (await cluster.masters()).length === 3 && await linked()) {
+          return;
+        }
         if (Date.now() > deadline) {
           throw new Error("the cluster did not become healthy");
         }
