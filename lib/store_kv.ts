@@ -120,7 +120,10 @@ export interface KvStoreOptions {
   maxIdsPerWindow?: number;
   /** Distinct webhook URLs accepted per window. Default: 1000. */
   maxUrlsPerWindow?: number;
-  /** Commits of ids running at once, over all partitions. Default: 4. */
+  /**
+   * Commits of ids running at once, over all partitions. Default: the
+   * partitions, at least 4, so that every partition can commit at once.
+   */
   maxInFlight?: number;
   /**
    * Attempts per commit when KV throws (e.g. `database is locked` while
@@ -190,7 +193,10 @@ class KvStore implements Store {
         "maxIdsPerWindow",
         options.maxIdsPerWindow ?? 5_000_000,
       ),
-      maxInFlight: positive("maxInFlight", options.maxInFlight ?? 4),
+      maxInFlight: positive(
+        "maxInFlight",
+        options.maxInFlight ?? Math.max(4, options.partitions ?? 1),
+      ),
       withRetries: (call) => this.#withRetries(call),
       ...(options.maxCommitWaitMs !== undefined
         ? { maxCommitWaitMs: options.maxCommitWaitMs }

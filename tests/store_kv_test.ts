@@ -17,6 +17,7 @@ import { StoreUnavailableError } from "../lib/store.ts";
 import {
   everyNthCommitFails,
   failingCommits,
+  gatedCommits,
   readIdLog,
   tempKvPath,
 } from "./helpers/kv.ts";
@@ -576,4 +577,23 @@ Deno.test("the KV store keeps which webhook URLs a report is done with, across i
   await checkOwedUrls(a, b);
   await a.close();
   await b.close();
+});
+
+Deno.test("recordId() commits every partition at once: as many commits run together as there are partitions", async () => {
+  for (const partitions of [1, 8]) {
+    const gated = gatedCommits(await Deno.openKv(":memory:"));
+    const store = createKvStore(gated.kv, { ...OPTIONS, partitions });
+    // The window's layout is written first; then the ids' commits.
+    await store.recordId(MINUTE, "0");
+    const before = gated.commits;
+    const release = gated.hold();
+    const ids = Array.from({ length: 400 }, (_, i) => String(i * 7919 + 1));
+    const recorded = Promise.all(ids.map((id) => store.recordId(MINUTE, id)));
+    // Give every partition's commit the chance to start.
+    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(gated.commits - before, Math.max(1, partitions));
+    release();
+    assert.equal(count(await recorded), ids.length);
+    await store.close();
+  }
 });
