@@ -23,6 +23,10 @@ import {
   type KvConnectServer,
   startKvConnect,
 } from "../tests/helpers/kv_connect.ts";
+import {
+  type RedisCluster,
+  startRedisCluster,
+} from "../tests/helpers/redis_cluster.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `${ROOT}bench/ids.lua`;
@@ -51,6 +55,12 @@ interface Workload {
    * answer, so `ok` means on disk as with KV.
    */
   redis?: boolean;
+  /**
+   * Runs the service on a Redis Cluster of its own: three masters and three
+   * replicas (`tests/helpers/redis_cluster.ts`), each write waiting for its
+   * replica (`REDIS_WAIT_REPLICAS=1`).
+   */
+  redisCluster?: boolean;
   /**
    * Runs the service on a remote Deno KV: a KV Connect endpoint in this
    * process (`tests/helpers/kv_connect.ts`) that adds `latencyMs` to every
@@ -143,6 +153,14 @@ const WORKLOADS: Workload[] = [
     connections: 64,
     env: { ACK_MODE: "buffered" },
     redis: true,
+  },
+  {
+    name: "b-redis-cluster",
+    description:
+      "every id new, STORE=redis on a 3+3 Redis Cluster (WAIT for a replica)",
+    script: ["new", 0, 0],
+    connections: 64,
+    redisCluster: true,
   },
   {
     name: "d-redis",
@@ -244,7 +262,7 @@ if (!(durationS > 0) || !Number.isInteger(rounds) || rounds < 1) {
 const only = values.only?.split(",").map((s) => s.trim());
 const selected = WORKLOADS.filter((w) => !only || only.includes(w.name)).filter(
   (w) => {
-    if (!w.redis || REDIS_AVAILABLE) return true;
+    if (!(w.redis || w.redisCluster) || REDIS_AVAILABLE) return true;
     console.error(
       `skipping ${w.name}: redis-server is not installed; on Debian or Ubuntu: apt-get install redis-server`,
     );
@@ -379,8 +397,10 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "verve-bench-" });
   let redis: RedisServer | undefined;
   let remote: KvConnectServer | undefined;
+  let cluster: RedisCluster | undefined;
   const services: Server[] = [];
   try {
+    if (workload.redisCluster) cluster = await startRedisCluster();
     redis = workload.redis
       ? await startRedis({ appendFsync: "always" })
       : undefined;
@@ -401,6 +421,13 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
             ...(redis ? { STORE: "redis", REDIS_URL: redis.url } : {}),
             ...(remote
               ? { KV_PATH: remote.url, DENO_KV_ACCESS_TOKEN: remote.token }
+              : {}),
+            ...(cluster
+              ? {
+                STORE: "redis",
+                REDIS_CLUSTER: "true",
+                REDIS_URL: cluster.url,
+              }
               : {}),
             ...workload.env,
           },
@@ -451,6 +478,7 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
     for (const service of services) await service.stop();
     await redis?.[Symbol.asyncDispose]();
     await remote?.[Symbol.asyncDispose]();
+    await cluster?.[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
   }
 }

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { redisWindowKeys } from "../../lib/keys.ts";
 import { formatMinute } from "../../lib/minute.ts";
 import {
   LOOPBACK_ALLOW,
@@ -95,6 +96,8 @@ interface FleetContext {
   disk?: SmallDisk;
   /** When a fault that took the store away gave it back. */
   storeBackAt?: number;
+  /** The window the traffic falls in, once it started. */
+  minute?: number;
 }
 
 /** What a fault does to the fleet. */
@@ -130,11 +133,13 @@ const killRedisAndRestart: Fault = async (fleet) => {
 };
 
 /**
- * Kills a Redis Cluster master with SIGKILL; the store is back once its
- * replica serves its slots.
+ * Kills with SIGKILL the Redis Cluster master that holds the window's keys;
+ * the store is back once its replica serves its slots.
  */
 const killClusterMaster: Fault = async (fleet) => {
-  const [master] = await fleet.cluster!.masters();
+  const master = await fleet.cluster!.masterOf(
+    redisWindowKeys(fleet.minute!).ids,
+  );
   await fleet.cluster!.nodes.find((node) => node.port === master)!.kill();
   await fleet.cluster!.healthy();
   fleet.storeBackAt = Date.now();
@@ -240,6 +245,7 @@ async function runFleet(
     for (let i = 0; i < 3; i++) services.push(await startService(env));
     const url = services[0]!.url;
     const minute = await nextWindow(WINDOW_MS, 100);
+    fleet.minute = minute;
     /** The ids of the webhook requests answered `ok`. */
     const hooksAcked: string[] = [];
     for (let hook = 0; hook < HOOKS; hook++) {

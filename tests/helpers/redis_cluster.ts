@@ -28,6 +28,8 @@ export interface RedisCluster extends AsyncDisposable {
   nodes: ClusterNode[];
   /** The ports of the current masters. */
   masters(): Promise<number[]>;
+  /** The port of the master that holds `key`'s slot. */
+  masterOf(key: string): Promise<number>;
   /**
    * Resolves once every slot is served again (`cluster_state:ok` on every
    * node) by three masters, and replication has settled.
@@ -79,6 +81,9 @@ export async function startRedisCluster(): Promise<RedisCluster> {
       stdout: "piped",
       stderr: "piped",
     }).output();
+
+  const cliText = async (port: number, ...args: string[]) =>
+    new TextDecoder().decode((await cli(port, ...args)).stdout);
 
   const stopAll = async () => {
     for (const child of children.values()) {
@@ -169,6 +174,27 @@ export async function startRedisCluster(): Promise<RedisCluster> {
           .sort((a, b) => a - b);
       }
       return [];
+    },
+    async masterOf(key) {
+      for (const port of children.keys()) {
+        const slot = Number(
+          (await cliText(port, "cluster", "keyslot", key)).trim(),
+        );
+        // <id> <ip:port@bus> <flags> … <slot ranges, e.g. 0-5460 6000>
+        for (
+          const line of (await cliText(port, "cluster", "nodes")).split("\n")
+        ) {
+          const fields = line.split(" ");
+          const flags = fields[2]?.split(",") ?? [];
+          if (!flags.includes("master") || flags.includes("fail")) continue;
+          const owns = fields.slice(8).some((range) => {
+            const [from, to = from] = range.split("-").map(Number);
+            return slot >= from! && slot <= to!;
+          });
+          if (owns) return Number(/:(\d+)@/.exec(fields[1]!)?.[1]);
+        }
+      }
+      throw new Error(`no master holds ${key}`);
     },
     async healthy(timeoutMs = 20_000) {
       const deadline = Date.now() + timeoutMs;
