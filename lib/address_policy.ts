@@ -1,48 +1,46 @@
 /**
  * Which addresses webhooks may reach. Webhook URLs come from anonymous
- * callers, so by default deliveries to loopback, private (RFC 1918), carrier
- * grade NAT, link-local (with 169.254.169.254, the cloud metadata address),
- * unique-local and site-local IPv6, multicast, broadcast and unspecified
- * addresses, and IPv6 forms that carry one of these (IPv4-mapped, NAT64,
- * 6to4, IPv4-compatible), are refused. Operators can
+ * callers, so by default only plain global unicast addresses are reached:
+ * every range of IANA's special-purpose registries that is not (loopback,
+ * private, carrier-grade NAT, link-local with 169.254.169.254, the cloud
+ * metadata address, unique-local, multicast, documentation, benchmarking,
+ * discard-only, ORCHID, segment routing and the rest, as `ipaddr.js`
+ * classifies them) is refused, with the reason. IPv6 forms that carry an
+ * IPv4 address (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64
+ * `64:ff9b::/96`, 6to4, and Teredo's server and client) are judged by the
+ * addresses they carry; local-use NAT64 (`64:ff9b:1::/48`), whose layouts
+ * put the IPv4 address in several places, is refused whole. Operators can
  * allow hosts or CIDR ranges, or accept only listed hosts.
  *
  * @module
  */
 import { isIP } from "node:net";
+import ipaddr from "ipaddr.js";
 
-/** A CIDR range, parsed. */
-interface Range {
-  bytes: Uint8Array;
-  prefix: number;
-}
+type Address = ipaddr.IPv4 | ipaddr.IPv6;
+type Range = [Address, number];
 
-/** Ranges never reached unless allowed, with the reason given in logs. */
-const BLOCKED: [string, string][] = [
-  ["0.0.0.0/8", "unspecified"],
-  ["10.0.0.0/8", "private"],
-  ["100.64.0.0/10", "carrier-grade NAT"],
-  ["127.0.0.0/8", "loopback"],
-  ["192.0.0.0/24", "reserved"],
-  ["198.18.0.0/15", "reserved"],
-  ["169.254.0.0/16", "link-local"],
-  ["172.16.0.0/12", "private"],
-  ["192.168.0.0/16", "private"],
-  ["224.0.0.0/4", "multicast"],
-  ["255.255.255.255/32", "broadcast"],
-  ["240.0.0.0/4", "reserved"],
-  ["::/128", "unspecified"],
-  ["::1/128", "loopback"],
-  ["fc00::/7", "unique-local"],
-  ["fe80::/10", "link-local"],
-  ["fec0::/10", "site-local"],
-  ["ff00::/8", "multicast"],
-].map(([cidr, reason]) => [cidr!, reason!]);
-
-const BLOCKED_RANGES = BLOCKED.map(([cidr, reason]) => ({
-  range: parseCidr(cidr)!,
-  reason,
-}));
+/** Words for the logs, by `ipaddr.js` range name. */
+const REASONS: Record<string, string> = {
+  unspecified: "unspecified",
+  broadcast: "broadcast",
+  multicast: "multicast",
+  linkLocal: "link-local",
+  loopback: "loopback",
+  carrierGradeNat: "carrier-grade NAT",
+  private: "private",
+  reserved: "reserved",
+  uniqueLocal: "unique-local",
+  deprecatedSiteLocal: "site-local",
+  discard: "discard-only",
+  benchmarking: "for benchmarking",
+  amt: "AMT",
+  as112: "AS112",
+  as112v6: "AS112",
+  orchid2: "ORCHIDv2",
+  deprecatedOrchid: "ORCHID",
+  segmentRouting: "an SRv6 segment",
+};
 
 /** Options of {@link createAddressPolicy}. */
 export interface AddressPolicyOptions {
@@ -98,7 +96,7 @@ export function createAddressPolicy(
   for (const entry of options.allow ?? []) {
     const value = entry.trim().toLowerCase();
     if (value.includes("/")) {
-      const range = parseCidr(value);
+      const range = parseRange(value);
       if (!range) {
         throw new TypeError(
           `Cannot parse allowed range: ${JSON.stringify(entry)}`,
@@ -106,7 +104,7 @@ export function createAddressPolicy(
       }
       ranges.push(range);
     } else if (isIP(value) !== 0) {
-      ranges.push(parseCidr(`${value}/${isIP(value) === 4 ? 32 : 128}`)!);
+      ranges.push(parseRange(`${value}/${isIP(value) === 4 ? 32 : 128}`)!);
     } else if (/^[a-z0-9.-]+$/.test(value)) {
       hosts.add(value.replace(/\.$/, ""));
     } else {
@@ -117,8 +115,9 @@ export function createAddressPolicy(
   }
   const hostAllowed = (hostname: string) => hosts.has(normalHost(hostname));
   const addressAllowed = (address: string) => {
-    const bytes = addressBytes(address);
-    return bytes !== undefined && ranges.some((range) => inRange(bytes, range));
+    const parsed = parseAddress(address);
+    return parsed !== undefined &&
+      ranges.some((range) => inRange(parsed, range));
   };
 
   return {
@@ -161,92 +160,80 @@ export function createAddressPolicy(
 
 /** Why `address` is refused by default, or `undefined`. */
 export function blockedReason(address: string): string | undefined {
-  const bytes = addressBytes(address);
-  if (bytes === undefined) return "not an IP address";
-  for (const { range, reason } of BLOCKED_RANGES) {
-    if (inRange(bytes, range)) return reason;
+  const parsed = parseAddress(address);
+  if (parsed === undefined) return "not an IP address";
+  const range = parsed.range();
+  if (range === "unicast") return undefined;
+  if (parsed.kind() === "ipv6") {
+    const carried = carriedIpv4(parsed as ipaddr.IPv6, range);
+    if (typeof carried === "string") return carried;
+    if (carried !== undefined) {
+      for (const ipv4 of carried) {
+        const reason = blockedReason(ipv4.toString());
+        if (reason) return reason;
+      }
+      return undefined;
+    }
   }
-  // IPv6 forms that carry an IPv4 address are judged by that address.
-  const embedded = embeddedIpv4(bytes);
-  if (embedded === undefined) return undefined;
-  for (const { range, reason } of BLOCKED_RANGES) {
-    if (inRange(embedded, range)) return reason;
+  return REASONS[range] ?? `${range}, not global unicast`;
+}
+
+/**
+ * The IPv4 addresses an IPv6 address of `range` carries; a reason when the
+ * form is refused whole; `undefined` when it carries none.
+ */
+function carriedIpv4(
+  address: ipaddr.IPv6,
+  range: string,
+): ipaddr.IPv4[] | string | undefined {
+  const bytes = address.toByteArray();
+  const ipv4 = (at: number, flip = 0) =>
+    new ipaddr.IPv4(bytes.slice(at, at + 4).map((b) => b ^ flip));
+  switch (range) {
+    case "ipv4Mapped": // ::ffff:0:0/96, and IPv4-compatible ::/96
+    case "rfc6145": // ::ffff:0:0:0/96
+      return [ipv4(12)];
+    case "rfc6052":
+      // 64:ff9b::/96 carries it last; local-use 64:ff9b:1::/48 has layouts
+      // for /48 to /96 prefixes, with the address in different places.
+      return bytes[4] === 0 && bytes[5] === 0 ? [ipv4(12)] : "local-use NAT64";
+    case "6to4": // 2002:AABB:CCDD::/48
+      return [ipv4(2)];
+    case "teredo": // 2001:0:<server>:<flags>:<port>:<client, inverted>
+      return [ipv4(4), ipv4(12, 0xff)];
   }
   return undefined;
 }
 
-/** IPv6 prefixes whose addresses embed an IPv4 address, and where. */
-const EMBEDDING: { range: Range; offset: number }[] = [
-  ["::ffff:0:0/96", 12], // IPv4-mapped
-  ["::ffff:0:0:0/96", 12], // IPv4-translated
-  ["::/96", 12], // IPv4-compatible (deprecated)
-  ["64:ff9b::/96", 12], // NAT64
-  ["64:ff9b:1::/48", 12], // local NAT64
-  ["2002::/16", 2], // 6to4
-].map(([cidr, offset]) => ({
-  range: parseCidr(cidr as string)!,
-  offset: offset as number,
-}));
+/** An address given as text, or `undefined` when it is not one. */
+function parseAddress(text: string): Address | undefined {
+  const host = normalHost(text);
+  if (isIP(host) === 0) return undefined;
+  const parsed = ipaddr.parse(host);
+  return parsed;
+}
 
-function embeddedIpv4(bytes: Uint8Array): Uint8Array | undefined {
-  if (bytes.length !== 16) return undefined;
-  for (const { range, offset } of EMBEDDING) {
-    if (inRange(bytes, range)) return bytes.slice(offset, offset + 4);
+/** A CIDR range given as text, or `undefined` when it is not one. */
+function parseRange(text: string): Range | undefined {
+  const [address, prefix] = text.split("/");
+  if (parseAddress(address ?? "") === undefined) return undefined;
+  if (!/^\d{1,3}$/.test(prefix ?? "")) return undefined;
+  try {
+    return ipaddr.parseCIDR(text);
+  } catch {
+    return undefined;
   }
-  return undefined;
+}
+
+/** Whether `address` lies in `range`; IPv4-mapped IPv6 as its IPv4. */
+function inRange(address: Address, [base, bits]: Range): boolean {
+  const plain = address.kind() === "ipv6" &&
+      (address as ipaddr.IPv6).isIPv4MappedAddress()
+    ? (address as ipaddr.IPv6).toIPv4Address()
+    : address;
+  return plain.kind() === base.kind() && plain.match(base, bits);
 }
 
 function normalHost(hostname: string): string {
   return hostname.toLowerCase().replace(/^\[|\]$/g, "").replace(/\.$/, "");
-}
-
-function inRange(bytes: Uint8Array, range: Range): boolean {
-  if (bytes.length !== range.bytes.length) return false;
-  let bits = range.prefix;
-  for (let i = 0; bits > 0; i++, bits -= 8) {
-    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-    if ((bytes[i]! & mask) !== (range.bytes[i]! & mask)) return false;
-  }
-  return true;
-}
-
-function parseCidr(cidr: string): Range | undefined {
-  const [address, prefixText] = cidr.split("/");
-  const bytes = addressBytes(address ?? "");
-  const prefix = Number(prefixText);
-  if (
-    bytes === undefined || !/^\d{1,3}$/.test(prefixText ?? "") ||
-    prefix > bytes.length * 8
-  ) {
-    return undefined;
-  }
-  return { bytes, prefix };
-}
-
-/** The bytes of an IPv4 (4) or IPv6 (16) address, or `undefined`. */
-function addressBytes(address: string): Uint8Array | undefined {
-  let text = normalHost(address);
-  const version = isIP(text);
-  if (version === 4) return new Uint8Array(text.split(".").map(Number));
-  if (version !== 6) return undefined;
-  // A dotted IPv4 tail (::ffff:127.0.0.1) becomes two hex groups.
-  text = text.replace(
-    /(\d+)\.(\d+)\.(\d+)\.(\d+)$/,
-    (_, a, b, c, d) =>
-      `${((+a << 8) | +b).toString(16)}:${((+c << 8) | +d).toString(16)}`,
-  );
-  const [head = "", tail] = text.split("::");
-  const groups = (part: string) =>
-    part === "" ? [] : part.split(":").map((g) => parseInt(g, 16));
-  const first = groups(head);
-  const last = tail === undefined ? [] : groups(tail);
-  const words = tail === undefined
-    ? first
-    : [...first, ...Array(8 - first.length - last.length).fill(0), ...last];
-  const bytes = new Uint8Array(16);
-  words.forEach((word, i) => {
-    bytes[2 * i] = word >> 8;
-    bytes[2 * i + 1] = word & 0xff;
-  });
-  return bytes;
 }

@@ -87,7 +87,10 @@ export function createWebhookPost(
           return reason === undefined;
         });
         if (allowed.length === 0) {
-          return callback(new WebhookRefusedError(reasons.join("; ")), []);
+          const why = reasons.length > 0
+            ? reasons.join("; ")
+            : `${name} resolves to no address`;
+          return callback(new WebhookRefusedError(why), []);
         }
         if (options?.all) return callback(null, allowed);
         callback(null, allowed[0]!.address, allowed[0]!.family);

@@ -217,3 +217,58 @@ Deno.test({
   }
   await store!.close();
 });
+
+Deno.test("the endpoint keeps Deno KV's meaning through Deno's own client", async () => {
+  await using server = await startKvConnect();
+  const [kv] = await remoteKvs(server, 1);
+  // Values of every encoding come back as they went in.
+  await kv!.set(["v", "bytes"], new Uint8Array([0, 1, 255]));
+  await kv!.set(["v", "object"], { a: [1, "two"], b: null });
+  await kv!.set(["v", "u64"], new Deno.KvU64(7n));
+  assert.deepEqual(
+    (await kv!.getMany([["v", "bytes"], ["v", "object"], ["v", "u64"]]))
+      .map((entry) => entry.value),
+    [
+      new Uint8Array([0, 1, 255]),
+      { a: [1, "two"], b: null },
+      new Deno.KvU64(7n),
+    ],
+  );
+  // Sum, min and max of 64-bit values.
+  await kv!.atomic().sum(["v", "u64"], 5n).commit();
+  await kv!.atomic().max(["v", "max"], 3n).max(["v", "max"], 9n).commit();
+  await kv!.atomic().min(["v", "min"], 3n).commit();
+  await kv!.atomic().min(["v", "min"], 2n).commit();
+  assert.deepEqual(
+    (await kv!.getMany([["v", "u64"], ["v", "max"], ["v", "min"]]))
+      .map((entry) => entry.value),
+    [new Deno.KvU64(12n), new Deno.KvU64(9n), new Deno.KvU64(2n)],
+  );
+  // Checks by versionstamp: a stale one fails the whole operation.
+  const current = await kv!.get(["v", "bytes"]);
+  const stale = await kv!.atomic().check({
+    ...current,
+    versionstamp: "0".repeat(20),
+  })
+    .set(["v", "never"], 1).commit();
+  assert.equal(stale.ok, false);
+  assert.equal((await kv!.get(["v", "never"])).versionstamp, null);
+  const fresh = await kv!.atomic().check(current).delete(["v", "bytes"])
+    .commit();
+  assert.ok(fresh.ok);
+  assert.equal((await kv!.get(["v", "bytes"])).versionstamp, null);
+  // Ranges in key order, either way, with limits, and past a page.
+  for (let i = 0; i < 250; i++) await kv!.set(["r", i], i);
+  const keys = async (options: Deno.KvListOptions) => {
+    const found: number[] = [];
+    for await (const entry of kv!.list<number>({ prefix: ["r"] }, options)) {
+      found.push(entry.value);
+    }
+    return found;
+  };
+  assert.deepEqual(await keys({ limit: 3 }), [0, 1, 2]);
+  assert.deepEqual(await keys({ limit: 3, reverse: true }), [249, 248, 247]);
+  assert.equal((await keys({})).length, 250);
+  assert.deepEqual(server.stats.refused, []);
+  kv!.close();
+});

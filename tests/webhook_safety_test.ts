@@ -58,6 +58,30 @@ Deno.test("blockedReason() refuses internal address ranges, IPv4-mapped forms to
     ["192.0.0.170", "reserved"],
     ["2606:4700:4700::1111", undefined],
     ["not-an-ip", "not an IP address"],
+    // Local-use NAT64 (RFC 8215): its layouts put the IPv4 address in
+    // several places (RFC 6052), so the whole /48 is refused.
+    ["64:ff9b:1:0:a:0:100:0", "local-use NAT64"], // 10.0.0.1, /64 layout
+    ["64:ff9b:1:a9fe:a9:fe00:808:808", "local-use NAT64"], // /48 layout
+    ["64:ff9b:1::808:808", "local-use NAT64"],
+    // Teredo: the server and the (inverted) client address both count.
+    ["2001:0:a9fe:a9fe::", "link-local"], // server 169.254.169.254
+    ["2001:0:808:808:0:0:f5ff:fffe", "private"], // client 10.0.0.1
+    ["2001:0:808:808:0:0:f7f7:f7f7", undefined], // client 8.8.8.8
+    ["::ffff:0:a9fe:a9fe", "link-local"], // IPv4-translated
+    // Not globally reachable in IANA's special-purpose registries.
+    ["192.0.2.1", "reserved"],
+    ["198.51.100.7", "reserved"],
+    ["203.0.113.9", "reserved"],
+    ["192.88.99.1", "reserved"],
+    ["240.0.0.1", "reserved"],
+    ["2001:db8::1", "reserved"],
+    ["3fff::1", "reserved"],
+    ["100::1", "discard-only"],
+    ["2001:2::1", "for benchmarking"],
+    ["2001:10::1", "ORCHID"],
+    ["2001:20::1", "ORCHIDv2"],
+    ["5f00::1", "an SRv6 segment"],
+    ["192.175.48.1", "AS112"],
   ];
   for (const [address, reason] of cases) {
     assert.equal(blockedReason(address), reason, address);
@@ -170,6 +194,20 @@ Deno.test("webhook sink refuses URLs whose host is or resolves to a refused addr
     assert.deepEqual(
       await deliverTo(`http://hooks.example.test:${port}/a`, post),
       [["error", "127.0.0.1 is loopback"]],
+    );
+  });
+  await t.step("a name that resolves to no address at all", async () => {
+    const toNothing = ((
+      _name: string,
+      _options: unknown,
+      callback: (e: null, a: unknown[]) => void,
+    ) => callback(null, [])) as unknown as typeof lookup;
+    const post = createWebhookPost(createAddressPolicy(), {
+      resolve: toNothing,
+    });
+    assert.deepEqual(
+      await deliverTo(`http://empty.example.test:${port}/a`, post),
+      [["error", "empty.example.test resolves to no address"]],
     );
   });
   assert.equal(receiver.received.length, 0);
