@@ -11,26 +11,37 @@ import {
   parseConfig,
   type SinkName,
 } from "./lib/config.ts";
-import { createBufferedStore } from "./lib/buffered_store.ts";
-import { createAddressPolicy } from "./lib/address_policy.ts";
-import { createHandler } from "./lib/handler.ts";
-import { createServiceMetrics } from "./lib/service_metrics.ts";
-import { collectStats } from "./lib/stats.ts";
-import { STATUS_PAGE_HTML } from "./lib/status_page.ts";
-import { configureLogging, LOG_CATEGORY } from "./lib/logging.ts";
+import {
+  createBufferedStore,
+  createKvStore,
+  createRedisStore,
+  idLifetime,
+  openRedis,
+  type Store,
+  withTimeLimit,
+} from "./lib/store/mod.ts";
+import {
+  collectStats,
+  createHandler,
+  STATUS_PAGE_HTML,
+} from "./lib/http/mod.ts";
+import {
+  configureLogging,
+  createServiceMetrics,
+  LOG_CATEGORY,
+} from "./lib/telemetry/mod.ts";
 import { MINUTE_MS } from "./lib/minute.ts";
-import { createReporter } from "./lib/reporter.ts";
-import { createLogSink } from "./lib/sinks/log.ts";
-import type { Sink } from "./lib/sink.ts";
-import { createKafkaSink } from "./lib/sinks/kafka.ts";
-import { createKafkaRestSink } from "./lib/sinks/kafka_rest.ts";
-import { createWebhookSink } from "./lib/sinks/webhook.ts";
-import type { Store } from "./lib/store.ts";
-import { withTimeLimit } from "./lib/kv_time_limit.ts";
-import { createKvStore, idLifetime } from "./lib/store_kv.ts";
-import { createRedisStore, openRedis } from "./lib/store_redis.ts";
-import { createWebhookPost } from "./lib/webhook_post.ts";
-import { startWindowTimer } from "./lib/window_timer.ts";
+import {
+  createAddressPolicy,
+  createKafkaRestSink,
+  createKafkaSink,
+  createLogSink,
+  createReporter,
+  createWebhookPost,
+  createWebhookSink,
+  type Sink,
+  startWindowTimer,
+} from "./lib/report/mod.ts";
 import { sleep } from "./lib/backoff.ts";
 
 let config: Config;

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { ACCEPT_PATH } from "../lib/handler.ts";
+import { ACCEPT_PATH } from "../lib/http/handler.ts";
 
 const headers = { "content-type": "text/plain;charset=utf-8" };
 

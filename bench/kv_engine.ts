@@ -30,17 +30,17 @@
 import { parseArgs } from "node:util";
 import { markdownTable } from "./markdown_table.ts";
 import { getLogger } from "@logtape/logtape";
-import { createBufferedStore } from "../lib/buffered_store.ts";
-import { type Id64, packIds, splitId } from "../lib/id64.ts";
+import { createBufferedStore } from "../lib/store/buffered_store.ts";
+import { type Id64, packIds, splitId } from "../lib/store/kv/id64.ts";
 import {
   legacyCounterKey,
   legacyIdKey,
   logEntryKey,
   logHeadKey,
   reportKey,
-} from "../lib/keys.ts";
-import type { Store } from "../lib/store.ts";
-import { createKvStore } from "../lib/store_kv.ts";
+} from "../lib/store/keys.ts";
+import type { Store } from "../lib/store/store.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

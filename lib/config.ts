@@ -5,7 +5,7 @@
  * @module
  */
 import { z } from "zod";
-import { createAddressPolicy } from "./address_policy.ts";
+import { createAddressPolicy } from "./report/sinks/address_policy.ts";
 
 /** The validated settings of one service instance. */
 export interface Config {

@@ -1,10 +1,23 @@
 /**
- * Window ("minute") arithmetic. A window is identified by the epoch
- * millisecond at which it starts; with the default 60 000 ms window that is
- * the start of a UTC minute.
+ * Windows ("minutes"): their arithmetic and the shape of a window's report.
+ * A window is identified by the epoch millisecond at which it starts; with
+ * the default 60 000 ms window that is the start of a UTC minute. Every
+ * folder of `lib/` may import this module; it imports nothing.
  *
  * @module
  */
+
+/** One window's report, as written to the log and POSTed to webhooks. */
+export interface MinuteReport {
+  /** The window start, ISO 8601 UTC, e.g. `2026-01-01T12:30:00.000Z`. */
+  minute: string;
+  /** The exact number of distinct ids recorded in the window. */
+  unique_ids: number;
+  /** The window length in ms (60 000 in production). */
+  window_ms: number;
+  /** When the report was made, ISO 8601 UTC. */
+  reported_at: string;
+}
 
 /** The default window length: one minute. */
 export const MINUTE_MS = 60_000;

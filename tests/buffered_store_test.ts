@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { createBufferedStore } from "../lib/buffered_store.ts";
-import { StoreUnavailableError } from "../lib/store.ts";
-import { createKvStore } from "../lib/store_kv.ts";
+import { createBufferedStore } from "../lib/store/buffered_store.ts";
+import { StoreUnavailableError } from "../lib/store/store.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { failingCommits, gatedCommits, tempKvPath } from "./helpers/kv.ts";
 import { captureLogs } from "./helpers/logs.ts";
 

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { createKvStore } from "../lib/store_kv.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { readIdLog, tempKvPath } from "./helpers/kv.ts";
 import { LOOPBACK_ALLOW, startReceiver } from "./helpers/receiver.ts";
 import { remoteFaults, startKvConnect } from "./helpers/kv_connect.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { createHandler } from "../lib/handler.ts";
-import type { Store } from "../lib/store.ts";
-import { createKvStore } from "../lib/store_kv.ts";
+import { createHandler } from "../lib/http/handler.ts";
+import type { Store } from "../lib/store/store.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { failingCommits } from "./helpers/kv.ts";
 import { captureLogs } from "./helpers/logs.ts";
 

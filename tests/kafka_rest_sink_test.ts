@@ -4,9 +4,9 @@
  * cluster, and the service delivering through it across an outage.
  */
 import assert from "node:assert/strict";
-import type { MinuteReport } from "../lib/sink.ts";
-import { PermanentSinkError } from "../lib/sink.ts";
-import { createKafkaRestSink } from "../lib/sinks/kafka_rest.ts";
+import type { MinuteReport } from "../lib/report/sink.ts";
+import { PermanentSinkError } from "../lib/report/sink.ts";
+import { createKafkaRestSink } from "../lib/report/sinks/kafka_rest.ts";
 import { startFakeKafkaRestProxy } from "./helpers/fake_kafka_rest_proxy.ts";
 import { skipWithoutKafkaMock, startKafkaMock } from "./helpers/kafka_mock.ts";
 import { tempKvPath } from "./helpers/kv.ts";

@@ -3,10 +3,10 @@
  * Kafka-protocol peer.
  */
 import assert from "node:assert/strict";
-import { createReporter } from "../lib/reporter.ts";
-import { PermanentSinkError } from "../lib/sink.ts";
-import { createKafkaSink } from "../lib/sinks/kafka.ts";
-import { createKvStore } from "../lib/store_kv.ts";
+import { createReporter } from "../lib/report/reporter.ts";
+import { PermanentSinkError } from "../lib/report/sink.ts";
+import { createKafkaSink } from "../lib/report/sinks/kafka.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { skipWithoutKafkaMock, startKafkaMock } from "./helpers/kafka_mock.ts";
 import { tempKvPath } from "./helpers/kv.ts";
 import { freePort } from "./helpers/requirements.ts";

@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
-import { createReporter } from "../lib/reporter.ts";
+import { createReporter } from "../lib/report/reporter.ts";
 import {
   type MinuteReport,
   PermanentSinkError,
   type Sink,
-} from "../lib/sink.ts";
-import { createLogSink } from "../lib/sinks/log.ts";
-import { createWebhookSink } from "../lib/sinks/webhook.ts";
-import type { Store } from "../lib/store.ts";
-import { createKvStore } from "../lib/store_kv.ts";
+} from "../lib/report/sink.ts";
+import { createLogSink } from "../lib/report/sinks/log.ts";
+import { createWebhookSink } from "../lib/report/sinks/webhook.ts";
+import type { Store } from "../lib/store/store.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { tempKvPath } from "./helpers/kv.ts";
 import { freePort } from "./helpers/requirements.ts";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";

@@ -6,9 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { getLogger } from "@logtape/logtape";
-import { createBufferedStore } from "../lib/buffered_store.ts";
-import { configureLogging } from "../lib/logging.ts";
-import { createKvStore } from "../lib/store_kv.ts";
+import { createBufferedStore } from "../lib/store/buffered_store.ts";
+import { configureLogging } from "../lib/telemetry/logging.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { readIdLog, tempKvPath } from "./helpers/kv.ts";
 import { startReceiver } from "./helpers/receiver.ts";
 import { startService } from "./helpers/service.ts";

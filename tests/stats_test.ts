@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { createReporter } from "../lib/reporter.ts";
-import type { Sink } from "../lib/sink.ts";
-import { collectStats, parseStatsMinutes } from "../lib/stats.ts";
-import { createKvStore } from "../lib/store_kv.ts";
+import { createReporter } from "../lib/report/reporter.ts";
+import type { Sink } from "../lib/report/sink.ts";
+import { collectStats, parseStatsMinutes } from "../lib/http/stats.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { captureLogs } from "./helpers/logs.ts";
 
 const WINDOW = 60_000;

@@ -6,11 +6,11 @@
  * fails: answering `5xx`, never answering, and going away.
  */
 import assert from "node:assert/strict";
-import { withTimeLimit } from "../lib/kv_time_limit.ts";
-import type { MinuteReport } from "../lib/sink.ts";
-import { type Store, StoreUnavailableError } from "../lib/store.ts";
-import { createKvStore, type KvStoreOptions } from "../lib/store_kv.ts";
-import { MAX_IDS_PER_ENTRY } from "../lib/kv_id_log.ts";
+import { withTimeLimit } from "../lib/store/kv/kv_time_limit.ts";
+import type { MinuteReport } from "../lib/report/sink.ts";
+import { type Store, StoreUnavailableError } from "../lib/store/store.ts";
+import { createKvStore, type KvStoreOptions } from "../lib/store/kv/store_kv.ts";
+import { MAX_IDS_PER_ENTRY } from "../lib/store/kv/kv_id_log.ts";
 import {
   KV_CONNECT_LIMITS,
   type KvConnectServer,

@@ -12,8 +12,8 @@ import {
   createKvStore,
   idLifetime,
   type KvStoreOptions,
-} from "../lib/store_kv.ts";
-import { StoreUnavailableError } from "../lib/store.ts";
+} from "../lib/store/kv/store_kv.ts";
+import { StoreUnavailableError } from "../lib/store/store.ts";
 import {
   everyNthCommitFails,
   failingCommits,
@@ -21,8 +21,8 @@ import {
   readIdLog,
   tempKvPath,
 } from "./helpers/kv.ts";
-import { MAX_IDS_PER_ENTRY } from "../lib/kv_id_log.ts";
-import { legacyCounterKey, legacyIdKey, windowKey } from "../lib/keys.ts";
+import { MAX_IDS_PER_ENTRY } from "../lib/store/kv/kv_id_log.ts";
+import { legacyCounterKey, legacyIdKey, windowKey } from "../lib/store/keys.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const NEXT = MINUTE + 60_000;

@@ -6,8 +6,8 @@
  * under load are chaos scenarios 7 and 8 (`tests/chaos_test.ts`).
  */
 import assert from "node:assert/strict";
-import { createRedisStore, openRedis } from "../lib/store_redis.ts";
-import type { Store } from "../lib/store.ts";
+import { createRedisStore, openRedis } from "../lib/store/redis/store_redis.ts";
+import type { Store } from "../lib/store/store.ts";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
 import { REDIS_AVAILABLE } from "./helpers/redis.ts";
 import {

@@ -2,9 +2,9 @@
  * The Redis store against a real redis-server.
  */
 import assert from "node:assert/strict";
-import { StoreUnavailableError } from "../lib/store.ts";
-import { createRedisStore, openRedis } from "../lib/store_redis.ts";
-import type { Store } from "../lib/store.ts";
+import { StoreUnavailableError } from "../lib/store/store.ts";
+import { createRedisStore, openRedis } from "../lib/store/redis/store_redis.ts";
+import type { Store } from "../lib/store/store.ts";
 import { captureLogs } from "./helpers/logs.ts";
 import {
   checkOutboxContract,

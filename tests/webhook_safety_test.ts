@@ -4,12 +4,12 @@
  */
 import assert from "node:assert/strict";
 import type { lookup } from "node:dns";
-import { blockedReason, createAddressPolicy } from "../lib/address_policy.ts";
-import { createHandler } from "../lib/handler.ts";
-import type { MinuteReport } from "../lib/sink.ts";
-import { createWebhookSink } from "../lib/sinks/webhook.ts";
-import { createKvStore } from "../lib/store_kv.ts";
-import { createWebhookPost } from "../lib/webhook_post.ts";
+import { blockedReason, createAddressPolicy } from "../lib/report/sinks/address_policy.ts";
+import { createHandler } from "../lib/http/handler.ts";
+import type { MinuteReport } from "../lib/report/sink.ts";
+import { createWebhookSink } from "../lib/report/sinks/webhook.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
+import { createWebhookPost } from "../lib/report/sinks/webhook_post.ts";
 import { captureLogs } from "./helpers/logs.ts";
 import { startReceiver } from "./helpers/receiver.ts";
 

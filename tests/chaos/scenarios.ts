@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { redisWindowKeys } from "../../lib/keys.ts";
+import { redisWindowKeys } from "../../lib/store/keys.ts";
 import { formatMinute } from "../../lib/minute.ts";
 import {
   LOOPBACK_ALLOW,

@@ -4,8 +4,8 @@
  * @module
  */
 
-import { createAddressPolicy } from "../../lib/address_policy.ts";
-import { createWebhookPost } from "../../lib/webhook_post.ts";
+import { createAddressPolicy } from "../../lib/report/sinks/address_policy.ts";
+import { createWebhookPost } from "../../lib/report/sinks/webhook_post.ts";
 
 /**
  * Webhook POSTs allowed to reach receivers on 127.0.0.1, which the default

@@ -6,12 +6,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { MinuteReport } from "../../lib/sink.ts";
+import type { MinuteReport } from "../../lib/report/sink.ts";
 import {
   type Store,
   StoreUnavailableError,
   WindowClosedError,
-} from "../../lib/store.ts";
+} from "../../lib/store/store.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const NEXT = MINUTE + 60_000;

@@ -43,13 +43,13 @@ import {
   type CommitObserver,
   GroupCommit,
   type IdOutcome,
-} from "./group_commit.ts";
+} from "../group_commit.ts";
 import {
   REDIS_OUTBOX_KEY,
   REDIS_WINDOWS_KEY,
   redisWindowKeys,
   type ReportRecord,
-} from "./keys.ts";
+} from "../keys.ts";
 import {
   type ClaimOutcome,
   type DeliveryOutcome,
@@ -61,7 +61,7 @@ import {
   type UrlOutcome,
   WindowClosedError,
   type WindowStats,
-} from "./store.ts";
+} from "../store.ts";
 
 /** The part of a Redis client the store uses. */
 export interface RedisConnection {

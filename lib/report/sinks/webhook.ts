@@ -14,14 +14,14 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import { createAddressPolicy } from "../address_policy.ts";
-import { backoffDelay, sleep } from "../backoff.ts";
+import { createAddressPolicy } from "./address_policy.ts";
+import { backoffDelay, sleep } from "../../backoff.ts";
 import {
   createWebhookPost,
   type WebhookPost,
   WebhookRefusedError,
-} from "../webhook_post.ts";
-import type { ServiceMetrics } from "../service_metrics.ts";
+} from "./webhook_post.ts";
+import type { ServiceMetrics } from "../../telemetry/service_metrics.ts";
 import type { MinuteReport, Sink } from "../sink.ts";
 
 /** Options of {@link createWebhookSink}. */

@@ -6,15 +6,15 @@
  */
 import type { Logger } from "@logtape/logtape";
 import { type AcceptQuery, parseAcceptQuery } from "./accept_query.ts";
-import { METRICS_CONTENT_TYPE } from "./metrics.ts";
-import { windowStart } from "./minute.ts";
-import type { ServiceMetrics } from "./service_metrics.ts";
+import { METRICS_CONTENT_TYPE } from "../telemetry/metrics.ts";
+import { windowStart } from "../minute.ts";
+import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import { parseStatsMinutes } from "./stats.ts";
 import {
   type Store,
   StoreUnavailableError,
   WindowClosedError,
-} from "./store.ts";
+} from "../store/store.ts";
 
 /** The path of the accept endpoint. */
 export const ACCEPT_PATH = "/api/verve/accept";

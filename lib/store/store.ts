@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { MinuteReport } from "./sink.ts";
+import type { MinuteReport } from "../minute.ts";
 
 /** The outcome of recording a webhook URL for a window. */
 export type UrlOutcome = "recorded" | "known" | "full";

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { backoffDelay, sleep } from "./backoff.ts";
+import { backoffDelay, sleep } from "../../backoff.ts";
 import {
   allLegacyCountersPrefix,
   allWindowsPrefix,
@@ -34,8 +34,8 @@ import {
   urlPrefix,
   windowKey,
   type WindowLayout,
-} from "./keys.ts";
-import type { CommitObserver } from "./group_commit.ts";
+} from "../keys.ts";
+import type { CommitObserver } from "../group_commit.ts";
 import { KvIdLog } from "./kv_id_log.ts";
 import {
   type ClaimOutcome,
@@ -48,7 +48,7 @@ import {
   type UrlOutcome,
   WindowClosedError,
   type WindowStats,
-} from "./store.ts";
+} from "../store.ts";
 
 /** Deno KV's limit on keys in one `getMany`. */
 const MAX_GET_MANY = 10;

@@ -12,10 +12,10 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import { formatMinute, windowStart } from "./minute.ts";
+import { formatMinute, windowStart } from "../minute.ts";
 import { type MinuteReport, PermanentSinkError, type Sink } from "./sink.ts";
-import type { ServiceMetrics } from "./service_metrics.ts";
-import type { OutboxEntry, Store } from "./store.ts";
+import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
+import type { OutboxEntry, Store } from "../store/store.ts";
 
 /** Options of {@link createReporter}. */
 export interface ReporterOptions {

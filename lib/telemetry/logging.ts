@@ -10,7 +10,7 @@ import {
   getStreamSink,
   type LogRecord,
 } from "@logtape/logtape";
-import type { LogLevel } from "./config.ts";
+import type { LogLevel } from "../config.ts";
 
 /** The root category of every logger of the service. */
 export const LOG_CATEGORY = "verve";

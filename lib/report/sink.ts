@@ -4,17 +4,9 @@
  * @module
  */
 
-/** One window's report, as written to the log and POSTed to webhooks. */
-export interface MinuteReport {
-  /** The window start, ISO 8601 UTC, e.g. `2026-01-01T12:30:00.000Z`. */
-  minute: string;
-  /** The exact number of distinct ids recorded in the window. */
-  unique_ids: number;
-  /** The window length in ms (60 000 in production). */
-  window_ms: number;
-  /** When the report was made, ISO 8601 UTC. */
-  reported_at: string;
-}
+import type { MinuteReport } from "../minute.ts";
+
+export type { MinuteReport };
 
 /** A destination for window reports. */
 export interface Sink {

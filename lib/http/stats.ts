@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { formatMinute, windowStart } from "./minute.ts";
-import type { Store } from "./store.ts";
+import { formatMinute, windowStart } from "../minute.ts";
+import type { Store } from "../store/store.ts";
 
 /** The most windows one stats request may ask for. */
 export const MAX_STATS_MINUTES = 1440;

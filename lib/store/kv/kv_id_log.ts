@@ -31,7 +31,7 @@ import {
   packIds,
   splitId,
 } from "./id64.ts";
-import type { CommitObserver } from "./group_commit.ts";
+import type { CommitObserver } from "../group_commit.ts";
 import { IdTable } from "./id_table.ts";
 import {
   legacyCounterPrefix,
@@ -43,8 +43,8 @@ import {
   reportKey,
   windowKey,
   type WindowLayout,
-} from "./keys.ts";
-import { StoreUnavailableError, WindowClosedError } from "./store.ts";
+} from "../keys.ts";
+import { StoreUnavailableError, WindowClosedError } from "../store.ts";
 
 /** The most ids in one log entry: 64 KiB, Deno KV's largest value. */
 export const MAX_IDS_PER_ENTRY = 8192;

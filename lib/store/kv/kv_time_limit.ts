@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { StoreUnavailableError } from "./store.ts";
+import { StoreUnavailableError } from "../store.ts";
 
 /**
  * Wraps `kv` so that `get`, `getMany`, `set`, `delete`, each step of `list`

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { sleep } from "./backoff.ts";
-import { windowStart } from "./minute.ts";
+import { sleep } from "../backoff.ts";
+import { windowStart } from "../minute.ts";
 
 /** Options of {@link startWindowTimer}. */
 export interface WindowTimerOptions {
