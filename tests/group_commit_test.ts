@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { GroupCommit, type IdOutcome } from "../lib/store/group_commit.ts";
-import { StoreUnavailableError, WindowClosedError } from "../lib/store/store.ts";
+import {
+  StoreUnavailableError,
+  WindowClosedError,
+} from "../lib/store/store.ts";
 
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
 

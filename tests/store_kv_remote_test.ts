@@ -9,7 +9,10 @@ import assert from "node:assert/strict";
 import { withTimeLimit } from "../lib/store/kv/kv_time_limit.ts";
 import type { MinuteReport } from "../lib/report/sink.ts";
 import { type Store, StoreUnavailableError } from "../lib/store/store.ts";
-import { createKvStore, type KvStoreOptions } from "../lib/store/kv/store_kv.ts";
+import {
+  createKvStore,
+  type KvStoreOptions,
+} from "../lib/store/kv/store_kv.ts";
 import { MAX_IDS_PER_ENTRY } from "../lib/store/kv/kv_id_log.ts";
 import {
   KV_CONNECT_LIMITS,

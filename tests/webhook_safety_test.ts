@@ -4,7 +4,10 @@
  */
 import assert from "node:assert/strict";
 import type { lookup } from "node:dns";
-import { blockedReason, createAddressPolicy } from "../lib/report/sinks/address_policy.ts";
+import {
+  blockedReason,
+  createAddressPolicy,
+} from "../lib/report/sinks/address_policy.ts";
 import { createHandler } from "../lib/http/handler.ts";
 import type { MinuteReport } from "../lib/report/sink.ts";
 import { createWebhookSink } from "../lib/report/sinks/webhook.ts";

@@ -1,0 +1,55 @@
+/**
+ * The layout of `lib/` as the README and each folder's `mod.ts` state it:
+ * which folder may import which, read from the import statements.
+ */
+import assert from "node:assert/strict";
+import { dirname, join, relative } from "node:path";
+
+const LIB = new URL("../lib/", import.meta.url).pathname;
+
+/** What each concern may import, besides itself and the top-level modules. */
+const MAY_IMPORT: Record<string, string[]> = {
+  http: ["store", "telemetry"],
+  report: ["store", "telemetry"],
+  store: [],
+  telemetry: [],
+};
+
+/** The concern of a path under `lib/`: its first folder, or "top". */
+function concern(path: string): string {
+  const [first, ...rest] = relative(LIB, path).split("/");
+  return rest.length === 0 ? "top" : first!;
+}
+
+async function* modules(dir: string): AsyncGenerator<string> {
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) yield* modules(path);
+    else if (entry.name.endsWith(".ts")) yield path;
+  }
+}
+
+Deno.test("lib/ imports point one way: http and report to store and telemetry, never back", async () => {
+  const edges: string[] = [];
+  for await (const path of modules(LIB)) {
+    const text = await Deno.readTextFile(path);
+    for (const [, spec] of text.matchAll(/from\s+"(\.[^"]+)"/g)) {
+      const target = join(dirname(path), spec!);
+      const [from, to] = [concern(path), concern(target)];
+      if (from === to || to === "top") continue;
+      // The settings module names the log levels telemetry configures.
+      if (from === "telemetry" && target.endsWith("/config.ts")) continue;
+      if (from === "top") continue;
+      if (!MAY_IMPORT[from]?.includes(to)) {
+        edges.push(`${relative(LIB, path)} imports ${relative(LIB, target)}`);
+      }
+    }
+  }
+  assert.deepEqual(edges, []);
+  // Every concern has a module doc that says what it may import.
+  for (const folder of Object.keys(MAY_IMPORT)) {
+    const doc = await Deno.readTextFile(join(LIB, folder, "mod.ts"));
+    assert.match(doc, /@module/, folder);
+    assert.match(doc, /import/, folder);
+  }
+});
