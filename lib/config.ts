@@ -186,6 +186,19 @@ function integer(min: number, max: number, fallback: number) {
   );
 }
 
+/**
+ * Attaches a setting's documentation to its schema: its default as the
+ * documentation shows it (Markdown; `-` for none) and what it means. `deno
+ * task docs` writes both to `docs/configuration.md`.
+ */
+function setting<T extends z.ZodType>(
+  schema: T,
+  shownDefault: string,
+  meaning: string,
+): T {
+  return schema.meta({ shownDefault, description: meaning });
+}
+
 /** A `true`/`false` (or `1`/`0`) setting, false when unset. */
 function boolean() {
   return z.string().trim().toLowerCase().default("false").pipe(
@@ -194,102 +207,300 @@ function boolean() {
 }
 
 const schema = z.object({
-  HOST: z.string().trim().min(1).default("0.0.0.0"),
-  PORT: integer(0, 65_535, 8000),
-  REUSE_PORT: boolean(),
-  TLS_CERT_FILE: z.string().trim().min(1).optional(),
-  TLS_KEY_FILE: z.string().trim().min(1).optional(),
-  STORE: z.string().trim().toLowerCase().default("kv").pipe(
-    z.enum(STORE_KINDS),
+  HOST: setting(
+    z.string().trim().min(1).default("0.0.0.0"),
+    "`0.0.0.0`",
+    "Interface to listen on.",
   ),
-  REDIS_URL: z.string().trim().default("redis://127.0.0.1:6379").transform(
-    (value) => value.split(",").map((url) => url.trim()),
-  ).pipe(
-    z.array(z.url({
-      protocol: /^rediss?$/,
-      error: "must be redis:// or rediss:// URLs, separated by commas",
-    })),
+  PORT: setting(
+    integer(0, 65_535, 8000),
+    "`8000`",
+    "TCP port; `0` picks a free one (logged at start).",
   ),
-  REDIS_CLUSTER: boolean(),
-  REDIS_WAIT_REPLICAS: integer(0, 5, 0),
-  REDIS_TIMEOUT_MS: integer(10, 60_000, 1000),
-  KV_PATH: z.string().trim().min(1).optional(),
-  KV_COMMIT_ATTEMPTS: integer(1, 20, 10),
-  KV_TIMEOUT_MS: integer(100, 60_000, 2000),
-  WINDOW_MS: integer(100, 3_600_000, 60_000),
-  KV_PARTITIONS: integer(1, 256, 1),
-  KV_MAX_WINDOW_IDS: integer(1000, 100_000_000, 5_000_000),
-  REPORT_GRACE_MS: integer(0, 30_000, 2000),
-  RETENTION_WINDOWS: integer(2, 10_080, 60),
-  MAX_URLS_PER_WINDOW: integer(0, 100_000, 1000),
-  WEBHOOK_TIMEOUT_MS: integer(100, 60_000, 5000),
-  WEBHOOK_ATTEMPTS: integer(1, 10, 3),
-  WEBHOOK_CONCURRENCY: integer(1, 1000, 32),
-  WEBHOOK_ALLOW: z.string().default("").transform((v) =>
-    v.split(",").map((entry) => entry.trim()).filter(Boolean)
-  ).pipe(
-    z.array(
-      z.string().regex(
-        /^([A-Za-z0-9.-]+|[0-9A-Fa-f:.]+(\/\d{1,3})?)$/,
-        "must list host names, addresses or CIDR ranges",
+  REUSE_PORT: setting(
+    boolean(),
+    "`false`",
+    "`true` lets several processes listen on the same port; the kernel spreads connections across them (see [Several instances](#several-instances)).",
+  ),
+  TLS_CERT_FILE: setting(
+    z.string().trim().min(1).optional(),
+    "-",
+    "PEM certificate chain and key: with both, the service speaks HTTPS itself.",
+  ),
+  TLS_KEY_FILE: setting(
+    z.string().trim().min(1).optional(),
+    "-",
+    "PEM certificate chain and key: with both, the service speaks HTTPS itself.",
+  ),
+  STORE: setting(
+    z.string().trim().toLowerCase().default("kv").pipe(
+      z.enum(STORE_KINDS),
+    ),
+    "`kv`",
+    "The shared store: `kv` (Deno KV, see `KV_PATH`) or `redis` (see `REDIS_URL`).",
+  ),
+  REDIS_URL: setting(
+    z.string().trim().default("redis://127.0.0.1:6379").transform(
+      (value) => value.split(",").map((url) => url.trim()),
+    ).pipe(
+      z.array(z.url({
+        protocol: /^rediss?$/,
+        error: "must be redis:// or rediss:// URLs, separated by commas",
+      })),
+    ),
+    "`redis://127.0.0.1:6379`",
+    "With `STORE=redis`: the server, `redis://` or `rediss://` (TLS), with `user:password@` and a `/db` number if needed; with `REDIS_CLUSTER=true`, seed nodes of the cluster separated by commas (the first one's credentials and TLS serve every node).",
+  ),
+  REDIS_CLUSTER: setting(
+    boolean(),
+    "`false`",
+    "With `STORE=redis`: Redis is a Redis Cluster (see [Redis Cluster](#redis-cluster)).",
+  ),
+  REDIS_WAIT_REPLICAS: setting(
+    integer(0, 5, 0),
+    "`1` with `REDIS_CLUSTER`, else `0`",
+    "Replicas that must have each write before it counts (0\u20135; Redis `WAIT`, within half of `REDIS_TIMEOUT_MS`); fewer get `503`. A master with fewer replicas left (after a failover) waits for those it has.",
+  ),
+  REDIS_TIMEOUT_MS: setting(
+    integer(10, 60_000, 1000),
+    "`1000`",
+    "With `STORE=redis`: the time limit of one Redis command (10\u201360000); past it the request gets `503`.",
+  ),
+  KV_PATH: setting(
+    z.string().trim().min(1).optional(),
+    "`./data/verve.kv` (Deno Deploy: its managed KV)",
+    "Deno KV database: a file path, `:memory:`, or an `https://` KV Connect URL (with `DENO_KV_ACCESS_TOKEN`).",
+  ),
+  KV_COMMIT_ATTEMPTS: setting(
+    integer(1, 20, 10),
+    "`10`",
+    "Attempts per Deno KV call that throws, e.g. `database is locked` while another process writes the file (each waits up to 5 s for the lock); then `503`.",
+  ),
+  KV_TIMEOUT_MS: setting(
+    integer(100, 60_000, 2000),
+    "`2000`",
+    "With a remote Deno KV (a KV Connect URL, or Deno Deploy's): the time limit of one call (100\u201360000). Deno's client retries a remote database's errors and lost connections without end; past the limit the request gets `503` and the reporter tries again on its next tick. A local file's calls wait at most for its lock.",
+  ),
+  WINDOW_MS: setting(
+    integer(100, 3_600_000, 60_000),
+    "`60000`",
+    "Counting window, 100\u20133600000 ms. Keep one minute in production; shorter windows are for tests.",
+  ),
+  KV_PARTITIONS: setting(
+    integer(1, 256, 1),
+    "`1`",
+    "Partitions of each window's id log in Deno KV (1\u2013256): instances commit to different partitions without meeting. The first instance to write in a window fixes its number, so instances with different values still agree. See [Several instances](#several-instances).",
+  ),
+  KV_MAX_WINDOW_IDS: setting(
+    integer(1000, 100_000_000, 5_000_000),
+    "`5000000`",
+    "The most ids of one window an instance holds in memory (1000\u2013100000000), at 11.4\u201317.1 bytes each; past it, new ids get `503 failed` (logged at error level once per window, counted in `verve_ids_refused_total`) until the next window.",
+  ),
+  REPORT_GRACE_MS: setting(
+    integer(0, 30_000, 2000),
+    "`2000`",
+    "Wait after a window ends before reporting it (0\u201330000), so requests still committing are counted.",
+  ),
+  RETENTION_WINDOWS: setting(
+    integer(2, 10_080, 60),
+    "`60`",
+    "Windows the webhook URLs, report records and delivery records live for, and how far back unreported windows are caught up (2\u201310080). On Deno KV, the id log of a window lives for the window plus 5 minutes (at least 2 windows, at most this); on Redis, a window's ids are deleted once it is reported.",
+  ),
+  MAX_URLS_PER_WINDOW: setting(
+    integer(0, 100_000, 1000),
+    "`1000`",
+    "Distinct webhook URLs accepted per window (0\u2013100000); further new URLs get `429`.",
+  ),
+  WEBHOOK_TIMEOUT_MS: setting(
+    integer(100, 60_000, 5000),
+    "`5000`",
+    "Time limit of one webhook attempt (100\u201360000).",
+  ),
+  WEBHOOK_ATTEMPTS: setting(
+    integer(1, 10, 3),
+    "`3`",
+    "Attempts per URL in one delivery (1\u201310); a URL that still fails is tried again on later ticks through the outbox.",
+  ),
+  WEBHOOK_CONCURRENCY: setting(
+    integer(1, 1000, 32),
+    "`32`",
+    "Webhook POSTs in flight at once, over all reports (1\u20131000).",
+  ),
+  WEBHOOK_ALLOW: setting(
+    z.string().default("").transform((v) =>
+      v.split(",").map((entry) => entry.trim()).filter(Boolean)
+    ).pipe(
+      z.array(
+        z.string().regex(
+          /^([A-Za-z0-9.-]+|[0-9A-Fa-f:.]+(\/\d{1,3})?)$/,
+          "must list host names, addresses or CIDR ranges",
+        ),
       ),
     ),
+    "-",
+    "Hosts, addresses and CIDR ranges webhooks may reach even if internal, e.g. `hooks.internal,10.1.0.0/16`.",
   ),
-  WEBHOOK_ALLOWLIST_ONLY: boolean(),
-  WEBHOOK_REJECT_UNDELIVERABLE: boolean(),
-  ACK_MODE: z.string().trim().toLowerCase().default("durable").pipe(
-    z.enum(ACK_MODES),
+  WEBHOOK_ALLOWLIST_ONLY: setting(
+    boolean(),
+    "`false`",
+    "`true`: webhooks may reach only what `WEBHOOK_ALLOW` lists.",
   ),
-  BUFFER_MAX_IDS: integer(1, 10_000_000, 2000),
-  BUFFER_FLUSH_MS: integer(1, 10_000, 100),
-  REPORT_SINKS: z.string().trim().toLowerCase().default("log,webhook")
-    .transform((v) => v.split(",").map((name) => name.trim()))
-    .pipe(
-      z.array(
-        z.enum(SINK_NAMES, `must list sinks among ${SINK_NAMES.join(", ")}`),
-      )
-        .min(1)
-        .refine(
-          (names) => new Set(names).size === names.length,
-          "names a sink twice",
-        ),
+  WEBHOOK_REJECT_UNDELIVERABLE: setting(
+    boolean(),
+    "`false`",
+    "`true`: a request whose `url` can never be delivered to (port 0, an internal address literal, `localhost`, outside the allowlist) gets `400 failed`.",
+  ),
+  ACK_MODE: setting(
+    z.string().trim().toLowerCase().default("durable").pipe(
+      z.enum(ACK_MODES),
     ),
-  OUTBOX_MAX_AGE_MS: integer(1000, 604_800_000, 3_600_000),
-  SINK_RETRY_BASE_MS: integer(10, 3_600_000, 10_000),
-  SINK_RETRY_MAX_MS: integer(10, 3_600_000, 300_000),
-  KAFKA_TOPIC: z.string().trim().regex(
-    /^[A-Za-z0-9._-]{1,249}$/,
-    "must be a Kafka topic name (letters, digits, . _ -)",
-  ).default("verve-unique-ids"),
-  KAFKA_REST_URL: z.url({
-    protocol: /^https?$/,
-    error: "must be an http:// or https:// URL",
-  }).optional(),
-  KAFKA_REST_API: z.string().trim().toLowerCase().default("v2").pipe(
-    z.enum(["v2", "v3"]),
+    "`durable`",
+    "`durable`: `ok` once the id is committed. `buffered`: `ok` once it is queued for commit (see [Acknowledgement modes](#acknowledgement-modes)).",
   ),
-  KAFKA_REST_CLUSTER_ID: z.string().trim().min(1).optional(),
-  KAFKA_REST_USERNAME: z.string().optional(),
-  KAFKA_REST_PASSWORD: z.string().optional(),
-  KAFKA_REST_TOKEN: z.string().optional(),
-  KAFKA_REST_TIMEOUT_MS: integer(100, 60_000, 5000),
-  KAFKA_BROKERS: z.string().trim().transform((v) =>
-    v.split(",").map((b) => b.trim()).filter(Boolean)
-  ).pipe(
-    z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, "must list host:port pairs"))
-      .min(1),
-  ).optional(),
-  KAFKA_CLIENT_ID: z.string().trim().min(1).default("verve"),
-  KAFKA_SSL: boolean(),
-  KAFKA_SASL_MECHANISM: z.string().trim().toLowerCase().pipe(
-    z.enum(["plain", "scram-sha-256", "scram-sha-512"]),
-  ).optional(),
-  KAFKA_SASL_USERNAME: z.string().optional(),
-  KAFKA_SASL_PASSWORD: z.string().optional(),
-  KAFKA_TIMEOUT_MS: integer(100, 120_000, 10_000),
-  SHUTDOWN_TIMEOUT_MS: integer(1000, 600_000, 30_000),
-  LOG_LEVEL: z.string().trim().toLowerCase().default("info").pipe(
-    z.enum(LOG_LEVELS),
+  BUFFER_MAX_IDS: setting(
+    integer(1, 10_000_000, 2000),
+    "`2000`",
+    "Buffered mode: ids acknowledged but not yet committed, at most (1\u201310000000). Past it, requests wait for their commit.",
+  ),
+  BUFFER_FLUSH_MS: setting(
+    integer(1, 10_000, 100),
+    "`100`",
+    "Buffered mode: how long an acknowledged id may wait for its commit (1\u201310000); while the oldest has waited longer, requests wait for their commit. Must be below `REPORT_GRACE_MS`.",
+  ),
+  REPORT_SINKS: setting(
+    z.string().trim().toLowerCase().default("log,webhook")
+      .transform((v) => v.split(",").map((name) => name.trim()))
+      .pipe(
+        z.array(
+          z.enum(SINK_NAMES, `must list sinks among ${SINK_NAMES.join(", ")}`),
+        )
+          .min(1)
+          .refine(
+            (names) => new Set(names).size === names.length,
+            "names a sink twice",
+          ),
+      ),
+    "`log,webhook`",
+    "Where reports go, comma-separated: `log`, `webhook`, `kafka-rest`, `kafka` (see [Kafka](#kafka)).",
+  ),
+  OUTBOX_MAX_AGE_MS: setting(
+    integer(1000, 604_800_000, 3_600_000),
+    "`3600000`",
+    "How long a report waits in the outbox for a sink that keeps failing before it is dropped (logged at error level).",
+  ),
+  SINK_RETRY_BASE_MS: setting(
+    integer(10, 3_600_000, 10_000),
+    "`10000`",
+    "First retry delay of a failed delivery; doubles per attempt.",
+  ),
+  SINK_RETRY_MAX_MS: setting(
+    integer(10, 3_600_000, 300_000),
+    "`300000`",
+    "Longest retry delay of a failed delivery.",
+  ),
+  KAFKA_TOPIC: setting(
+    z.string().trim().regex(
+      /^[A-Za-z0-9._-]{1,249}$/,
+      "must be a Kafka topic name (letters, digits, . _ -)",
+    ).default("verve-unique-ids"),
+    "`verve-unique-ids`",
+    "The topic both Kafka sinks produce to.",
+  ),
+  KAFKA_REST_URL: setting(
+    z.url({
+      protocol: /^https?$/,
+      error: "must be an http:// or https:// URL",
+    }).optional(),
+    "-",
+    "`kafka-rest`: the proxy's base URL, e.g. `http://rest-proxy:8082`; Confluent Cloud: the REST endpoint with `/kafka`.",
+  ),
+  KAFKA_REST_API: setting(
+    z.string().trim().toLowerCase().default("v2").pipe(
+      z.enum(["v2", "v3"]),
+    ),
+    "`v2`",
+    "`kafka-rest`: `v2` (Confluent v2, Redpanda, Karapace, Strimzi Bridge) or `v3` (Confluent Platform and Cloud).",
+  ),
+  KAFKA_REST_CLUSTER_ID: setting(
+    z.string().trim().min(1).optional(),
+    "-",
+    "`kafka-rest` with `v3`: the Kafka cluster id.",
+  ),
+  KAFKA_REST_USERNAME: setting(
+    z.string().optional(),
+    "-",
+    "`kafka-rest`: HTTP Basic credentials (user and password, or API key and secret).",
+  ),
+  KAFKA_REST_PASSWORD: setting(
+    z.string().optional(),
+    "-",
+    "`kafka-rest`: HTTP Basic credentials (user and password, or API key and secret).",
+  ),
+  KAFKA_REST_TOKEN: setting(
+    z.string().optional(),
+    "-",
+    "`kafka-rest`: a bearer token instead.",
+  ),
+  KAFKA_REST_TIMEOUT_MS: setting(
+    integer(100, 60_000, 5000),
+    "`5000`",
+    "`kafka-rest`: the time limit of one request.",
+  ),
+  KAFKA_BROKERS: setting(
+    z.string().trim().transform((v) =>
+      v.split(",").map((b) => b.trim()).filter(Boolean)
+    ).pipe(
+      z.array(
+        z.string().regex(/^[^\s:]+:\d{1,5}$/, "must list host:port pairs"),
+      )
+        .min(1),
+    ).optional(),
+    "-",
+    "`kafka`: bootstrap brokers, `host:port,host:port`.",
+  ),
+  KAFKA_CLIENT_ID: setting(
+    z.string().trim().min(1).default("verve"),
+    "`verve`",
+    "`kafka`: the client id.",
+  ),
+  KAFKA_SSL: setting(
+    boolean(),
+    "`false`",
+    "`kafka`: connect with TLS.",
+  ),
+  KAFKA_SASL_MECHANISM: setting(
+    z.string().trim().toLowerCase().pipe(
+      z.enum(["plain", "scram-sha-256", "scram-sha-512"]),
+    ).optional(),
+    "-",
+    "`kafka`: SASL `plain`, `scram-sha-256` or `scram-sha-512`.",
+  ),
+  KAFKA_SASL_USERNAME: setting(
+    z.string().optional(),
+    "-",
+    "`kafka`: SASL `plain`, `scram-sha-256` or `scram-sha-512`.",
+  ),
+  KAFKA_SASL_PASSWORD: setting(
+    z.string().optional(),
+    "-",
+    "`kafka`: SASL `plain`, `scram-sha-256` or `scram-sha-512`.",
+  ),
+  KAFKA_TIMEOUT_MS: setting(
+    integer(100, 120_000, 10_000),
+    "`10000`",
+    "`kafka`: the time limit of connecting and of one request.",
+  ),
+  SHUTDOWN_TIMEOUT_MS: setting(
+    integer(1000, 600_000, 30_000),
+    "`30000`",
+    "How long a shutdown may take (1000\u2013600000). Past it, the service logs at error level what it abandons (ids not yet committed, deliveries in progress, which stay in the outbox for a later attempt) and exits 1.",
+  ),
+  LOG_LEVEL: setting(
+    z.string().trim().toLowerCase().default("info").pipe(
+      z.enum(LOG_LEVELS),
+    ),
+    "`info`",
+    "`trace`, `debug`, `info`, `warning`, `error` or `fatal`.",
   ),
 });
 
@@ -445,4 +656,37 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     shutdownTimeoutMs: s.SHUTDOWN_TIMEOUT_MS,
     logLevel: s.LOG_LEVEL,
   };
+}
+
+/**
+ * The settings' documentation in Markdown, from the schema: every variable,
+ * its default and what it means, in the schema's order. `deno task docs`
+ * writes it to `docs/configuration.md`.
+ */
+export function configurationDoc(): string {
+  const lines = [
+    "# Configuration",
+    "",
+    "All settings are environment variables; every one has a default. A value",
+    "the service cannot accept stops it at start with exit code 2 and a message",
+    "naming the variable, e.g.",
+    '`Cannot parse WINDOW_MS: must be a whole number (got "soon")`.',
+    "",
+    "Generated from the settings schema in `lib/config.ts` by `deno task docs`;",
+    "a test fails when this file is stale.",
+    "",
+    "| Variable | Default | Meaning |",
+    "| --- | --- | --- |",
+  ];
+  for (const [name, field] of Object.entries(schema.shape)) {
+    const meta = field.meta() as
+      | { shownDefault?: string; description?: string }
+      | undefined;
+    const meaning = (meta?.description ?? "").replaceAll(
+      "](#",
+      "](../README.md#",
+    );
+    lines.push(`| \`${name}\` | ${meta?.shownDefault ?? "-"} | ${meaning} |`);
+  }
+  return lines.join("\n") + "\n";
 }
