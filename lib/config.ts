@@ -220,7 +220,7 @@ const schema = z.object({
   REUSE_PORT: setting(
     boolean(),
     "`false`",
-    "`true` lets several processes listen on the same port; the kernel spreads connections across them (see [Several instances](#several-instances)).",
+    "`true` lets several processes listen on the same port; the kernel spreads connections across them (see [Several instances](deployment.md#several-instances)).",
   ),
   TLS_CERT_FILE: setting(
     z.string().trim().min(1).optional(),
@@ -254,7 +254,7 @@ const schema = z.object({
   REDIS_CLUSTER: setting(
     boolean(),
     "`false`",
-    "With `STORE=redis`: Redis is a Redis Cluster (see [Redis Cluster](#redis-cluster)).",
+    "With `STORE=redis`: Redis is a Redis Cluster (see [Redis Cluster](deployment.md#redis-cluster)).",
   ),
   REDIS_WAIT_REPLICAS: setting(
     integer(0, 5, 0),
@@ -289,7 +289,7 @@ const schema = z.object({
   KV_PARTITIONS: setting(
     integer(1, 256, 1),
     "`1`",
-    "Partitions of each window's id log in Deno KV (1\u2013256): instances commit to different partitions without meeting. The first instance to write in a window fixes its number, so instances with different values still agree. See [Several instances](#several-instances).",
+    "Partitions of each window's id log in Deno KV (1\u2013256): instances commit to different partitions without meeting. The first instance to write in a window fixes its number, so instances with different values still agree. See [Several instances](deployment.md#several-instances).",
   ),
   KV_MAX_WINDOW_IDS: setting(
     integer(1000, 100_000_000, 5_000_000),
@@ -355,7 +355,7 @@ const schema = z.object({
       z.enum(ACK_MODES),
     ),
     "`durable`",
-    "`durable`: `ok` once the id is committed. `buffered`: `ok` once it is queued for commit (see [Acknowledgement modes](#acknowledgement-modes)).",
+    "`durable`: `ok` once the id is committed. `buffered`: `ok` once it is queued for commit (see [Acknowledgement modes](../README.md#acknowledgement-modes)).",
   ),
   BUFFER_MAX_IDS: setting(
     integer(1, 10_000_000, 2000),
@@ -381,7 +381,7 @@ const schema = z.object({
           ),
       ),
     "`log,webhook`",
-    "Where reports go, comma-separated: `log`, `webhook`, `kafka-rest`, `kafka` (see [Kafka](#kafka)).",
+    "Where reports go, comma-separated: `log`, `webhook`, `kafka-rest`, `kafka` (see [Kafka](kafka.md)).",
   ),
   OUTBOX_MAX_AGE_MS: setting(
     integer(1000, 604_800_000, 3_600_000),
@@ -661,7 +661,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
 /**
  * The settings' documentation in Markdown, from the schema: every variable,
  * its default and what it means, in the schema's order. `deno task docs`
- * writes it to `docs/configuration.md`.
+ * writes it to `docs/configuration.md`, so links in the meanings are
+ * relative to `docs/`.
  */
 export function configurationDoc(): string {
   const lines = [
@@ -682,10 +683,7 @@ export function configurationDoc(): string {
     const meta = field.meta() as
       | { shownDefault?: string; description?: string }
       | undefined;
-    const meaning = (meta?.description ?? "").replaceAll(
-      "](#",
-      "](../README.md#",
-    );
+    const meaning = meta?.description ?? "";
     lines.push(`| \`${name}\` | ${meta?.shownDefault ?? "-"} | ${meaning} |`);
   }
   return lines.join("\n") + "\n";

@@ -15,3 +15,53 @@ Deno.test("docs/configuration.md is what `deno task docs` writes from the settin
     assert.ok(name && shown && meaning && meaning.length > 10, line);
   }
 });
+
+const ROOT = new URL("../", import.meta.url);
+
+/** GitHub's anchor for a heading. */
+function slug(heading: string): string {
+  return heading.trim().toLowerCase().replace(/[^\w\- ]/g, "").replaceAll(
+    " ",
+    "-",
+  );
+}
+
+async function headings(path: URL): Promise<Set<string>> {
+  const found = new Set<string>();
+  let code = false;
+  for (const line of (await Deno.readTextFile(path)).split("\n")) {
+    if (line.startsWith("```")) code = !code;
+    const heading = /^#{1,6} (.*)$/.exec(line);
+    if (!code && heading) found.add(slug(heading[1]!));
+  }
+  return found;
+}
+
+Deno.test("every link between the README, BENCHMARKS.md and docs/ leads to a file and heading that exist", async () => {
+  const files = ["README.md", "BENCHMARKS.md"];
+  for await (const entry of Deno.readDir(new URL("docs/", ROOT))) {
+    if (entry.name.endsWith(".md")) files.push(`docs/${entry.name}`);
+  }
+  const broken: string[] = [];
+  for (const file of files) {
+    const base = new URL(file, ROOT);
+    const text = await Deno.readTextFile(base);
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^[a-z]+:/.test(target!)) continue;
+      const [path, anchor] = target!.split("#");
+      const url = new URL(path || file.split("/").pop()!, base);
+      try {
+        await Deno.stat(url);
+      } catch {
+        broken.push(`${file}: ${target} (no such file)`);
+        continue;
+      }
+      if (anchor && url.pathname.endsWith(".md")) {
+        if (!(await headings(url)).has(anchor)) {
+          broken.push(`${file}: ${target} (no such heading)`);
+        }
+      }
+    }
+  }
+  assert.deepEqual(broken, []);
+});

@@ -595,7 +595,7 @@ function fleet(name: string, options: FleetOptions): Scenario {
   return { name, run: () => runFleet(name, options) };
 }
 
-/** Every chaos scenario, numbered as in the README. */
+/** Every chaos scenario, numbered as in `docs/faults.md`. */
 export const SCENARIOS: Scenario[] = [
   fleet("1. 3 processes, duplicates, durable", { everyAnswerOk: true }),
   fleet("1. 3 processes, duplicates, buffered", {

@@ -8,7 +8,7 @@
  * A call that ran out of time may still take effect later, when the
  * database answers its retry: a commit's checks keep that safe (a later
  * commit sees it, or fails its check), and an id whose commit ran out of
- * time got `503` and may still be counted, within the bounds the README
+ * time got `503` and may still be counted, within the bounds `docs/faults.md`
  * states.
  *
  * @module
