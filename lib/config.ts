@@ -7,134 +7,12 @@
 import { z } from "zod";
 import { createAddressPolicy } from "./report/sinks/address_policy.ts";
 
-/** The validated settings of one service instance. */
-export interface Config {
-  /** `HOST`: the interface to listen on. */
-  host: string;
-  /** `PORT`: the TCP port to listen on; `0` picks a free one. */
-  port: number;
-  /**
-   * `REUSE_PORT`: lets several processes listen on the same port (Linux
-   * `SO_REUSEPORT`); the kernel spreads connections across them.
-   */
-  reusePort: boolean;
-  /**
-   * `TLS_CERT_FILE` and `TLS_KEY_FILE`: PEM files; with both, the service
-   * speaks HTTPS.
-   */
-  tls: { certFile: string; keyFile: string } | undefined;
-  /** `STORE`: the shared store, `kv` (Deno KV) or `redis`. */
-  store: StoreKind;
-  /**
-   * `REDIS_URL`: the Redis server, `redis://` or `rediss://`, with
-   * credentials; with `REDIS_CLUSTER`, the cluster's seed nodes.
-   */
-  redisUrls: string[];
-  /** `REDIS_CLUSTER`: whether Redis is a Redis Cluster. */
-  redisCluster: boolean;
-  /**
-   * `REDIS_WAIT_REPLICAS`: replicas that must have each write before it
-   * counts (Redis `WAIT`).
-   */
-  redisWaitReplicas: number;
-  /** `REDIS_TIMEOUT_MS`: the time limit of one Redis command. */
-  redisTimeoutMs: number;
-  /**
-   * `KV_PATH`: the Deno KV database: a file path, `:memory:`, or an
-   * `https://` KV Connect URL. Undefined means Deno's default database (the
-   * managed KV on Deno Deploy).
-   */
-  kvPath: string | undefined;
-  /** `KV_COMMIT_ATTEMPTS`: attempts per Deno KV commit that throws. */
-  kvCommitAttempts: number;
-  /**
-   * `KV_TIMEOUT_MS`: the time limit of one call to a remote Deno KV (KV
-   * Connect, Deno Deploy).
-   */
-  kvTimeoutMs: number;
-  /** `WINDOW_MS`: the counting window; one minute unless testing. */
-  windowMs: number;
-  /**
-   * `KV_PARTITIONS`: partitions of each window's id log in Deno KV; the
-   * first instance to write in a window fixes its number.
-   */
-  kvPartitions: number;
-  /**
-   * `KV_MAX_WINDOW_IDS`: the most ids of one window an instance holds in
-   * memory; past it, new ids are answered 503.
-   */
-  kvMaxWindowIds: number;
-  /** `REPORT_GRACE_MS`: how long after a window closes its report waits. */
-  reportGraceMs: number;
-  /** `RETENTION_WINDOWS`: how many closed windows are kept and caught up. */
-  retentionWindows: number;
-  /** `MAX_URLS_PER_WINDOW`: distinct webhook URLs accepted per window. */
-  maxUrlsPerWindow: number;
-  /** `WEBHOOK_TIMEOUT_MS`: the time limit of one webhook attempt. */
-  webhookTimeoutMs: number;
-  /** `WEBHOOK_ATTEMPTS`: attempts per webhook URL and report. */
-  webhookAttempts: number;
-  /** `WEBHOOK_CONCURRENCY`: webhook POSTs in flight at once, in all. */
-  webhookConcurrency: number;
-  /** `WEBHOOK_ALLOW`: hosts and CIDR ranges webhooks may reach regardless. */
-  webhookAllow: string[];
-  /** `WEBHOOK_ALLOWLIST_ONLY`: webhooks may reach only `WEBHOOK_ALLOW`. */
-  webhookAllowlistOnly: boolean;
-  /**
-   * `WEBHOOK_REJECT_UNDELIVERABLE`: answer 400 at request time for a `url`
-   * whose host can never be delivered to.
-   */
-  webhookRejectUndeliverable: boolean;
-  /**
-   * `ACK_MODE`: `durable` answers `ok` once the id is committed; `buffered`
-   * once it is queued for commit.
-   */
-  ackMode: AckMode;
-  /** `BUFFER_MAX_IDS`: ids acknowledged but not yet committed, at most. */
-  bufferMaxIds: number;
-  /**
-   * `BUFFER_FLUSH_MS`: how long an acknowledged id may wait for its commit
-   * before new requests wait for theirs.
-   */
-  bufferFlushMs: number;
-  /** `REPORT_SINKS`: where reports go, e.g. `log,webhook,kafka-rest`. */
-  reportSinks: SinkName[];
-  /** `OUTBOX_MAX_AGE_MS`: how long a report waits for a failing sink. */
-  outboxMaxAgeMs: number;
-  /** `SINK_RETRY_BASE_MS`: the first retry delay of a failed delivery. */
-  sinkRetryBaseMs: number;
-  /** `SINK_RETRY_MAX_MS`: the longest retry delay of a failed delivery. */
-  sinkRetryMaxMs: number;
-  /** `KAFKA_TOPIC`: the topic both Kafka sinks produce to. */
-  kafkaTopic: string;
-  /** The REST proxy sink's settings (`KAFKA_REST_*`). */
-  kafkaRest: {
-    url: string | undefined;
-    api: "v2" | "v3";
-    clusterId: string | undefined;
-    username: string | undefined;
-    password: string | undefined;
-    token: string | undefined;
-    timeoutMs: number;
-  };
-  /** The direct Kafka sink's settings (`KAFKA_*`). */
-  kafka: {
-    brokers: string[];
-    clientId: string;
-    ssl: boolean;
-    saslMechanism: "plain" | "scram-sha-256" | "scram-sha-512" | undefined;
-    saslUsername: string | undefined;
-    saslPassword: string | undefined;
-    timeoutMs: number;
-  };
-  /**
-   * `SHUTDOWN_TIMEOUT_MS`: how long a shutdown may take before the service
-   * abandons what is left and exits non-zero.
-   */
-  shutdownTimeoutMs: number;
-  /** `LOG_LEVEL`: the lowest level written to the log. */
-  logLevel: LogLevel;
-}
+/**
+ * The validated settings of one service instance: what {@link parseConfig}
+ * returns, derived from the schema (each setting's meaning is documented
+ * there, and in `docs/configuration.md`).
+ */
+export type Config = ReturnType<typeof toConfig>;
 
 /** The sinks `REPORT_SINKS` may name. */
 export const SINK_NAMES = ["log", "webhook", "kafka-rest", "kafka"] as const;
@@ -201,9 +79,11 @@ function setting<T extends z.ZodType>(
 
 /** A `true`/`false` (or `1`/`0`) setting, false when unset. */
 function boolean() {
-  return z.string().trim().toLowerCase().default("false").pipe(
-    z.enum(["true", "false", "1", "0"], "must be true or false"),
-  ).transform((v) => v === "true" || v === "1");
+  return z.stringbool({
+    truthy: ["true", "1"],
+    falsy: ["false", "0"],
+    error: "must be true or false",
+  }).default(false);
 }
 
 const schema = z.object({
@@ -225,12 +105,12 @@ const schema = z.object({
   TLS_CERT_FILE: setting(
     z.string().trim().min(1).optional(),
     "-",
-    "PEM certificate chain and key: with both, the service speaks HTTPS itself.",
+    "A PEM certificate chain, with `TLS_KEY_FILE`: with both, the service speaks HTTPS itself.",
   ),
   TLS_KEY_FILE: setting(
     z.string().trim().min(1).optional(),
     "-",
-    "PEM certificate chain and key: with both, the service speaks HTTPS itself.",
+    "The PEM key of `TLS_CERT_FILE`: with both, the service speaks HTTPS itself.",
   ),
   STORE: setting(
     z.string().trim().toLowerCase().default("kv").pipe(
@@ -429,12 +309,12 @@ const schema = z.object({
   KAFKA_REST_USERNAME: setting(
     z.string().optional(),
     "-",
-    "`kafka-rest`: HTTP Basic credentials (user and password, or API key and secret).",
+    "`kafka-rest`: the HTTP Basic user name (or API key), with `KAFKA_REST_PASSWORD`.",
   ),
   KAFKA_REST_PASSWORD: setting(
     z.string().optional(),
     "-",
-    "`kafka-rest`: HTTP Basic credentials (user and password, or API key and secret).",
+    "`kafka-rest`: the HTTP Basic password (or API secret), with `KAFKA_REST_USERNAME`.",
   ),
   KAFKA_REST_TOKEN: setting(
     z.string().optional(),
@@ -478,12 +358,12 @@ const schema = z.object({
   KAFKA_SASL_USERNAME: setting(
     z.string().optional(),
     "-",
-    "`kafka`: SASL `plain`, `scram-sha-256` or `scram-sha-512`.",
+    "`kafka`: the SASL user name, required with `KAFKA_SASL_MECHANISM`.",
   ),
   KAFKA_SASL_PASSWORD: setting(
     z.string().optional(),
     "-",
-    "`kafka`: SASL `plain`, `scram-sha-256` or `scram-sha-512`.",
+    "`kafka`: the SASL password, required with `KAFKA_SASL_MECHANISM`.",
   ),
   KAFKA_TIMEOUT_MS: setting(
     integer(100, 120_000, 10_000),
@@ -502,6 +382,55 @@ const schema = z.object({
     "`info`",
     "`trace`, `debug`, `info`, `warning`, `error` or `fatal`.",
   ),
+}).superRefine((s, ctx) => {
+  const refuse = (variable: string, message: string) =>
+    ctx.addIssue({ code: "custom", path: [variable], message });
+  if (s.ACK_MODE === "buffered" && s.BUFFER_FLUSH_MS >= s.REPORT_GRACE_MS) {
+    // Buffered ids must be committed before their window is reported.
+    refuse(
+      "BUFFER_FLUSH_MS",
+      `must be below REPORT_GRACE_MS (${s.REPORT_GRACE_MS}) with ACK_MODE=buffered`,
+    );
+  }
+  if (s.REDIS_URL.length > 1 && !s.REDIS_CLUSTER) {
+    refuse(
+      "REDIS_URL",
+      "takes one URL unless REDIS_CLUSTER=true, for the cluster's seed nodes",
+    );
+  }
+  if ((s.TLS_CERT_FILE === undefined) !== (s.TLS_KEY_FILE === undefined)) {
+    refuse(
+      s.TLS_CERT_FILE === undefined ? "TLS_CERT_FILE" : "TLS_KEY_FILE",
+      "is required with the other TLS file",
+    );
+  }
+  try {
+    createAddressPolicy({ allow: s.WEBHOOK_ALLOW });
+  } catch (error) {
+    refuse("WEBHOOK_ALLOW", (error as Error).message);
+  }
+  const sinks = s.REPORT_SINKS;
+  if (sinks.includes("kafka-rest") && !s.KAFKA_REST_URL) {
+    refuse("KAFKA_REST_URL", "is required when REPORT_SINKS has kafka-rest");
+  }
+  if (
+    sinks.includes("kafka-rest") && s.KAFKA_REST_API === "v3" &&
+    !s.KAFKA_REST_CLUSTER_ID
+  ) {
+    refuse("KAFKA_REST_CLUSTER_ID", "is required with KAFKA_REST_API=v3");
+  }
+  if (sinks.includes("kafka") && !s.KAFKA_BROKERS) {
+    refuse("KAFKA_BROKERS", "is required when REPORT_SINKS has kafka");
+  }
+  if (
+    s.KAFKA_SASL_MECHANISM &&
+    (s.KAFKA_SASL_USERNAME === undefined || s.KAFKA_SASL_PASSWORD === undefined)
+  ) {
+    refuse(
+      "KAFKA_SASL_USERNAME",
+      "and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM",
+    );
+  }
 });
 
 /** The default `KV_PATH` outside Deno Deploy. */
@@ -537,125 +466,10 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(variable, `${issue?.message ?? "invalid"}${shown}`);
   }
   const s = result.data;
-  if (s.ACK_MODE === "buffered" && s.BUFFER_FLUSH_MS >= s.REPORT_GRACE_MS) {
-    // Buffered ids must be committed before their window is reported.
-    throw new ConfigError(
-      "BUFFER_FLUSH_MS",
-      `must be below REPORT_GRACE_MS (${s.REPORT_GRACE_MS}) with ACK_MODE=buffered (got "${s.BUFFER_FLUSH_MS}")`,
-    );
-  }
-  if (s.REDIS_URL.length > 1 && !s.REDIS_CLUSTER) {
-    throw new ConfigError(
-      "REDIS_URL",
-      `takes one URL unless REDIS_CLUSTER=true, for the cluster's seed nodes (got ${
-        JSON.stringify(present.REDIS_URL)
-      })`,
-    );
-  }
-  if ((s.TLS_CERT_FILE === undefined) !== (s.TLS_KEY_FILE === undefined)) {
-    throw new ConfigError(
-      s.TLS_CERT_FILE === undefined ? "TLS_CERT_FILE" : "TLS_KEY_FILE",
-      "is required with the other TLS file",
-    );
-  }
-  try {
-    createAddressPolicy({ allow: s.WEBHOOK_ALLOW });
-  } catch (error) {
-    throw new ConfigError("WEBHOOK_ALLOW", (error as Error).message);
-  }
-  const sinks = s.REPORT_SINKS;
-  if (sinks.includes("kafka-rest") && !s.KAFKA_REST_URL) {
-    throw new ConfigError(
-      "KAFKA_REST_URL",
-      "is required when REPORT_SINKS has kafka-rest",
-    );
-  }
-  if (
-    sinks.includes("kafka-rest") && s.KAFKA_REST_API === "v3" &&
-    !s.KAFKA_REST_CLUSTER_ID
-  ) {
-    throw new ConfigError(
-      "KAFKA_REST_CLUSTER_ID",
-      "is required with KAFKA_REST_API=v3",
-    );
-  }
-  if (sinks.includes("kafka") && !s.KAFKA_BROKERS) {
-    throw new ConfigError(
-      "KAFKA_BROKERS",
-      "is required when REPORT_SINKS has kafka",
-    );
-  }
-  if (
-    s.KAFKA_SASL_MECHANISM &&
-    (s.KAFKA_SASL_USERNAME === undefined || s.KAFKA_SASL_PASSWORD === undefined)
-  ) {
-    throw new ConfigError(
-      "KAFKA_SASL_USERNAME",
-      "and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM",
-    );
-  }
-  const onDeploy = !!env.DENO_DEPLOYMENT_ID;
-  return {
-    host: s.HOST,
-    port: s.PORT,
-    reusePort: s.REUSE_PORT,
-    tls: s.TLS_CERT_FILE && s.TLS_KEY_FILE
-      ? { certFile: s.TLS_CERT_FILE, keyFile: s.TLS_KEY_FILE }
-      : undefined,
-    store: s.STORE,
-    redisUrls: s.REDIS_URL,
-    redisCluster: s.REDIS_CLUSTER,
-    // On a cluster, a write counts once its master's replica has it.
-    redisWaitReplicas: present.REDIS_WAIT_REPLICAS !== undefined
-      ? s.REDIS_WAIT_REPLICAS
-      : s.REDIS_CLUSTER
-      ? 1
-      : 0,
-    redisTimeoutMs: s.REDIS_TIMEOUT_MS,
-    kvPath: s.KV_PATH ?? (onDeploy ? undefined : DEFAULT_KV_PATH),
-    kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,
-    kvTimeoutMs: s.KV_TIMEOUT_MS,
-    windowMs: s.WINDOW_MS,
-    kvPartitions: s.KV_PARTITIONS,
-    kvMaxWindowIds: s.KV_MAX_WINDOW_IDS,
-    reportGraceMs: s.REPORT_GRACE_MS,
-    retentionWindows: s.RETENTION_WINDOWS,
-    maxUrlsPerWindow: s.MAX_URLS_PER_WINDOW,
-    webhookTimeoutMs: s.WEBHOOK_TIMEOUT_MS,
-    webhookAttempts: s.WEBHOOK_ATTEMPTS,
-    webhookConcurrency: s.WEBHOOK_CONCURRENCY,
-    webhookAllow: s.WEBHOOK_ALLOW,
-    webhookAllowlistOnly: s.WEBHOOK_ALLOWLIST_ONLY,
-    webhookRejectUndeliverable: s.WEBHOOK_REJECT_UNDELIVERABLE,
-    ackMode: s.ACK_MODE,
-    bufferMaxIds: s.BUFFER_MAX_IDS,
-    bufferFlushMs: s.BUFFER_FLUSH_MS,
-    reportSinks: sinks,
-    outboxMaxAgeMs: s.OUTBOX_MAX_AGE_MS,
-    sinkRetryBaseMs: s.SINK_RETRY_BASE_MS,
-    sinkRetryMaxMs: s.SINK_RETRY_MAX_MS,
-    kafkaTopic: s.KAFKA_TOPIC,
-    kafkaRest: {
-      url: s.KAFKA_REST_URL,
-      api: s.KAFKA_REST_API,
-      clusterId: s.KAFKA_REST_CLUSTER_ID,
-      username: s.KAFKA_REST_USERNAME,
-      password: s.KAFKA_REST_PASSWORD,
-      token: s.KAFKA_REST_TOKEN,
-      timeoutMs: s.KAFKA_REST_TIMEOUT_MS,
-    },
-    kafka: {
-      brokers: s.KAFKA_BROKERS ?? [],
-      clientId: s.KAFKA_CLIENT_ID,
-      ssl: s.KAFKA_SSL,
-      saslMechanism: s.KAFKA_SASL_MECHANISM,
-      saslUsername: s.KAFKA_SASL_USERNAME,
-      saslPassword: s.KAFKA_SASL_PASSWORD,
-      timeoutMs: s.KAFKA_TIMEOUT_MS,
-    },
-    shutdownTimeoutMs: s.SHUTDOWN_TIMEOUT_MS,
-    logLevel: s.LOG_LEVEL,
-  };
+  return toConfig(s, {
+    onDeploy: !!env.DENO_DEPLOYMENT_ID,
+    redisWaitReplicasSet: present.REDIS_WAIT_REPLICAS !== undefined,
+  });
 }
 
 /**
@@ -687,4 +501,78 @@ export function configurationDoc(): string {
     lines.push(`| \`${name}\` | ${meta?.shownDefault ?? "-"} | ${meaning} |`);
   }
   return lines.join("\n") + "\n";
+}
+
+/**
+ * The settings as the service uses them, from the parsed environment.
+ *
+ * @param s The schema's output.
+ * @param context Where the service runs, and whether `REDIS_WAIT_REPLICAS`
+ *   was given (its default depends on `REDIS_CLUSTER`).
+ */
+function toConfig(
+  s: z.output<typeof schema>,
+  context: { onDeploy: boolean; redisWaitReplicasSet: boolean },
+) {
+  return {
+    host: s.HOST,
+    port: s.PORT,
+    reusePort: s.REUSE_PORT,
+    tls: s.TLS_CERT_FILE && s.TLS_KEY_FILE
+      ? { certFile: s.TLS_CERT_FILE, keyFile: s.TLS_KEY_FILE }
+      : undefined,
+    store: s.STORE,
+    redisUrls: s.REDIS_URL,
+    redisCluster: s.REDIS_CLUSTER,
+    // On a cluster, a write counts once its master's replica has it.
+    redisWaitReplicas: context.redisWaitReplicasSet
+      ? s.REDIS_WAIT_REPLICAS
+      : s.REDIS_CLUSTER
+      ? 1
+      : 0,
+    redisTimeoutMs: s.REDIS_TIMEOUT_MS,
+    kvPath: s.KV_PATH ?? (context.onDeploy ? undefined : DEFAULT_KV_PATH),
+    kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,
+    kvTimeoutMs: s.KV_TIMEOUT_MS,
+    windowMs: s.WINDOW_MS,
+    kvPartitions: s.KV_PARTITIONS,
+    kvMaxWindowIds: s.KV_MAX_WINDOW_IDS,
+    reportGraceMs: s.REPORT_GRACE_MS,
+    retentionWindows: s.RETENTION_WINDOWS,
+    maxUrlsPerWindow: s.MAX_URLS_PER_WINDOW,
+    webhookTimeoutMs: s.WEBHOOK_TIMEOUT_MS,
+    webhookAttempts: s.WEBHOOK_ATTEMPTS,
+    webhookConcurrency: s.WEBHOOK_CONCURRENCY,
+    webhookAllow: s.WEBHOOK_ALLOW,
+    webhookAllowlistOnly: s.WEBHOOK_ALLOWLIST_ONLY,
+    webhookRejectUndeliverable: s.WEBHOOK_REJECT_UNDELIVERABLE,
+    ackMode: s.ACK_MODE,
+    bufferMaxIds: s.BUFFER_MAX_IDS,
+    bufferFlushMs: s.BUFFER_FLUSH_MS,
+    reportSinks: s.REPORT_SINKS,
+    outboxMaxAgeMs: s.OUTBOX_MAX_AGE_MS,
+    sinkRetryBaseMs: s.SINK_RETRY_BASE_MS,
+    sinkRetryMaxMs: s.SINK_RETRY_MAX_MS,
+    kafkaTopic: s.KAFKA_TOPIC,
+    kafkaRest: {
+      url: s.KAFKA_REST_URL,
+      api: s.KAFKA_REST_API,
+      clusterId: s.KAFKA_REST_CLUSTER_ID,
+      username: s.KAFKA_REST_USERNAME,
+      password: s.KAFKA_REST_PASSWORD,
+      token: s.KAFKA_REST_TOKEN,
+      timeoutMs: s.KAFKA_REST_TIMEOUT_MS,
+    },
+    kafka: {
+      brokers: s.KAFKA_BROKERS ?? [],
+      clientId: s.KAFKA_CLIENT_ID,
+      ssl: s.KAFKA_SSL,
+      saslMechanism: s.KAFKA_SASL_MECHANISM,
+      saslUsername: s.KAFKA_SASL_USERNAME,
+      saslPassword: s.KAFKA_SASL_PASSWORD,
+      timeoutMs: s.KAFKA_TIMEOUT_MS,
+    },
+    shutdownTimeoutMs: s.SHUTDOWN_TIMEOUT_MS,
+    logLevel: s.LOG_LEVEL,
+  };
 }
