@@ -98,6 +98,27 @@ Deno.test({
       assert.ok(
         labels.includes("minute (UTC)") && labels.includes("unique ids"),
       );
+      // The time labels stay inside the chart and clear of each other, on
+      // a wide screen and (below) on a phone.
+      const labelsFit = () =>
+        page.evaluate<string[]>(`(() => {
+          const chart = document.getElementById("chart").getBoundingClientRect();
+          const boxes = [...document.querySelectorAll("#chart .x-label")]
+            .map((label) => label.getBoundingClientRect())
+            .sort((a, b) => a.left - b.left);
+          const faults = [];
+          if (boxes.length < 2) faults.push(boxes.length + " labels");
+          boxes.forEach((box, i) => {
+            if (box.left < chart.left - 0.5 || box.right > chart.right + 0.5) {
+              faults.push("label " + i + " runs off the chart");
+            }
+            if (i > 0 && box.left < boxes[i - 1].right) {
+              faults.push("labels " + (i - 1) + " and " + i + " overlap");
+            }
+          });
+          return faults;
+        })()`);
+      assert.deepEqual(await labelsFit(), []);
       // The sinks table matches the API's summary.
       const rows = await page.$$eval(
         "#sinks tr",
@@ -115,6 +136,7 @@ Deno.test({
 
       // On a phone nothing overflows sideways.
       await page.setViewportSize({ width: 390, height: 844 });
+      assert.deepEqual(await labelsFit(), []);
       const overflow = await page.evaluate<number>(
         "document.documentElement.scrollWidth - window.innerWidth",
       );

@@ -97,9 +97,17 @@ function drawChart(minutes) {
     });
     bar.append(svg("title", {}, time(m.minute) + " UTC: " + (count === null ? "not reported" : count + " unique ids")));
     chart.append(bar);
+    // At most 8 labels, counted back from the newest window so that none
+    // crowds it; the newest ends at the plot's edge instead of running off.
     const every = Math.max(1, Math.ceil(minutes.length / 8));
-    if (i % every === 0 || i === minutes.length - 1) {
-      chart.append(svg("text", { x: left + i * step + step / 2, y: height - 14, "text-anchor": "middle" }, time(m.minute)));
+    const last = i === minutes.length - 1;
+    if ((minutes.length - 1 - i) % every === 0) {
+      chart.append(svg("text", {
+        class: "x-label",
+        x: last ? left + (i + 1) * step : left + i * step + step / 2,
+        y: height - 14,
+        "text-anchor": last ? "end" : "middle",
+      }, time(m.minute)));
     }
   });
   chart.append(svg("text", { x: left + plotW / 2, y: height - 1, "text-anchor": "middle" }, "minute (UTC)"));
