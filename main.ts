@@ -39,6 +39,7 @@ import {
   createReporter,
   createWebhookPost,
   createWebhookSink,
+  deliveryLeaseMs,
   type Sink,
   startWindowTimer,
 } from "./lib/report/mod.ts";
@@ -204,13 +205,7 @@ const reporter = createReporter({
   outboxMaxAgeMs: config.outboxMaxAgeMs,
   retryBaseMs: config.sinkRetryBaseMs,
   retryMaxMs: config.sinkRetryMaxMs,
-  // Long enough for the slowest sink: every webhook URL of a window tried
-  // WEBHOOK_ATTEMPTS times, WEBHOOK_CONCURRENCY at once.
-  deliveryLeaseMs: Math.max(
-    120_000,
-    60_000 + config.webhookAttempts * (config.webhookTimeoutMs + 5000) *
-        Math.ceil(config.maxUrlsPerWindow / config.webhookConcurrency),
-  ),
+  deliveryLeaseMs: deliveryLeaseMs(config),
   metrics,
 });
 

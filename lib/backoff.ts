@@ -16,9 +16,26 @@ export interface BackoffOptions {
 }
 
 /**
+ * The longest delay before retry number `attempt` (0 for the first retry):
+ * `baseMs` doubled per attempt, at most `maxMs`.
+ *
+ * @example
+ * ```ts
+ * backoffCap(3, { baseMs: 10 }); // 80
+ * ```
+ */
+export function backoffCap(
+  attempt: number,
+  options: Omit<BackoffOptions, "random"> = {},
+): number {
+  const { baseMs = 100, maxMs = 5000 } = options;
+  return Math.min(maxMs, baseMs * 2 ** attempt);
+}
+
+/**
  * The delay before retry number `attempt` (0 for the first retry): a random
- * value between 0 and `min(maxMs, baseMs * 2 ** attempt)`, so that many
- * clients retrying together spread out.
+ * value between 0 and {@link backoffCap}, so that many clients retrying
+ * together spread out.
  *
  * @example
  * ```ts
@@ -29,9 +46,8 @@ export function backoffDelay(
   attempt: number,
   options: BackoffOptions = {},
 ): number {
-  const { baseMs = 100, maxMs = 5000, random = Math.random } = options;
-  const cap = Math.min(maxMs, baseMs * 2 ** attempt);
-  return Math.floor(cap * random());
+  const { random = Math.random } = options;
+  return Math.floor(backoffCap(attempt, options) * random());
 }
 
 /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { backoffDelay, sleep } from "../lib/backoff.ts";
+import { backoffCap, backoffDelay, sleep } from "../lib/backoff.ts";
 import { formatMinute, MINUTE_MS, windowStart } from "../lib/minute.ts";
 
 const NOON = Date.UTC(2026, 0, 1, 12, 0);
@@ -223,4 +223,13 @@ Deno.test("sleep() resolves false when the signal aborts", async (t) => {
   await t.step("from AbortSignal.timeout()", async () => {
     assert.equal(await sleep(10_000, AbortSignal.timeout(5)), false);
   });
+});
+
+Deno.test("backoffCap() doubles the base per attempt, up to the maximum", () => {
+  assert.deepEqual(
+    [0, 1, 2, 3, 10].map((attempt) =>
+      backoffCap(attempt, { baseMs: 1000, maxMs: 5000 })
+    ),
+    [1000, 2000, 4000, 5000, 5000],
+  );
 });

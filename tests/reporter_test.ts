@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createReporter } from "../lib/report/reporter.ts";
+import { createReporter, deliveryLeaseMs } from "../lib/report/reporter.ts";
 import {
   type MinuteReport,
   PermanentSinkError,
@@ -660,4 +660,19 @@ Deno.test("a webhook URL gets the windows in order, and waiting for its earlier 
   ]);
   assert.deepEqual(await store.listOutbox(), []);
   await store.close();
+});
+
+Deno.test("deliveryLeaseMs() outlasts the slowest webhook delivery, and two minutes at least", () => {
+  const bounds = {
+    webhookAttempts: 3,
+    webhookTimeoutMs: 5000,
+    maxUrlsPerWindow: 1000,
+    webhookConcurrency: 32,
+  };
+  // 32 rounds of 32 URLs, each tried 3 times for up to 5 s plus backoff.
+  assert.equal(deliveryLeaseMs(bounds), 60_000 + 3 * 10_000 * 32);
+  assert.equal(
+    deliveryLeaseMs({ ...bounds, maxUrlsPerWindow: 0 }),
+    120_000,
+  );
 });

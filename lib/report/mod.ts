@@ -8,7 +8,7 @@
  *
  * @module
  */
-export { createReporter } from "./reporter.ts";
+export { createReporter, deliveryLeaseMs } from "./reporter.ts";
 export type { MinuteReport, Sink } from "./sink.ts";
 export { startWindowTimer } from "./window_timer.ts";
 export {

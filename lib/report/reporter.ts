@@ -12,10 +12,47 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
+import { backoffCap } from "../backoff.ts";
 import { formatMinute, windowStart } from "../minute.ts";
 import { type MinuteReport, PermanentSinkError, type Sink } from "./sink.ts";
 import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import type { OutboxEntry, Store } from "../store/store.ts";
+
+/** What bounds the longest delivery of one window's report. */
+export interface DeliveryBounds {
+  /** Attempts per webhook URL in one delivery (`WEBHOOK_ATTEMPTS`). */
+  webhookAttempts: number;
+  /** The time limit of one webhook attempt (`WEBHOOK_TIMEOUT_MS`). */
+  webhookTimeoutMs: number;
+  /** Distinct webhook URLs a window may have (`MAX_URLS_PER_WINDOW`). */
+  maxUrlsPerWindow: number;
+  /** Webhook POSTs in flight at once (`WEBHOOK_CONCURRENCY`). */
+  webhookConcurrency: number;
+}
+
+/**
+ * How long one delivery attempt holds its outbox entry before another
+ * instance may take it over: long enough for the slowest sink, every webhook
+ * URL of a window tried `webhookAttempts` times (each up to its time limit
+ * and its backoff), `webhookConcurrency` at once, and at least two minutes.
+ *
+ * @example
+ * ```ts
+ * deliveryLeaseMs({
+ *   webhookAttempts: 3,
+ *   webhookTimeoutMs: 5000,
+ *   maxUrlsPerWindow: 1000,
+ *   webhookConcurrency: 32,
+ * }); // 60 000 + 3 × 10 000 × 32 = 1 020 000
+ * ```
+ */
+export function deliveryLeaseMs(bounds: DeliveryBounds): number {
+  const rounds = Math.ceil(bounds.maxUrlsPerWindow / bounds.webhookConcurrency);
+  return Math.max(
+    120_000,
+    60_000 + bounds.webhookAttempts * (bounds.webhookTimeoutMs + 5000) * rounds,
+  );
+}
 
 /** Options of {@link createReporter}. */
 export interface ReporterOptions {
@@ -239,10 +276,12 @@ export function createReporter(options: ReporterOptions): Reporter {
             },
           );
         } else {
-          const delayMs = Math.min(
-            retryMaxMs,
-            retryBaseMs * 2 ** entry.attempts,
-          );
+          // A sink's outbox entries wait the same for the same attempt: the
+          // order of windows and the lease need no jitter.
+          const delayMs = backoffCap(entry.attempts, {
+            baseMs: retryBaseMs,
+            maxMs: retryMaxMs,
+          });
           logger.warn(
             "Sink {sink} failed on {minute} (attempt {attempt}), retrying in {delayMs} ms: {error}",
             {
