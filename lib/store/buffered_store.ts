@@ -1,7 +1,8 @@
 /**
- * Buffered acknowledgements (`ACK_MODE=buffered`): a {@link Store} wrapper
- * whose `recordId` answers as soon as the id is queued for commit, instead of
- * after the commit. A crash loses the ids acknowledged but not yet committed:
+ * Buffered acknowledgements (`ACK_MODE=buffered`): a {@link Store} whose ids
+ * role is wrapped (every other role is the store's own), so that `recordId`
+ * answers as soon as the id is queued for commit, instead of after the
+ * commit. A crash loses the ids acknowledged but not yet committed:
  * at most `maxPending` of them, acknowledged within the last `maxAgeMs`. A
  * clean shutdown commits them all.
  *
@@ -14,11 +15,10 @@
  */
 import type { Logger } from "@logtape/logtape";
 import {
-  type DeliveryOutcome,
-  type NewOutboxEntries,
-  type OutboxEntry,
+  type IdRole,
   type Store,
   WindowClosedError,
+  withIdRole,
 } from "./store.ts";
 
 /** Options of {@link createBufferedStore}. */
@@ -67,10 +67,11 @@ export function createBufferedStore(
   store: Store,
   options: BufferedStoreOptions,
 ): Store {
-  return new BufferedStore(store, options);
+  return withIdRole(store, new BufferedIds(store, options));
 }
 
-class BufferedStore implements Store {
+/** The ids role, acknowledged before the commit; the rest is the store's. */
+class BufferedIds implements IdRole {
   readonly #store: Store;
   readonly #logger: Logger;
   readonly #maxPending: number;
@@ -180,65 +181,8 @@ class BufferedStore implements Store {
     return this.#store.knows(minute, id);
   }
 
-  recordUrl(minute: number, url: string) {
-    return this.#store.recordUrl(minute, url);
-  }
-
   countIds(minute: number) {
     return this.#store.countIds(minute);
-  }
-
-  listUrls(minute: number) {
-    return this.#store.listUrls(minute);
-  }
-
-  listOwedUrls(minute: number) {
-    return this.#store.listOwedUrls(minute);
-  }
-
-  markUrlDone(minute: number, url: string) {
-    return this.#store.markUrlDone(minute, url);
-  }
-
-  claimReport(minute: number, owner: string, now: number, leaseMs: number) {
-    return this.#store.claimReport(minute, owner, now, leaseMs);
-  }
-
-  completeReport(
-    minute: number,
-    owner: string,
-    uniqueIds: number,
-    outbox?: NewOutboxEntries,
-  ) {
-    return this.#store.completeReport(minute, owner, uniqueIds, outbox);
-  }
-
-  listOutbox() {
-    return this.#store.listOutbox();
-  }
-
-  leaseOutbox(entry: OutboxEntry, until: number) {
-    return this.#store.leaseOutbox(entry, until);
-  }
-
-  retryOutbox(entry: OutboxEntry, notBefore: number) {
-    return this.#store.retryOutbox(entry, notBefore);
-  }
-
-  removeOutbox(entry: OutboxEntry, outcome: DeliveryOutcome, at: number) {
-    return this.#store.removeOutbox(entry, outcome, at);
-  }
-
-  windowStats(minutes: number[]) {
-    return this.#store.windowStats(minutes);
-  }
-
-  unreportedWindows() {
-    return this.#store.unreportedWindows();
-  }
-
-  ping() {
-    return this.#store.ping();
   }
 
   queuedIds(): number {

@@ -15,8 +15,8 @@ export type ClaimOutcome =
   | { claimed: true }
   | { claimed: false; reason: "reported" | "claimed" };
 
-/** Shared per-window state: ids, their count, webhook URLs, report claims. */
-export interface Store {
+/** The ids role: recording ids per window, and their exact count. */
+export interface IdStore {
   /**
    * Records `id` as seen in the window starting at `minute`. Resolves only
    * once the id is durably recorded.
@@ -33,13 +33,22 @@ export interface Store {
    * means only "not known here"; `recordId` has the answer.
    */
   knows(minute: number, id: string): boolean;
+  /** The exact number of distinct ids recorded in the window. */
+  countIds(minute: number): Promise<number>;
+  /**
+   * How many ids this instance has taken and not yet committed or failed:
+   * what a shutdown that cannot finish abandons.
+   */
+  queuedIds(): number;
+}
+
+/** The webhook URLs role: the URLs given per window, and those still owed. */
+export interface UrlStore {
   /**
    * Records a webhook URL for the window, unless the window already holds
    * its maximum of distinct URLs.
    */
   recordUrl(minute: number, url: string): Promise<UrlOutcome>;
-  /** The exact number of distinct ids recorded in the window. */
-  countIds(minute: number): Promise<number>;
   /** The webhook URLs recorded in the window. */
   listUrls(minute: number): Promise<string[]>;
   /**
@@ -52,6 +61,13 @@ export interface Store {
    * for good. Later deliveries of the report skip it.
    */
   markUrlDone(minute: number, url: string): Promise<void>;
+}
+
+/**
+ * The reports role: the claim that makes each window's report happen once,
+ * the outbox its report waits in per sink, and what became of it.
+ */
+export interface ReportStore {
   /**
    * Claims the window's report for `owner`. Exactly one claim per window
    * succeeds across every instance sharing the store; once it has, no more
@@ -75,6 +91,16 @@ export interface Store {
     uniqueIds: number,
     outbox?: NewOutboxEntries,
   ): Promise<void>;
+  /**
+   * Windows that have recorded ids but no finished report, oldest first.
+   * Includes the window that is still open.
+   */
+  unreportedWindows(): Promise<number[]>;
+  /**
+   * What is known of each window: its count once reported, and the recorded
+   * outcome per sink. Windows without anything yet are left out.
+   */
+  windowStats(minutes: number[]): Promise<WindowStats[]>;
   /** Every report waiting for a sink, oldest window first. */
   listOutbox(): Promise<OutboxEntry[]>;
   /**
@@ -96,16 +122,13 @@ export interface Store {
     outcome: DeliveryOutcome,
     at: number,
   ): Promise<void>;
-  /**
-   * What is known of each window: its count once reported, and the recorded
-   * outcome per sink. Windows without anything yet are left out.
-   */
-  windowStats(minutes: number[]): Promise<WindowStats[]>;
-  /**
-   * Windows that have recorded ids but no finished report, oldest first.
-   * Includes the window that is still open.
-   */
-  unreportedWindows(): Promise<number[]>;
+}
+
+/**
+ * Shared per-window state, every role of it: what the handler and the
+ * reporter need from the database, whatever the backend.
+ */
+export interface Store extends IdStore, UrlStore, ReportStore {
   /**
    * Checks that the backend answers.
    *
@@ -113,15 +136,40 @@ export interface Store {
    */
   ping(): Promise<void>;
   /**
-   * How many ids this instance has taken and not yet committed or failed:
-   * what a shutdown that cannot finish abandons.
-   */
-  queuedIds(): number;
-  /**
    * Finishes pending writes, then releases the backend. Later calls wait
    * for the first one.
    */
   close(): Promise<void>;
+}
+
+/**
+ * The methods a wrapper of the ids role takes over: the role, and `close`,
+ * which must finish the role's pending work first.
+ */
+export const ID_ROLE = [
+  "recordId",
+  "knows",
+  "countIds",
+  "queuedIds",
+  "close",
+] as const satisfies readonly (keyof Store)[];
+
+/** What a wrapper of the ids role implements. */
+export type IdRole = Pick<Store, typeof ID_ROLE[number]>;
+
+/**
+ * `store` with its ids role taken over by `ids` (as the buffered store
+ * does); every other role stays `store`'s own, with nothing to pass on.
+ */
+export function withIdRole(store: Store, ids: IdRole): Store {
+  const taken = new Set<PropertyKey>(ID_ROLE);
+  return new Proxy(store, {
+    get(target, property) {
+      const source: object = taken.has(property) ? ids : target;
+      const value = Reflect.get(source, property, source);
+      return typeof value === "function" ? value.bind(source) : value;
+    },
+  });
 }
 
 /** A report to put in the outbox, once per sink. */

@@ -38,6 +38,15 @@ import {
 import type { CommitObserver } from "../group_commit.ts";
 import { KvIdLog } from "./kv_id_log.ts";
 import {
+  deliveryRecord,
+  leaseChange,
+  newOutboxEntry,
+  type OutboxChange,
+  retryChange,
+  type StoredOutboxEntry,
+  storedOutboxEntry,
+} from "../outbox.ts";
+import {
   type ClaimOutcome,
   type DeliveryOutcome,
   type DeliveryRecord,
@@ -425,13 +434,7 @@ class KvStore implements Store {
       });
       for (const key of drop) op.delete(key);
       for (const sink of outbox?.sinks ?? []) {
-        const value: StoredOutbox = {
-          report: outbox!.report,
-          attempts: 0,
-          createdAt: outbox!.now,
-          notBefore: outbox!.now,
-        };
-        op.set(outboxKey(minute, sink), value);
+        op.set(outboxKey(minute, sink), newOutboxEntry(outbox!));
       }
       return op;
     });
@@ -447,7 +450,9 @@ class KvStore implements Store {
   async listOutbox(): Promise<OutboxEntry[]> {
     const entries: OutboxEntry[] = [];
     for await (
-      const entry of this.#kv.list<StoredOutbox>({ prefix: outboxPrefix() })
+      const entry of this.#kv.list<StoredOutboxEntry>({
+        prefix: outboxPrefix(),
+      })
     ) {
       entries.push({
         ...entry.value,
@@ -460,23 +465,23 @@ class KvStore implements Store {
   }
 
   async leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean> {
-    return await this.#swapOutbox(entry, { notBefore: until });
+    return await this.#swapOutbox(entry, leaseChange(until));
   }
 
   async retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void> {
-    await this.#swapOutbox(entry, { attempts: entry.attempts + 1, notBefore });
+    await this.#swapOutbox(entry, retryChange(entry, notBefore));
   }
 
   /** Rewrites an outbox entry with `change` if nobody changed it since. */
   async #swapOutbox(
     entry: OutboxEntry,
-    change: Partial<Pick<OutboxEntry, "attempts" | "notBefore">>,
+    change: OutboxChange,
   ): Promise<boolean> {
     const key = outboxKey(entry.minute, entry.sink);
     const result = await this.#commit(() =>
       this.#kv.atomic()
         .check({ key, versionstamp: entry.version })
-        .set(key, { ...storedOutbox(entry), ...change })
+        .set(key, storedOutboxEntry(entry, change))
     );
     if (result.ok) entry.version = result.versionstamp;
     return result.ok;
@@ -487,11 +492,7 @@ class KvStore implements Store {
     outcome: DeliveryOutcome,
     at: number,
   ): Promise<void> {
-    const record: DeliveryRecord = {
-      state: outcome,
-      at,
-      attempts: entry.attempts,
-    };
+    const record = deliveryRecord(entry, outcome, at);
     // Only the holder of the current version may finish it.
     await this.#commit(() =>
       this.#kv.atomic()
@@ -578,17 +579,6 @@ class KvStore implements Store {
     this.#closed ??= this.#ids.drain().then(() => this.#kv.close());
     return this.#closed;
   }
-}
-
-/** An outbox entry as stored; its window and sink are in its key. */
-type StoredOutbox = Pick<
-  OutboxEntry,
-  "report" | "attempts" | "createdAt" | "notBefore"
->;
-
-function storedOutbox(entry: OutboxEntry): StoredOutbox {
-  const { report, attempts, createdAt, notBefore } = entry;
-  return { report, attempts, createdAt, notBefore };
 }
 
 function positive(name: string, value: number): number {

@@ -51,9 +51,16 @@ import {
   type ReportRecord,
 } from "../keys.ts";
 import {
+  deliveryRecord,
+  leaseChange,
+  newOutboxEntry,
+  type OutboxChange,
+  retryChange,
+  storedOutboxEntry,
+} from "../outbox.ts";
+import {
   type ClaimOutcome,
   type DeliveryOutcome,
-  type DeliveryRecord,
   type NewOutboxEntries,
   type OutboxEntry,
   type Store,
@@ -473,12 +480,7 @@ class RedisStore implements Store {
     const keys = redisWindowKeys(minute);
     const entries = (outbox?.sinks ?? []).flatMap((sink) => [
       sink,
-      JSON.stringify({
-        report: outbox!.report,
-        attempts: 0,
-        createdAt: outbox!.now,
-        notBefore: outbox!.now,
-      }),
+      JSON.stringify(newOutboxEntry(outbox!)),
     ]);
     if (entries.length > 0) {
       // Indexed first: an entry must never exist without its index.
@@ -523,19 +525,18 @@ class RedisStore implements Store {
   }
 
   async leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean> {
-    return await this.#swapOutbox(entry, { notBefore: until });
+    return await this.#swapOutbox(entry, leaseChange(until));
   }
 
   async retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void> {
-    await this.#swapOutbox(entry, { attempts: entry.attempts + 1, notBefore });
+    await this.#swapOutbox(entry, retryChange(entry, notBefore));
   }
 
   async #swapOutbox(
     entry: OutboxEntry,
-    change: Partial<Pick<OutboxEntry, "attempts" | "notBefore">>,
+    change: OutboxChange,
   ): Promise<boolean> {
-    const { report, attempts, createdAt, notBefore } = { ...entry, ...change };
-    const json = JSON.stringify({ report, attempts, createdAt, notBefore });
+    const json = JSON.stringify(storedOutboxEntry(entry, change));
     const swapped = await this.#run(
       SWAP_OUTBOX,
       [redisWindowKeys(entry.minute).outbox],
@@ -552,11 +553,7 @@ class RedisStore implements Store {
     at: number,
   ): Promise<void> {
     const keys = redisWindowKeys(entry.minute);
-    const record: DeliveryRecord = {
-      state: outcome,
-      at,
-      attempts: entry.attempts,
-    };
+    const record = deliveryRecord(entry, outcome, at);
     const left = await this.#run(FINISH_OUTBOX, [keys.outbox, keys.delivery], [
       entry.sink,
       entry.version,
