@@ -79,11 +79,11 @@ function setting<T extends z.ZodType>(
 
 /** A `true`/`false` (or `1`/`0`) setting, false when unset. */
 function boolean() {
-  return z.stringbool({
+  return z.string().trim().default("false").pipe(z.stringbool({
     truthy: ["true", "1"],
     falsy: ["false", "0"],
     error: "must be true or false",
-  }).default(false);
+  }));
 }
 
 const schema = z.object({

@@ -78,6 +78,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     ["REUSE_PORT", "true", { reusePort: true }],
     ["REUSE_PORT", "1", { reusePort: true }],
     ["REUSE_PORT", "FALSE", { reusePort: false }],
+    ["REUSE_PORT", " true ", { reusePort: true }],
     ["STORE", "redis", { store: "redis" }],
     ["STORE", " KV ", { store: "kv" }],
     [

@@ -71,6 +71,10 @@ Deno.test("blockedReason() refuses internal address ranges, IPv4-mapped forms to
     ["2001:0:808:808:0:0:f5ff:fffe", "private"], // client 10.0.0.1
     ["2001:0:808:808:0:0:f7f7:f7f7", undefined], // client 8.8.8.8
     ["::ffff:0:a9fe:a9fe", "link-local"], // IPv4-translated
+    ["::a9fe:a9fe", "link-local"], // IPv4-compatible 169.254.169.254
+    ["::a00:1", "private"], // IPv4-compatible 10.0.0.1
+    ["::808:808", undefined], // IPv4-compatible 8.8.8.8
+    ["fe80::1%eth-0", "not an IP address"], // a zone ipaddr.js refuses
     // Not globally reachable in IANA's special-purpose registries.
     ["192.0.2.1", "reserved"],
     ["198.51.100.7", "reserved"],

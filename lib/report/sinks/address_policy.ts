@@ -163,7 +163,6 @@ export function blockedReason(address: string): string | undefined {
   const parsed = parseAddress(address);
   if (parsed === undefined) return "not an IP address";
   const range = parsed.range();
-  if (range === "unicast") return undefined;
   if (parsed.kind() === "ipv6") {
     const carried = carriedIpv4(parsed as ipaddr.IPv6, range);
     if (typeof carried === "string") return carried;
@@ -175,6 +174,7 @@ export function blockedReason(address: string): string | undefined {
       return undefined;
     }
   }
+  if (range === "unicast") return undefined;
   return REASONS[range] ?? `${range}, not global unicast`;
 }
 
@@ -189,6 +189,14 @@ function carriedIpv4(
   const bytes = address.toByteArray();
   const ipv4 = (at: number, flip = 0) =>
     new ipaddr.IPv4(bytes.slice(at, at + 4).map((b) => b ^ flip));
+  // IPv4-compatible ::/96 (deprecated), which ipaddr.js calls unicast:
+  // `::a9fe:a9fe` is 169.254.169.254. `::` and `::1` have ranges of their own.
+  if (
+    range !== "unspecified" && range !== "loopback" &&
+    bytes.slice(0, 12).every((byte) => byte === 0)
+  ) {
+    return [ipv4(12)];
+  }
   switch (range) {
     case "ipv4Mapped": // ::ffff:0:0/96, and IPv4-compatible ::/96
     case "rfc6145": // ::ffff:0:0:0/96
@@ -209,8 +217,12 @@ function carriedIpv4(
 function parseAddress(text: string): Address | undefined {
   const host = normalHost(text);
   if (isIP(host) === 0) return undefined;
-  const parsed = ipaddr.parse(host);
-  return parsed;
+  try {
+    return ipaddr.parse(host);
+  } catch {
+    // Forms node:net accepts and ipaddr.js does not, e.g. zone names.
+    return undefined;
+  }
 }
 
 /** A CIDR range given as text, or `undefined` when it is not one. */
