@@ -14,7 +14,12 @@
 import type { Logger } from "@logtape/logtape";
 import { backoffCap } from "../backoff.ts";
 import { formatMinute, windowStart } from "../minute.ts";
-import { type MinuteReport, PermanentSinkError, type Sink } from "./sink.ts";
+import {
+  type MinuteReport,
+  PermanentSinkError,
+  type Sink,
+  SinkWaitingError,
+} from "./sink.ts";
 import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import type { OutboxEntry, Store } from "../store/store.ts";
 
@@ -250,6 +255,13 @@ export function createReporter(options: ReporterOptions): Reporter {
         );
         metrics?.reports.inc([sink.name, "delivered"]);
       } catch (error) {
+        if (error instanceof SinkWaitingError) {
+          // Not an attempt: due again at once, so it goes as soon as the
+          // window before it is delivered (its removal starts the due ones
+          // again), or on the next tick.
+          await store.leaseOutbox(entry, clock());
+          return;
+        }
         const tooOld = clock() - entry.createdAt >= outboxMaxAgeMs;
         const retry = !(error instanceof PermanentSinkError) && !tooOld;
         metrics?.reports.inc([sink.name, retry ? "retry" : "dropped"]);
@@ -297,8 +309,9 @@ export function createReporter(options: ReporterOptions): Reporter {
         }
       }
       await store.removeOutbox(entry, outcome, clock());
-      // The sink's next window may go now, not a tick later.
-      if (!sink.ordersPerTarget) track(deliverDue());
+      // The sink's next window (or one waiting for this one) may go now,
+      // not a tick later.
+      track(deliverDue());
     } catch (error) {
       // The lease runs out and a later tick tries again.
       logger.error("Cannot update the outbox for {sink} on {minute}: {error}", {

@@ -46,3 +46,16 @@ export class PermanentSinkError extends Error {
     this.name = "PermanentSinkError";
   }
 }
+
+/**
+ * A delivery that waits for an earlier window to reach the same target
+ * first: not a failure. The reporter tries it again soon, without counting
+ * an attempt.
+ */
+export class SinkWaitingError extends Error {
+  /** @param message What it waits for. */
+  constructor(message: string) {
+    super(message);
+    this.name = "SinkWaitingError";
+  }
+}

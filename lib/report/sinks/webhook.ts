@@ -22,7 +22,7 @@ import {
   WebhookRefusedError,
 } from "./webhook_post.ts";
 import type { ServiceMetrics } from "../../telemetry/service_metrics.ts";
-import type { MinuteReport, Sink } from "../sink.ts";
+import { type MinuteReport, type Sink, SinkWaitingError } from "../sink.ts";
 
 /** Options of {@link createWebhookSink}. */
 export interface WebhookSinkOptions {
@@ -189,10 +189,15 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
       }));
       const failed = done.filter((isDone) => !isDone).length;
       const held = urls.length - ready.length;
-      if (failed + held > 0) {
+      if (failed > 0) {
         throw new Error(
           `${failed + held} of ${urls.length} webhook URLs not delivered yet` +
             (held > 0 ? ` (${held} wait for an earlier window)` : ""),
+        );
+      }
+      if (held > 0) {
+        throw new SinkWaitingError(
+          `${held} of ${urls.length} webhook URLs wait for an earlier window`,
         );
       }
     },
