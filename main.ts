@@ -69,6 +69,7 @@ const backend: Store = config.store === "redis"
   ? createRedisStore(
     openRedis(config.redisUrls, getLogger([LOG_CATEGORY, "redis"]), {
       cluster: config.redisCluster,
+      timeoutMs: config.redisTimeoutMs,
     }),
     {
       retentionMs,

@@ -206,13 +206,15 @@ export function createRedisStore(
  * instead of queueing them, and reconnects in the background: to `urls[0]`
  * (`redis://` or `rediss://`, with user and password if any), or with
  * `cluster`, to the Redis Cluster that the seed nodes `urls` belong to, with
- * the first URL's credentials and TLS for every node. Connection errors are
- * logged, at most once per outage.
+ * the first URL's credentials and TLS for every node (`timeoutMs`, default
+ * 1000, bounds each command there, and a command past it makes the client
+ * look for a slot's new master). Connection errors are logged, at most once
+ * per outage.
  */
 export function openRedis(
   urls: string[],
   logger: Logger,
-  options: { cluster?: boolean } = {},
+  options: { cluster?: boolean; timeoutMs?: number } = {},
 ): RedisConnection {
   const connectTimeoutMs = 2000;
   const socket = {
@@ -234,38 +236,70 @@ export function openRedis(
   const first = new URL(urls[0]!);
 
   if (options.cluster) {
-    const cluster = createCluster({
-      rootNodes: urls.map((url) => ({ url })),
-      defaults: {
-        disableOfflineQueue: true,
-        ...(first.username
-          ? { username: decodeURIComponent(first.username) }
-          : {}),
-        ...(first.password
-          ? { password: decodeURIComponent(first.password) }
-          : {}),
-        socket: {
-          ...socket,
-          ...(first.protocol === "rediss:" ? { tls: true } : {}),
+    const create = () => {
+      const cluster = createCluster({
+        rootNodes: urls.map((url) => ({ url })),
+        defaults: {
+          disableOfflineQueue: true,
+          ...(first.username
+            ? { username: decodeURIComponent(first.username) }
+            : {}),
+          ...(first.password
+            ? { password: decodeURIComponent(first.password) }
+            : {}),
+          socket: {
+            ...socket,
+            ...(first.protocol === "rediss:" ? { tls: true } : {}),
+          },
         },
-      },
-    });
-    cluster.on("error", onError);
-    cluster.on("node-error", onError);
-    cluster.on("node-ready", onReady);
+      });
+      cluster.on("error", onError);
+      cluster.on("node-error", onError);
+      cluster.on("node-ready", onReady);
+      return cluster;
+    };
+    let cluster = create();
+    /** Whether `cluster` knows the slots and has its connections. */
+    let ready = false;
     /** A connection attempt under way; the first may fail, so may others. */
     let connecting: Promise<void> | undefined;
+    /**
+     * Connects within twice the connect timeout. A master that does not
+     * answer keeps the client connecting for as long as it is away (its
+     * replica may take over meanwhile), so past the limit the client is
+     * dropped and the next command starts a fresh one.
+     */
     const connect = () =>
-      connecting ??= cluster.connect().then(
-        () => onReady(),
-        (error: Error) => onError(error),
-      ).finally(() => connecting = undefined);
+      connecting ??= (async () => {
+        const attempt = cluster.connect();
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const connected = await Promise.race([
+          attempt.then(() => true),
+          new Promise<boolean>((resolve) =>
+            timer = setTimeout(() => resolve(false), 2 * connectTimeoutMs)
+          ),
+        ]).catch((error: Error) => {
+          onError(error);
+          return false;
+        });
+        clearTimeout(timer);
+        if (connected) {
+          ready = true;
+          onReady();
+          return;
+        }
+        attempt.catch(() => {
+          // The client is dropped: its attempt ends with it.
+        });
+        cluster.destroy();
+        cluster = create();
+      })().finally(() => connecting = undefined);
     void connect();
     let lastDiscovery = 0;
     /**
      * Asks the cluster for its slots again. The client does so by itself on
-     * `MOVED`, but a master that died answers nothing, so after a failover
-     * its slots would stay with it.
+     * `MOVED`, but a master that died answers nothing (or not at all, when
+     * its host is gone), so after a failover its slots would stay with it.
      */
     const rediscover = () => {
       const now = Date.now();
@@ -280,24 +314,33 @@ export function openRedis(
         // Tried again after the next failure.
       });
     };
+    const commandTimeoutMs = options.timeoutMs ?? 1000;
     return {
       async sendCommand(args, key) {
-        // Open before it knows the slots: wait for the attempt under way.
-        if (connecting) await connecting;
-        if (!cluster.isOpen) await connect();
-        if (!cluster.isOpen) {
-          throw new Error("no node of the Redis Cluster answers");
-        }
+        if (!ready) await connect();
+        if (!ready) throw new Error("no node of the Redis Cluster answers");
+        let timer: ReturnType<typeof setTimeout> | undefined;
         try {
-          return await cluster.sendCommand(key, false, args);
+          return await Promise.race([
+            cluster.sendCommand(key, false, args),
+            new Promise<never>((_, reject) =>
+              timer = setTimeout(
+                () =>
+                  reject(new Error(`timed out after ${commandTimeoutMs} ms`)),
+                commandTimeoutMs,
+              )
+            ),
+          ]);
         } catch (error) {
           rediscover();
           throw error;
+        } finally {
+          clearTimeout(timer);
         }
       },
       async close() {
         await connecting;
-        if (cluster.isOpen) await cluster.close();
+        if (ready && cluster.isOpen) await cluster.close();
         else cluster.destroy();
       },
     };
