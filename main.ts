@@ -208,6 +208,7 @@ const reporter = createReporter({
   retryMaxMs: config.sinkRetryMaxMs,
   deliveryLeaseMs: deliveryLeaseMs(config),
   metrics,
+  signal: shutdown.signal,
 });
 
 const tls = config.tls && {

@@ -679,3 +679,28 @@ Deno.test("deliveryLeaseMs() outlasts the slowest webhook delivery, and two minu
     120_000,
   );
 });
+
+Deno.test("after shutdown begins, reports still enter the outbox but no delivery starts", async () => {
+  await using logs = await captureLogs();
+  const store = kvStore(await Deno.openKv(":memory:"));
+  const sink = scriptedSink("kafka-rest");
+  const stopping = new AbortController();
+  const reporter = createReporter({
+    store,
+    logger: logs.logger("reporter"),
+    sinks: [sink.sink],
+    clock: () => M1 + GRACE,
+    windowMs: WINDOW,
+    graceMs: GRACE,
+    signal: stopping.signal,
+  });
+  await store.recordId(M0, "1");
+  stopping.abort();
+  assert.equal((await reporter.reportDue()).length, 1);
+  await reporter.idle();
+  assert.equal(sink.calls, 0);
+  // Left for the next instance, with no attempt counted.
+  const [entry] = await store.listOutbox();
+  assert.equal(entry?.attempts, 0);
+  await store.close();
+});

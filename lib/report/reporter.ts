@@ -96,6 +96,11 @@ export interface ReporterOptions {
   deliveryLeaseMs?: number;
   /** Metrics to count deliveries and the outbox in. */
   metrics?: ServiceMetrics;
+  /**
+   * Aborted at shutdown: no delivery starts after it (one would fail at
+   * once and count an attempt); those under way finish.
+   */
+  signal?: AbortSignal;
 }
 
 /** Reports closed windows. */
@@ -144,6 +149,7 @@ export function createReporter(options: ReporterOptions): Reporter {
     retryMaxMs = 300_000,
     deliveryLeaseMs = 120_000,
     metrics,
+    signal,
   } = options;
   const sinksByName = new Map(sinks.map((sink) => [sink.name, sink]));
   const deliveries = new Set<Promise<void>>();
@@ -172,6 +178,7 @@ export function createReporter(options: ReporterOptions): Reporter {
 
   /** Starts every due delivery of the outbox that nobody else holds. */
   async function deliverDue(): Promise<void> {
+    if (signal?.aborted) return;
     let entries: OutboxEntry[];
     try {
       entries = await store.listOutbox();
@@ -192,6 +199,7 @@ export function createReporter(options: ReporterOptions): Reporter {
     /** Per sink, the windows of the entries seen so far: earlier ones. */
     const owed = new Map<string, number[]>();
     for (const entry of entries) {
+      if (signal?.aborted) return;
       const key = `${entry.minute}/${entry.sink}`;
       const earlier = owed.get(entry.sink) ?? [];
       owed.set(entry.sink, [...earlier, entry.minute]);
