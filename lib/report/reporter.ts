@@ -239,6 +239,36 @@ export function createReporter(options: ReporterOptions): Reporter {
     }
   }
 
+  /** A pass of {@link deliverDue} started by {@link rerunDeliveries}. */
+  let rerun: Promise<void> | undefined;
+  /** Whether a delivery finished while that pass ran. */
+  let rerunAgain = false;
+
+  /**
+   * Runs {@link deliverDue} again after a delivery finished. Deliveries that
+   * finish while a pass runs share one more pass after it, instead of each
+   * reading the whole outbox.
+   */
+  function rerunDeliveries(): void {
+    if (rerun) {
+      rerunAgain = true;
+      return;
+    }
+    rerun = (async () => {
+      try {
+        do {
+          rerunAgain = false;
+          await deliverDue();
+        } while (rerunAgain);
+      } finally {
+        // At once, with no await after the last check: a delivery that
+        // finishes from here on starts a pass of its own.
+        rerun = undefined;
+      }
+    })();
+    track(rerun);
+  }
+
   /** Keeps `work` in the deliveries {@link Reporter.idle} waits for. */
   function track(work: Promise<void>): void {
     const tracked = work.finally(() => deliveries.delete(tracked));
@@ -319,7 +349,7 @@ export function createReporter(options: ReporterOptions): Reporter {
       await store.removeOutbox(entry, outcome, clock());
       // The sink's next window (or one waiting for this one) may go now,
       // not a tick later.
-      track(deliverDue());
+      rerunDeliveries();
     } catch (error) {
       // The lease runs out and a later tick tries again.
       logger.error("Cannot update the outbox for {sink} on {minute}: {error}", {
