@@ -28,6 +28,7 @@ import {
 import {
   configureLogging,
   createServiceMetrics,
+  errorMessage,
   LOG_CATEGORY,
 } from "./lib/telemetry/mod.ts";
 import { MINUTE_MS } from "./lib/minute.ts";
@@ -124,7 +125,7 @@ async function openKv(path: string | undefined): Promise<Deno.Kv> {
     // A remote database that refuses the token or cannot be reached.
     logger.error("Cannot open Deno KV {path}: {error}", {
       path: path ?? "(Deno Deploy's)",
-      error: error instanceof Error ? error.message : String(error),
+      error: errorMessage(error),
     });
     await closeLogging();
     Deno.exit(1);
@@ -203,10 +204,12 @@ const reporter = createReporter({
   logger: getLogger([LOG_CATEGORY, "reporter"]),
   windowMs: config.windowMs,
   graceMs: config.reportGraceMs,
-  outboxMaxAgeMs: config.outboxMaxAgeMs,
-  retryBaseMs: config.sinkRetryBaseMs,
-  retryMaxMs: config.sinkRetryMaxMs,
-  deliveryLeaseMs: deliveryLeaseMs(config),
+  delivery: {
+    maxAgeMs: config.outboxMaxAgeMs,
+    retryBaseMs: config.sinkRetryBaseMs,
+    retryMaxMs: config.sinkRetryMaxMs,
+    leaseMs: deliveryLeaseMs(config),
+  },
   metrics,
   signal: shutdown.signal,
 });
@@ -339,7 +342,7 @@ async function stop(signal: string) {
     } catch (error) {
       logger.error("Shutdown could not {step}: {error}", {
         step,
-        error: error instanceof Error ? error.message : String(error),
+        error: errorMessage(error),
       });
       code = 1;
     }

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { createReporter, deliveryLeaseMs } from "../lib/report/reporter.ts";
+import {
+  createReporter,
+  deliveryLeaseMs,
+  dueWindows,
+} from "../lib/report/reporter.ts";
 import {
   type MinuteReport,
   PermanentSinkError,
@@ -154,6 +158,17 @@ Deno.test("reportDue() makes exactly one report per window across reporters shar
   for (const { reporter } of reporters) await reporter.idle();
   assert.equal(logs.of("report").length, 2);
   for (const store of stores) await store.close();
+});
+
+Deno.test("dueWindows() is the previous window and every closed unreported one, past its grace", () => {
+  const options = { windowMs: WINDOW, graceMs: GRACE };
+  assert.deepEqual(dueWindows(M2 + GRACE - 1, [], options), []);
+  assert.deepEqual(dueWindows(M2 + GRACE, [], options), [M1]);
+  // Older windows with ids, oldest first; the open window is not due.
+  assert.deepEqual(dueWindows(M3 + GRACE, [M2, M0, M3, M0], options), [
+    M0,
+    M2,
+  ]);
 });
 
 Deno.test("reportDue() keeps going when one window cannot be reported", async () => {
@@ -392,7 +407,7 @@ Deno.test("a failing sink is retried on later ticks with backoff, without holdin
     clock: () => clock.now,
     windowMs: WINDOW,
     graceMs: GRACE,
-    ...OUTBOX_TIMING,
+    delivery: OUTBOX_TIMING,
   });
   await store.recordId(M0, "1");
   await reporter.reportDue();
@@ -455,7 +470,7 @@ Deno.test("a sink's permanent refusal and a report past the maximum age are drop
         clock: () => M1 + GRACE,
         windowMs: WINDOW,
         graceMs: GRACE,
-        outboxMaxAgeMs: maxAge,
+        delivery: { maxAgeMs: maxAge },
       });
       const [report] = await reporter.reportDue();
       await reporter.idle();
@@ -486,7 +501,7 @@ Deno.test("pending deliveries survive a restart and go out once across reporters
       windowMs: WINDOW,
       graceMs: GRACE,
       instanceId: id,
-      ...OUTBOX_TIMING,
+      delivery: OUTBOX_TIMING,
     });
   const down = scriptedSink("kafka");
   down.failWith = new Error("broker unreachable");
@@ -586,8 +601,7 @@ Deno.test("a sink that comes back gets the windows it missed in order, the next 
     clock: () => clock.now,
     windowMs: WINDOW,
     graceMs: GRACE,
-    retryBaseMs: 1000,
-    retryMaxMs: 50_000,
+    delivery: { retryBaseMs: 1000, retryMaxMs: 50_000 },
   });
   await store.recordId(M0, "1");
   await reporter.reportDue();

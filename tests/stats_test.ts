@@ -50,7 +50,7 @@ Deno.test("collectStats() shows counts per window, each sink's state, and the li
     logger: logs.logger("reporter"),
     clock: () => clock.now,
     windowMs: WINDOW,
-    retryBaseMs: 1000,
+    delivery: { retryBaseMs: 1000 },
   });
   await Promise.all(["1", "2", "3"].map((id) => store.recordId(M0, id)));
   await store.recordId(M0 + WINDOW, "4");

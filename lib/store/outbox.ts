@@ -1,7 +1,6 @@
 /**
  * What every backend stores for the outbox, built once: an entry as it
- * enters, as a lease or a retry rewrites it, and the record of what became
- * of it. The backends only decide where these values live.
+ * enters, as a change rewrites it, and the record of what became of it. The backends only decide where these values live.
  *
  * @module
  */
@@ -9,6 +8,7 @@ import type {
   DeliveryOutcome,
   DeliveryRecord,
   NewOutboxEntries,
+  OutboxChange,
   OutboxEntry,
 } from "./store.ts";
 
@@ -17,9 +17,6 @@ export type StoredOutboxEntry = Pick<
   OutboxEntry,
   "report" | "attempts" | "createdAt" | "notBefore"
 >;
-
-/** A change to an entry: a lease moves `notBefore`, a retry also counts. */
-export type OutboxChange = Partial<Pick<OutboxEntry, "attempts" | "notBefore">>;
 
 /** The entry a new report puts in the outbox, for each of its sinks. */
 export function newOutboxEntry(outbox: NewOutboxEntries): StoredOutboxEntry {
@@ -38,19 +35,6 @@ export function storedOutboxEntry(
 ): StoredOutboxEntry {
   const { report, attempts, createdAt, notBefore } = { ...entry, ...change };
   return { report, attempts, createdAt, notBefore };
-}
-
-/** The change that takes `entry` for one attempt, until `until`. */
-export function leaseChange(until: number): OutboxChange {
-  return { notBefore: until };
-}
-
-/** The change that records a failed attempt of `entry`. */
-export function retryChange(
-  entry: OutboxEntry,
-  notBefore: number,
-): OutboxChange {
-  return { attempts: entry.attempts + 1, notBefore };
 }
 
 /** What became of `entry` for its sink, to keep with the window. */

@@ -104,14 +104,13 @@ export interface ReportStore {
   /** Every report waiting for a sink, oldest window first. */
   listOutbox(): Promise<OutboxEntry[]>;
   /**
-   * Takes `entry` for one delivery attempt by moving its `notBefore` to
-   * `until`, if nobody changed it since it was listed.
+   * Rewrites `entry` with `change`, if nobody changed it since it was read:
+   * a lease for one delivery attempt moves its `notBefore`, a failed attempt
+   * also counts one more. On success `entry.version` is the new version.
    *
    * @returns `false` when another instance took or finished it first.
    */
-  leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean>;
-  /** Records a failed attempt: one more attempt, next try not before `notBefore`. */
-  retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void>;
+  updateOutbox(entry: OutboxEntry, change: OutboxChange): Promise<boolean>;
   /**
    * Removes an entry, recording what became of it for its window and sink:
    * `delivered` (the sink acknowledged it) or `dropped`. Does nothing when
@@ -192,9 +191,12 @@ export interface OutboxEntry {
   createdAt: number;
   /** No attempt before this time, in epoch ms. */
   notBefore: number;
-  /** The backend's version of the entry, for `leaseOutbox`. */
+  /** The backend's version of the entry, for `updateOutbox`. */
   version: string;
 }
+
+/** A change to an outbox entry: its attempts so far, its next try. */
+export type OutboxChange = Partial<Pick<OutboxEntry, "attempts" | "notBefore">>;
 
 /** What became of a report for one sink. */
 export type DeliveryOutcome = "delivered" | "dropped";

@@ -78,3 +78,11 @@ function json(value: unknown): string {
     (_, v) => typeof v === "bigint" ? v.toString() : v,
   ) ?? String(value);
 }
+
+/**
+ * An error's message for a log line: `error.message`, or the thrown value
+ * as text when it is not an `Error`.
+ */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -5,5 +5,5 @@
  *
  * @module
  */
-export { configureLogging, LOG_CATEGORY } from "./logging.ts";
+export { configureLogging, errorMessage, LOG_CATEGORY } from "./logging.ts";
 export { createServiceMetrics } from "./service_metrics.ts";

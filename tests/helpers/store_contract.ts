@@ -144,18 +144,24 @@ export async function checkOutboxContract(a: Store, b: Store): Promise<void> {
   const [fromA] = (await a.listOutbox()).filter((e) => e.sink === "kafka");
   const [fromB] = listed.filter((e) => e.sink === "kafka");
   const leases = await Promise.all([
-    a.leaseOutbox(fromA!, 5000),
-    b.leaseOutbox(fromB!, 5000),
+    a.updateOutbox(fromA!, { notBefore: 5000 }),
+    b.updateOutbox(fromB!, { notBefore: 5000 }),
   ]);
   assert.equal(leases.filter(Boolean).length, 1);
   const winner = leases[0] ? fromA! : fromB!;
-  await (leases[0] ? a : b).retryOutbox(winner, 9000);
+  await (leases[0] ? a : b).updateOutbox(winner, {
+    attempts: winner.attempts + 1,
+    notBefore: 9000,
+  });
   const [retried] = (await a.listOutbox()).filter((e) => e.sink === "kafka");
   assert.equal(retried?.attempts, 1);
   assert.equal(retried?.notBefore, 9000);
   // A stale copy can neither take nor finish it any more.
   const stale = leases[0] ? fromB! : fromA!;
-  assert.equal(await (leases[0] ? b : a).leaseOutbox(stale, 7000), false);
+  assert.equal(
+    await (leases[0] ? b : a).updateOutbox(stale, { notBefore: 7000 }),
+    false,
+  );
   await (leases[0] ? b : a).removeOutbox(stale, "delivered", 9100);
   assert.equal(
     (await a.listOutbox()).filter((e) => e.sink === "kafka").length,

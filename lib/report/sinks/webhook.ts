@@ -21,6 +21,7 @@ import {
   type WebhookPost,
   WebhookRefusedError,
 } from "./webhook_post.ts";
+import { errorMessage } from "../../telemetry/logging.ts";
 import type { ServiceMetrics } from "../../telemetry/service_metrics.ts";
 import { type MinuteReport, type Sink, SinkWaitingError } from "../sink.ts";
 
@@ -208,7 +209,7 @@ function describe(error: unknown): string {
   if (error instanceof Error && error.name === "TimeoutError") {
     return "timed out";
   }
-  return error instanceof Error ? error.message : String(error);
+  return errorMessage(error);
 }
 
 /** A counting semaphore: at most `size` holders at once, FIFO. */

@@ -39,10 +39,7 @@ import type { CommitObserver } from "../group_commit.ts";
 import { KvIdLog } from "./kv_id_log.ts";
 import {
   deliveryRecord,
-  leaseChange,
   newOutboxEntry,
-  type OutboxChange,
-  retryChange,
   type StoredOutboxEntry,
   storedOutboxEntry,
 } from "../outbox.ts";
@@ -51,6 +48,7 @@ import {
   type DeliveryOutcome,
   type DeliveryRecord,
   type NewOutboxEntries,
+  type OutboxChange,
   type OutboxEntry,
   type Store,
   StoreUnavailableError,
@@ -464,16 +462,7 @@ class KvStore implements Store {
     return entries;
   }
 
-  async leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean> {
-    return await this.#swapOutbox(entry, leaseChange(until));
-  }
-
-  async retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void> {
-    await this.#swapOutbox(entry, retryChange(entry, notBefore));
-  }
-
-  /** Rewrites an outbox entry with `change` if nobody changed it since. */
-  async #swapOutbox(
+  async updateOutbox(
     entry: OutboxEntry,
     change: OutboxChange,
   ): Promise<boolean> {

@@ -52,16 +52,14 @@ import {
 } from "../keys.ts";
 import {
   deliveryRecord,
-  leaseChange,
   newOutboxEntry,
-  type OutboxChange,
-  retryChange,
   storedOutboxEntry,
 } from "../outbox.ts";
 import {
   type ClaimOutcome,
   type DeliveryOutcome,
   type NewOutboxEntries,
+  type OutboxChange,
   type OutboxEntry,
   type Store,
   StoreUnavailableError,
@@ -567,15 +565,7 @@ class RedisStore implements Store {
     return entries;
   }
 
-  async leaseOutbox(entry: OutboxEntry, until: number): Promise<boolean> {
-    return await this.#swapOutbox(entry, leaseChange(until));
-  }
-
-  async retryOutbox(entry: OutboxEntry, notBefore: number): Promise<void> {
-    await this.#swapOutbox(entry, retryChange(entry, notBefore));
-  }
-
-  async #swapOutbox(
+  async updateOutbox(
     entry: OutboxEntry,
     change: OutboxChange,
   ): Promise<boolean> {
