@@ -76,6 +76,13 @@ class HttpError extends Error {
   }
 }
 
+/** A route: its label in the metrics, and what serves it. */
+interface Route {
+  name: string;
+  /** Answers a `GET` or `HEAD`; `query` is the raw query string. */
+  serve(method: string, query: string): Response | Promise<Response>;
+}
+
 function respond(
   method: string,
   status: number,
@@ -161,62 +168,78 @@ export function createHandler(
     return new Response("ok", OK_INIT);
   }
 
-  async function route(
+  /** Every route served, by path: its metrics label and what serves it. */
+  const routes = new Map<string, Route>([
+    [ACCEPT_PATH, {
+      name: "accept",
+      serve: async (method, query) => {
+        const response = await accept(query);
+        return method === "HEAD" ? respond(method, 200, "") : response;
+      },
+    }],
+    [HEALTH_PATH, {
+      name: "healthz",
+      serve: (method) => respond(method, 200, "ok"),
+    }],
+    [READY_PATH, { name: "readyz", serve: ready }],
+  ]);
+  if (metrics !== undefined) {
+    routes.set(METRICS_PATH, {
+      name: "metrics",
+      serve: (method) =>
+        new Response(method === "HEAD" ? null : metrics.registry.render(), {
+          headers: { "content-type": METRICS_CONTENT_TYPE },
+        }),
+    });
+  }
+  if (stats !== undefined) {
+    routes.set(STATS_PATH, {
+      name: "stats",
+      serve: async (method, query) => {
+        const minutes = parseStatsMinutes(query);
+        if (minutes === undefined) throw new HttpError(400, "failed");
+        return new Response(
+          method === "HEAD" ? null : JSON.stringify(await stats(minutes)),
+          {
+            headers: {
+              "content-type": "application/json",
+              "cache-control": "no-store",
+            },
+          },
+        );
+      },
+    });
+  }
+  if (statusPage !== undefined) {
+    routes.set(STATUS_PATH, {
+      name: "status",
+      serve: (method) =>
+        new Response(method === "HEAD" ? null : statusPage, {
+          headers: {
+            "content-type": "text/html; charset=utf-8",
+            "content-security-policy":
+              "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
+          },
+        }),
+    });
+  }
+
+  function route(
     method: string,
     path: string,
-    url: string,
-    queryStart: number,
-  ): Promise<Response> {
-    const known = path === ACCEPT_PATH || path === HEALTH_PATH ||
-      path === READY_PATH || (metrics !== undefined && path === METRICS_PATH) ||
-      (stats !== undefined && path === STATS_PATH) ||
-      (statusPage !== undefined && path === STATUS_PATH);
-    if (!known) throw new HttpError(404, "not found");
+    query: string,
+  ): Response | Promise<Response> {
+    const found = routes.get(path);
+    if (found === undefined) throw new HttpError(404, "not found");
     if (method !== "GET" && method !== "HEAD") {
       throw new HttpError(405, "method not allowed", { allow: "GET, HEAD" });
     }
-    if (path === HEALTH_PATH) return respond(method, 200, "ok");
-    if (path === READY_PATH) return await ready(method);
-    if (path === STATUS_PATH) {
-      return new Response(method === "HEAD" ? null : statusPage, {
-        headers: {
-          "content-type": "text/html; charset=utf-8",
-          "content-security-policy":
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
-        },
-      });
-    }
-    if (path === STATS_PATH) {
-      const minutes = parseStatsMinutes(
-        queryStart < 0 ? "" : url.slice(queryStart + 1),
-      );
-      if (minutes === undefined) throw new HttpError(400, "failed");
-      return new Response(
-        method === "HEAD" ? null : JSON.stringify(await stats!(minutes)),
-        {
-          headers: {
-            "content-type": "application/json",
-            "cache-control": "no-store",
-          },
-        },
-      );
-    }
-    if (path === METRICS_PATH) {
-      return new Response(
-        method === "HEAD" ? null : metrics!.registry.render(),
-        {
-          headers: { "content-type": METRICS_CONTENT_TYPE },
-        },
-      );
-    }
-    const response = await accept(
-      queryStart < 0 ? "" : url.slice(queryStart + 1),
-    );
-    return method === "HEAD" ? respond(method, 200, "") : response;
+    return found.serve(method, query);
   }
 
   function counted(path: string, response: Response): Response {
-    metrics?.httpRequests.inc([routeName(path), String(response.status)]);
+    const name = routes.get(path)?.name ?? "other";
+    metrics?.httpRequests.inc([name, String(response.status)]);
     return response;
   }
 
@@ -231,9 +254,10 @@ export function createHandler(
       path = queryStart < 0
         ? url.slice(pathStart)
         : url.slice(pathStart, queryStart);
+      const query = queryStart < 0 ? "" : url.slice(queryStart + 1);
       response = path === ACCEPT_PATH && method === "GET"
-        ? accept(queryStart < 0 ? "" : url.slice(queryStart + 1))
-        : route(method, path, url, queryStart);
+        ? accept(query)
+        : route(method, path, query);
     } catch (error) {
       response = errorResponse(method, error, logger);
     }
@@ -243,26 +267,6 @@ export function createHandler(
       (error) => counted(path, errorResponse(method, error, logger)),
     );
   };
-}
-
-/** The metrics label of a path: its route, or `other`. */
-function routeName(path: string): string {
-  switch (path) {
-    case ACCEPT_PATH:
-      return "accept";
-    case HEALTH_PATH:
-      return "healthz";
-    case READY_PATH:
-      return "readyz";
-    case METRICS_PATH:
-      return "metrics";
-    case STATS_PATH:
-      return "stats";
-    case STATUS_PATH:
-      return "status";
-    default:
-      return "other";
-  }
 }
 
 /** Maps any error thrown while handling a request to its response. */
