@@ -99,27 +99,32 @@ Deno.test("GroupCommit fails ids that waited longer than maxWaitMs, and gives ea
   const deadlines: number[] = [];
   let release = () => {};
   const held = new Promise<void>((resolve) => release = resolve);
+  const clock = { now: 1000 };
   const commits = new GroupCommit({
     batchSize: 4,
+    maxInFlight: 1,
     maxWaitMs: 30,
+    clock: () => clock.now,
     commit: async (_minute, ids, deadline) => {
       deadlines.push(deadline);
       await held;
       return ids.map(() => "recorded");
     },
   });
-  const before = performance.now();
   const first = commits.record(M0, "1");
-  const after = performance.now();
-  const late = commits.record(M0, "2"); // waits behind the held commit
-  await new Promise((resolve) => setTimeout(resolve, 60));
+  clock.now = 1010;
+  const onTime = commits.record(M0, "2"); // waits behind the held commit
+  clock.now = 1020;
+  const late = commits.record(M0, "3");
+  clock.now = 1045; // "2" waited 35 ms, "3" 25 ms
   release();
   assert.equal(await first, true);
-  await assert.rejects(late, StoreUnavailableError, "not committed within");
-  assert.equal(deadlines.length, 1);
-  assert.ok(deadlines[0]! >= before + 30 && deadlines[0]! <= after + 30);
+  await assert.rejects(onTime, StoreUnavailableError, "not committed within");
+  assert.equal(await late, true);
+  // Each batch's deadline is its oldest id's.
+  assert.deepEqual(deadlines, [1030, 1050]);
   // Fresh ids commit again, and drain() does not wait for failed ones.
-  assert.equal(await commits.record(M0, "3"), true);
+  assert.equal(await commits.record(M0, "4"), true);
   await commits.drain();
 });
 

@@ -17,17 +17,64 @@ Deno.test("three processes sharing one KV file count exactly and report each win
   await checkFleet({ KV_PATH: file.path });
 });
 
-Deno.test("with REUSE_PORT several processes listen on one port", async () => {
+/**
+ * The process ids holding each established connection to local `port`, read
+ * from `/proc` (Linux): which process the kernel gave each connection to.
+ */
+async function connectionOwners(port: number): Promise<number[]> {
+  const table = await Deno.readTextFile("/proc/net/tcp");
+  const inodes = new Set<string>();
+  for (const line of table.split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    const [local, state, inode] = [fields[1], fields[3], fields[9]];
+    // 01 is ESTABLISHED; the local address ends in the port, in hex.
+    if (
+      state === "01" &&
+      local?.endsWith(`:${port.toString(16).toUpperCase().padStart(4, "0")}`)
+    ) {
+      inodes.add(inode!);
+    }
+  }
+  const owners: number[] = [];
+  for await (const process of Deno.readDir("/proc")) {
+    const pid = Number(process.name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      for await (const fd of Deno.readDir(`/proc/${pid}/fd`)) {
+        const target = await Deno.readLink(`/proc/${pid}/fd/${fd.name}`);
+        const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+        if (inode && inodes.has(inode)) owners.push(pid);
+      }
+    } catch {
+      // A process that ended or is not ours to read.
+    }
+  }
+  return owners;
+}
+
+Deno.test("with REUSE_PORT several processes listen on one port and share its connections", async () => {
   await using file = await tempKvPath();
-  const port = String(freePort());
-  const env = { KV_PATH: file.path, PORT: port, REUSE_PORT: "true" };
+  const port = freePort();
+  const env = { KV_PATH: file.path, PORT: String(port), REUSE_PORT: "true" };
   await using first = await startService(env);
+  // Without REUSE_PORT this one could not listen: the port is taken.
   await using second = await startService(env);
-  assert.equal(first.url, second.url);
-  for (let i = 0; i < 20; i++) {
-    const response = await fetch(`${first.url}/api/verve/accept?id=${i}`);
+  // Connections held open, each its own: the kernel spreads them over both.
+  const clients = Array.from({ length: 24 }, () => Deno.createHttpClient({}));
+  for (const [i, client] of clients.entries()) {
+    const response = await fetch(`${first.url}/api/verve/accept?id=${i}`, {
+      client,
+    });
     assert.equal(await response.text(), "ok");
   }
+  const owners = await connectionOwners(port);
+  assert.equal(owners.length, clients.length);
+  assert.deepEqual(
+    new Set(owners),
+    new Set([first.pid, second.pid]),
+    "both processes took connections",
+  );
+  for (const client of clients) client.close();
   assert.equal(await first.stop("SIGTERM"), 0);
   // The port stays served by the other process.
   const response = await fetch(`${second.url}/api/verve/accept?id=99`);

@@ -21,8 +21,8 @@ export interface GroupCommitOptions {
   /**
    * Commits a batch of distinct ids of one window, resolving one outcome per
    * id in order. A thrown error fails the whole batch. The batch must not be
-   * committed after `deadline` (a `performance.now()` time; `Infinity`
-   * without `maxWaitMs`): the backend throws instead.
+   * committed after `deadline` (a time of `clock`; `Infinity` without
+   * `maxWaitMs`): the backend throws instead.
    */
   commit(minute: number, ids: string[], deadline: number): Promise<IdOutcome[]>;
   /** The most ids in one batch. */
@@ -41,6 +41,11 @@ export interface GroupCommitOptions {
    * batch's deadline is its oldest id's. Default: no limit.
    */
   maxWaitMs?: number;
+  /**
+   * The current time in ms, for `maxWaitMs` and the deadlines. Default:
+   * `performance.now`.
+   */
+  clock?: () => number;
 }
 
 /** Watches commits, e.g. for metrics. */
@@ -60,7 +65,7 @@ interface Entry {
   id: string;
   waiters: Waiter[];
   rounds: number;
-  /** When the id was first asked for, by `performance.now()`. */
+  /** When the id was first asked for, by the clock. */
   since: number;
 }
 
@@ -91,6 +96,7 @@ export class GroupCommit {
   readonly #seen: SeenIds;
   readonly #onCommit: CommitObserver | undefined;
   readonly #maxWaitMs: number;
+  readonly #clock: () => number;
 
   /** Entries not yet settled, by window and id (queued or committing). */
   readonly #entries = new Map<number, Map<string, Entry>>();
@@ -108,6 +114,7 @@ export class GroupCommit {
     this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
     this.#onCommit = options.onCommit;
     this.#maxWaitMs = options.maxWaitMs ?? Infinity;
+    this.#clock = options.clock ?? (() => performance.now());
     if (!(this.#maxWaitMs > 0)) {
       throw new RangeError(
         `Cannot create group commit: maxWaitMs must be above 0, got ${this.#maxWaitMs}`,
@@ -130,7 +137,7 @@ export class GroupCommit {
     }
     let entry = byId.get(id);
     if (entry === undefined) {
-      entry = { minute, id, waiters: [], rounds: 0, since: performance.now() };
+      entry = { minute, id, waiters: [], rounds: 0, since: this.#clock() };
       byId.set(id, entry);
       this.#enqueue(entry);
     }
@@ -199,7 +206,7 @@ export class GroupCommit {
    */
   #dropLate(batch: Entry[]): number {
     if (this.#maxWaitMs === Infinity) return Infinity;
-    const now = performance.now();
+    const now = this.#clock();
     let oldest = now;
     let kept = 0;
     for (const entry of batch) {

@@ -13,14 +13,24 @@ export interface CapturedLogs extends AsyncDisposable {
   logger(name: string): Logger;
   /** Records whose category ends with `name`. */
   of(name: string): LogRecord[];
+  /** The first record whose category ends with `name`, once there is one. */
+  first(name: string): Promise<LogRecord>;
 }
 
 /** Routes every record of the `verve` and `test` categories into memory. */
 export async function captureLogs(): Promise<CapturedLogs> {
   const records: LogRecord[] = [];
+  const waiters = new Set<() => void>();
+  const of = (name: string) =>
+    records.filter((r) => r.category.at(-1) === name);
   await configure({
     reset: true,
-    sinks: { memory: (record) => records.push(record) },
+    sinks: {
+      memory: (record) => {
+        records.push(record);
+        for (const wake of waiters) wake();
+      },
+    },
     loggers: [
       { category: "test", lowestLevel: "trace", sinks: ["memory"] },
       { category: "verve", lowestLevel: "trace", sinks: ["memory"] },
@@ -30,7 +40,18 @@ export async function captureLogs(): Promise<CapturedLogs> {
   return {
     records,
     logger: (name) => getLogger(["test", name]),
-    of: (name) => records.filter((r) => r.category.at(-1) === name),
+    of,
+    first: (name) =>
+      new Promise((resolve) => {
+        const check = () => {
+          const found = of(name)[0];
+          if (found === undefined) return;
+          waiters.delete(check);
+          resolve(found);
+        };
+        waiters.add(check);
+        check();
+      }),
     async [Symbol.asyncDispose]() {
       await reset();
     },

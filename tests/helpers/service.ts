@@ -29,6 +29,8 @@ export interface LogLine {
 export interface Service extends AsyncDisposable {
   /** Base URL, e.g. `http://127.0.0.1:43210`. */
   url: string;
+  /** The process id. */
+  pid: number;
   /** Every log line so far. */
   lines: LogLine[];
   /** Resolves with the first line matching `test`, waiting for it if needed. */
@@ -135,6 +137,7 @@ export async function startService(
       url: `${
         listening.properties.scheme ?? "http"
       }://127.0.0.1:${listening.properties.port}`,
+      pid: child.pid,
       lines,
       waitForLog,
       stop,
