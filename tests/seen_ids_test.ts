@@ -203,13 +203,13 @@ Deno.test("SeenIds ignores ids for a window older than the newest known", async 
   });
 });
 
-Deno.test("SeenIds throws RangeError for a limit that is not a whole number >= 0", async (t) => {
+Deno.test("SeenIds throws RangeError for a limit that is not a whole number of at least 0", async (t) => {
   for (const limit of [-1, -0.5, 1.5, Number.NaN, Infinity, -Infinity]) {
     await t.step(String(limit), () => {
       assert.throws(() => new SeenIds(limit), {
         name: "RangeError",
         message:
-          `Cannot create SeenIds: limit must be a whole number >= 0, got ${limit}`,
+          `Cannot create SeenIds: limit must be a whole number of at least 0, got ${limit}`,
       });
     });
   }

@@ -314,7 +314,12 @@ Deno.test("createKvStore() rejects impossible options", async () => {
       { retentionMs: 0 },
     ]
   ) {
-    assert.throws(() => createKvStore(kv, { ...OPTIONS, ...bad }), RangeError);
+    const [[name, value]] = Object.entries(bad) as [[string, number]];
+    assert.throws(() => createKvStore(kv, { ...OPTIONS, ...bad }), {
+      name: "RangeError",
+      message:
+        `Cannot create KV store: ${name} must be a whole number of at least 1, got ${value}`,
+    });
   }
   kv.close();
 });

@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { aboveZero, wholeNumber } from "./checks.ts";
 import type { Logger } from "@logtape/logtape";
 import {
   type IdRole,
@@ -91,20 +92,18 @@ class BufferedIds implements IdRole {
   constructor(store: Store, options: BufferedStoreOptions) {
     this.#store = store;
     this.#logger = options.logger;
-    this.#maxPending = options.maxPending ?? 2000;
-    this.#maxAgeMs = options.maxAgeMs ?? 100;
+    this.#maxPending = wholeNumber(
+      "buffered store",
+      "maxPending",
+      options.maxPending ?? 2000,
+    );
+    this.#maxAgeMs = aboveZero(
+      "buffered store",
+      "maxAgeMs",
+      options.maxAgeMs ?? 100,
+    );
     this.#clock = options.clock ?? (() => performance.now());
     this.#lossReportMs = options.lossReportMs ?? 1000;
-    if (!Number.isInteger(this.#maxPending) || this.#maxPending < 1) {
-      throw new RangeError(
-        `Cannot create buffered store: maxPending must be a whole number of at least 1, got ${this.#maxPending}`,
-      );
-    }
-    if (!(this.#maxAgeMs > 0)) {
-      throw new RangeError(
-        `Cannot create buffered store: maxAgeMs must be above 0, got ${this.#maxAgeMs}`,
-      );
-    }
   }
 
   recordId(minute: number, id: string): Promise<boolean> {

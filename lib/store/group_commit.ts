@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { aboveZero, wholeNumber } from "./checks.ts";
 import { SeenIds } from "./seen_ids.ts";
 import { StoreUnavailableError } from "./store.ts";
 
@@ -111,15 +112,14 @@ export class GroupCommit {
     this.#batchSize = positive("batchSize", options.batchSize);
     this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
     this.#maxRounds = positive("maxRounds", options.maxRounds ?? 8);
+    this.#maxWaitMs = aboveZero(
+      "group commit",
+      "maxWaitMs",
+      options.maxWaitMs ?? Infinity,
+    );
     this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
     this.#onCommit = options.onCommit;
-    this.#maxWaitMs = options.maxWaitMs ?? Infinity;
     this.#clock = options.clock ?? (() => performance.now());
-    if (!(this.#maxWaitMs > 0)) {
-      throw new RangeError(
-        `Cannot create group commit: maxWaitMs must be above 0, got ${this.#maxWaitMs}`,
-      );
-    }
   }
 
   /**
@@ -303,10 +303,5 @@ export class GroupCommit {
 }
 
 function positive(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(
-      `Cannot create group commit: ${name} must be a whole number of at least 1, got ${value}`,
-    );
-  }
-  return value;
+  return wholeNumber("group commit", name, value);
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { wholeNumber } from "./checks.ts";
 
 /**
  * Remembers committed ids of the two most recent windows, up to `limit` ids
@@ -22,12 +23,7 @@ export class SeenIds {
    *   the filter.
    */
   constructor(limit: number) {
-    if (!Number.isInteger(limit) || limit < 0) {
-      throw new RangeError(
-        `Cannot create SeenIds: limit must be a whole number >= 0, got ${limit}`,
-      );
-    }
-    this.#limit = limit;
+    this.#limit = wholeNumber("SeenIds", "limit", limit, 0);
   }
 
   /** How many ids are held. */

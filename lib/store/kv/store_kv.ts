@@ -14,6 +14,8 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
+import { wholeNumber } from "../checks.ts";
 import { backoffDelay, sleep } from "../../backoff.ts";
 import {
   allLegacyCountersPrefix,
@@ -251,7 +253,7 @@ class KvStore implements Store {
   async recordUrl(minute: number, url: string): Promise<UrlOutcome> {
     const known = this.#knownUrls.get(minute);
     if (known?.has(url)) return "known";
-    const hash = await sha256Hex(url);
+    const hash = sha256Hex(url);
     const keys = [
       urlKey(minute, hash),
       urlCountKey(minute),
@@ -363,7 +365,7 @@ class KvStore implements Store {
   }
 
   async markUrlDone(minute: number, url: string): Promise<void> {
-    const key = urlDoneKey(minute, await sha256Hex(url));
+    const key = urlDoneKey(minute, sha256Hex(url));
     await this.#withRetries(() =>
       this.#kv.set(key, true, { expireIn: this.#retentionMs })
     );
@@ -571,22 +573,10 @@ class KvStore implements Store {
 }
 
 function positive(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(
-      `Cannot create KV store: ${name} must be a whole number >= 1, got ${value}`,
-    );
-  }
-  return value;
+  return wholeNumber("KV store", name, value);
 }
 
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(text),
-  );
-  return Array.from(
-    new Uint8Array(digest),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+/** The key part of a URL: its SHA-256 in hex. */
+function sha256Hex(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
 }
