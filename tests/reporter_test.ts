@@ -33,7 +33,7 @@ function kvStore(kv: Deno.Kv): Store {
 function reporterFor(
   store: Store,
   logs: CapturedLogs,
-  options: { sinks?: Sink[]; instanceId?: string } = {},
+  options: { sinks?: Sink[]; instanceId?: string; leaseMs?: number } = {},
 ) {
   const clock = { now: M0 };
   const reporter = createReporter({
@@ -44,6 +44,7 @@ function reporterFor(
     windowMs: WINDOW,
     graceMs: GRACE,
     ...(options.instanceId ? { instanceId: options.instanceId } : {}),
+    ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}),
   });
   return { reporter, clock };
 }
@@ -169,6 +170,52 @@ Deno.test("dueWindows() is the previous window and every closed unreported one, 
     M0,
     M2,
   ]);
+});
+
+Deno.test("reportDue() tries an empty window whose report failed again on a later tick", async (t) => {
+  const cases = [
+    // No claim was made: the next tick takes it.
+    ["claimReport", [["12:01", 0], ["12:02", 0]], [["12:03", 0]]],
+    // This instance's claim stands until its lease ends, a tick later.
+    ["completeReport", [["12:02", 0]], [["12:01", 0], ["12:03", 0]]],
+  ] as const;
+  for (const [method, second, third] of cases) {
+    await t.step(`${method} failed once`, async () => {
+      await using logs = await captureLogs();
+      const store = kvStore(await Deno.openKv(":memory:"));
+      let failures = 1;
+      // A fake failure of one call; the rest goes to the real store.
+      const flaky = new Proxy(store, {
+        get(target, property) {
+          const value = Reflect.get(target, property, target);
+          if (typeof value !== "function") return value;
+          if (property === method) {
+            return (...args: unknown[]) =>
+              failures-- > 0
+                ? Promise.reject(new Error(`${method} failed`))
+                : value.apply(target, args);
+          }
+          return value.bind(target);
+        },
+      });
+      const { reporter, clock } = reporterFor(flaky, logs, {
+        leaseMs: 90_000,
+      });
+      const at = (reports: MinuteReport[]) =>
+        reports.map((r) => [r.minute.slice(11, 16), r.unique_ids]);
+      clock.now = M2 + GRACE;
+      assert.deepEqual(await reporter.reportDue(), []);
+      assert.equal(logs.of("reporter")[0]?.level, "error");
+      // The store lists no window without ids: the reporter remembers it.
+      assert.deepEqual(await store.unreportedWindows(), []);
+      clock.now = M3 + GRACE;
+      assert.deepEqual(at(await reporter.reportDue()), second);
+      clock.now = M3 + WINDOW + GRACE;
+      assert.deepEqual(at(await reporter.reportDue()), third);
+      await reporter.idle();
+      await store.close();
+    });
+  }
 });
 
 Deno.test("reportDue() keeps going when one window cannot be reported", async () => {

@@ -7,7 +7,9 @@
  * A window that cannot be reported on a tick (its claim or its completion
  * failed) holds up no later window: it stays due and goes on a later tick,
  * so a sink may get it after a later window. The order per sink holds among
- * the reports in the outbox.
+ * the reports in the outbox. A window with ids stays due in the store; one
+ * without (its report is a zero) is remembered by the instance that failed
+ * on it, up to {@link MAX_RETRIED_WINDOWS}.
  *
  * @module
  */
@@ -20,6 +22,13 @@ import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import type { IdStore, ReportStore } from "../store/store.ts";
 
 export { type DeliveryBounds, deliveryLeaseMs } from "./outbox_delivery.ts";
+
+/**
+ * The most windows a reporter remembers to try again after their report
+ * failed: a day of one-minute windows. Past it, the oldest is given up,
+ * logged; one with ids is still listed by the store.
+ */
+export const MAX_RETRIED_WINDOWS = 1440;
 
 /** Options of {@link createReporter}. */
 export interface ReporterOptions {
@@ -125,13 +134,15 @@ export function createReporter(options: ReporterOptions): Reporter {
   /**
    * Claims, counts and completes one window's report.
    *
-   * @returns The report, or `undefined` when another instance has it.
+   * @returns The report, or why there is none: the window is `reported`
+   *   already, or `claimed` by a report under way (another instance's, or
+   *   one of this instance's that failed, until its lease ends).
    */
   async function reportWindow(
     minute: number,
-  ): Promise<MinuteReport | undefined> {
+  ): Promise<MinuteReport | "reported" | "claimed"> {
     const claim = await store.claimReport(minute, instanceId, clock(), leaseMs);
-    if (!claim.claimed) return undefined;
+    if (!claim.claimed) return claim.reason;
     const uniqueIds = await store.countIds(minute);
     const report: MinuteReport = {
       minute: formatMinute(minute),
@@ -145,6 +156,21 @@ export function createReporter(options: ReporterOptions): Reporter {
       now: clock(),
     });
     return report;
+  }
+
+  /** Windows whose report failed here, to try again on the next tick. */
+  const failed = new Set<number>();
+
+  /** Remembers that `minute`'s report failed, within the bound. */
+  function rememberFailed(minute: number): void {
+    failed.add(minute);
+    if (failed.size <= MAX_RETRIED_WINDOWS) return;
+    const oldest = Math.min(...failed);
+    failed.delete(oldest);
+    logger.error(
+      "Gave up retrying the report of {minute} here: more than {max} windows failed",
+      { minute: formatMinute(oldest), max: MAX_RETRIED_WINDOWS },
+    );
   }
 
   /** The unreported windows, or none when the store cannot list them. */
@@ -162,16 +188,17 @@ export function createReporter(options: ReporterOptions): Reporter {
   return {
     async reportDue(): Promise<MinuteReport[]> {
       const now = clock();
-      const due = dueWindows(now, await unreportedWindows(), {
-        windowMs,
-        graceMs,
-      });
+      const unreported = [...await unreportedWindows(), ...failed];
+      const due = dueWindows(now, unreported, { windowMs, graceMs });
       const reports: MinuteReport[] = [];
       for (const minute of due) {
         try {
           const report = await reportWindow(minute);
-          if (report) reports.push(report);
+          if (typeof report === "object") reports.push(report);
+          // A claim under way may be one of this instance's that failed.
+          if (report !== "claimed") failed.delete(minute);
         } catch (error) {
+          rememberFailed(minute);
           logger.error("Cannot report {minute}; will retry: {error}", {
             minute: formatMinute(minute),
             error: errorMessage(error),
