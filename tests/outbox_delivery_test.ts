@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import {
-  deliveryKey,
+  attemptKey,
   dueDeliveries,
   failureAction,
+  OutboxDelivery,
 } from "../lib/report/outbox_delivery.ts";
 import {
   PermanentSinkError,
@@ -10,6 +11,8 @@ import {
   SinkWaitingError,
 } from "../lib/report/sink.ts";
 import type { OutboxEntry } from "../lib/store/store.ts";
+import { createKvStore } from "../lib/store/kv/store_kv.ts";
+import { captureLogs } from "./helpers/logs.ts";
 
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
 const M1 = M0 + 60_000;
@@ -76,7 +79,7 @@ Deno.test("dueDeliveries() skips entries not yet due and those under way here, a
     entry(M1, "webhook", { notBefore: NOW }),
     entry(M2, "webhook"),
   ];
-  assert.deepEqual(summary(entries, [deliveryKey(entries[2]!)]), [
+  assert.deepEqual(summary(entries, [attemptKey(entries[2]!)]), [
     ["webhook 1", "webhook", [0]],
     ["webhook 2", "webhook", [0, 1]],
   ]);
@@ -127,7 +130,125 @@ Deno.test("failureAction() waits, retries with a doubling delay, or drops", asyn
   ];
   for (const [name, error, failed, expected] of cases) {
     await t.step(name, () => {
-      assert.deepEqual(failureAction(error, failed, NOW, timing), expected);
+      assert.deepEqual(
+        failureAction(error, failed, { ...timing, now: NOW }),
+        expected,
+      );
     });
   }
+});
+
+/** A store whose outbox holds M0's report for `sinks`, made at `now`. */
+async function storeWithReport(sinks: string[], now: number) {
+  const store = createKvStore(await Deno.openKv(":memory:"), {
+    retentionMs: 3_600_000,
+  });
+  await store.claimReport(M0, "test", now, 60_000);
+  await store.completeReport(M0, "test", 1, {
+    report: entry(M0, "any").report,
+    sinks,
+    now,
+  });
+  return store;
+}
+
+Deno.test("OutboxDelivery keeps reports of a sink no longer configured until they are too old, then drops them, logged", async () => {
+  await using logs = await captureLogs();
+  const store = await storeWithReport(["gone"], NOW);
+  const clock = { now: NOW + 999 };
+  const delivery = new OutboxDelivery({
+    store,
+    sinks: [],
+    logger: logs.logger("delivery"),
+    clock: () => clock.now,
+    timing: { maxAgeMs: 1000 },
+  });
+  await delivery.deliverDue();
+  assert.equal((await store.listOutbox()).length, 1);
+  assert.deepEqual(logs.of("delivery"), []);
+  clock.now = NOW + 1000;
+  await delivery.deliverDue();
+  assert.deepEqual(await store.listOutbox(), []);
+  const [line] = logs.of("delivery");
+  assert.equal(line?.level, "error");
+  assert.equal(line?.properties.sink, "gone");
+  const [stats] = await store.windowStats([M0]);
+  assert.equal(stats?.deliveries.gone?.state, "dropped");
+  await store.close();
+});
+
+Deno.test("OutboxDelivery holds an entry for leaseMs per attempt, after which another instance takes it over", async () => {
+  await using logs = await captureLogs();
+  const store = await storeWithReport(["kafka"], NOW);
+  const clock = { now: NOW };
+  let release = () => {};
+  const held = new Promise<void>((resolve) => release = resolve);
+  const calls: string[] = [];
+  const instance = (name: string, send: () => Promise<void>) =>
+    new OutboxDelivery({
+      store,
+      sinks: [{
+        name: "kafka",
+        send: () => {
+          calls.push(name);
+          return send();
+        },
+      }],
+      logger: logs.logger("delivery"),
+      clock: () => clock.now,
+      timing: { leaseMs: 5000 },
+    });
+  const stuck = instance("stuck", () => held);
+  const other = instance("other", () => Promise.resolve());
+  await stuck.deliverDue();
+  assert.deepEqual(stuck.inProgress(), ["kafka 2026-01-01T12:00:00.000Z"]);
+  assert.equal((await store.listOutbox())[0]?.notBefore, NOW + 5000);
+  clock.now = NOW + 4999;
+  await other.deliverDue();
+  assert.deepEqual(calls, ["stuck"]);
+  clock.now = NOW + 5000;
+  await other.deliverDue();
+  await other.idle();
+  assert.deepEqual(calls, ["stuck", "other"]);
+  assert.deepEqual(await store.listOutbox(), []);
+  // The first attempt ends late: its outcome changes nothing.
+  release();
+  await stuck.idle();
+  const [stats] = await store.windowStats([M0]);
+  assert.deepEqual(stats?.deliveries.kafka, {
+    state: "delivered",
+    at: NOW + 5000,
+    attempts: 0,
+  });
+  await store.close();
+});
+
+Deno.test("OutboxDelivery reads the outbox once more for deliveries that finish together, not once each", async () => {
+  await using logs = await captureLogs();
+  const names = Array.from({ length: 10 }, (_, i) => `sink-${i}`);
+  const store = await storeWithReport(names, NOW);
+  let lists = 0;
+  // Counts the reads of the outbox; the rest goes to the real store.
+  const counted = new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (property === "listOutbox") lists++;
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  let release = () => {};
+  const held = new Promise<void>((resolve) => release = resolve);
+  const delivery = new OutboxDelivery({
+    store: counted,
+    sinks: names.map((name) => ({ name, send: () => held })),
+    logger: logs.logger("delivery"),
+    clock: () => NOW,
+  });
+  await delivery.deliverDue();
+  assert.equal(delivery.inProgress().length, 10);
+  release();
+  await delivery.idle();
+  assert.deepEqual(await store.listOutbox(), []);
+  assert.ok(lists < 1 + names.length, `${lists} reads`);
+  await store.close();
 });

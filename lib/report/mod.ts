@@ -3,8 +3,9 @@
  * in the outbox once per sink), the outbox delivery (hands each report to
  * its sinks, in order per sink, with retries), the window timer for windows
  * other than a minute, the `Sink` interface, and the sinks in `sinks/` with
- * the webhook sink's address policy and POST beside it. It may import `lib/store/` (the interfaces only),
- * `lib/telemetry/`, `lib/minute.ts` and `lib/backoff.ts`.
+ * the webhook sink's address policy and POST beside it. It may import
+ * `lib/store/` (the interfaces only), `lib/telemetry/`, `lib/minute.ts` and
+ * `lib/backoff.ts`.
  *
  * @module
  */

@@ -81,15 +81,24 @@ export interface DueDelivery {
   earlier: number[];
 }
 
+/** Options of {@link dueDeliveries}. */
+export interface DueDeliveriesOptions {
+  /** The configured sinks, by name. */
+  sinks: ReadonlyMap<string, Sink>;
+  /** The current time in epoch ms. */
+  now: number;
+  /** The attempts this instance has under way, by {@link attemptKey}. */
+  busy: ReadonlySet<string>;
+}
+
 /**
- * Which outbox entries may start an attempt at `now`: those whose time has
- * come and that this instance is not delivering already (`busy`, keyed by
- * {@link deliveryKey}), and, for a sink that does not keep order per target
- * itself, only its oldest window.
+ * Which outbox entries may start an attempt now: those whose time has come
+ * and that this instance is not attempting already, and, for a sink that
+ * does not keep order per target itself, only its oldest window.
  */
 export function dueDeliveries(
   entries: OutboxEntry[],
-  options: { sinks: ReadonlyMap<string, Sink>; now: number; busy: Set<string> },
+  options: DueDeliveriesOptions,
 ): DueDelivery[] {
   const { sinks, now, busy } = options;
   const owed = new Map<string, number[]>();
@@ -99,7 +108,7 @@ export function dueDeliveries(
     owed.set(entry.sink, [...earlier, entry.minute]);
     const sink = sinks.get(entry.sink);
     if (earlier.length > 0 && sink && !sink.ordersPerTarget) continue;
-    if (entry.notBefore > now || busy.has(deliveryKey(entry))) continue;
+    if (entry.notBefore > now || busy.has(attemptKey(entry))) continue;
     due.push({ entry, sink, earlier });
   }
   return due;
@@ -114,17 +123,24 @@ export type FailureAction =
   /** Counted, and given up: refused for good, or too old. */
   | { action: "drop"; reason: "refused" | "too old" };
 
+/** Options of {@link failureAction}. */
+export interface FailureActionOptions
+  extends Required<Omit<DeliveryTiming, "leaseMs">> {
+  /** The current time in epoch ms. */
+  now: number;
+}
+
 /**
- * What comes of an attempt of `entry` that failed with `error` at `now`.
- * A sink's entries wait the same for the same attempt, so the order of
- * windows and the lease need no jitter.
+ * What comes of an attempt of `entry` that failed with `error`. A sink's
+ * entries wait the same for the same attempt, so the order of windows and
+ * the lease need no jitter.
  */
 export function failureAction(
   error: unknown,
   entry: OutboxEntry,
-  now: number,
-  timing: Required<Omit<DeliveryTiming, "leaseMs">>,
+  options: FailureActionOptions,
 ): FailureAction {
+  const { now, ...timing } = options;
   if (error instanceof SinkWaitingError) return { action: "wait" };
   if (error instanceof PermanentSinkError) {
     return { action: "drop", reason: "refused" };
@@ -139,8 +155,10 @@ export function failureAction(
   return { action: "retry", delayMs };
 }
 
-/** The key of an entry among the deliveries under way: `minute/sink`. */
-export function deliveryKey(entry: Pick<OutboxEntry, "minute" | "sink">) {
+/** The key of an entry among the attempts under way: `minute/sink`. */
+export function attemptKey(
+  entry: Pick<OutboxEntry, "minute" | "sink">,
+): string {
   return `${entry.minute}/${entry.sink}`;
 }
 
@@ -176,7 +194,7 @@ export class OutboxDelivery {
   readonly #signal: AbortSignal | undefined;
   /** Every delivery and pass started and not yet finished. */
   readonly #running = new Set<Promise<void>>();
-  /** The entries this instance is delivering, by {@link deliveryKey}. */
+  /** The entries this instance is attempting, by {@link attemptKey}. */
   readonly #busy = new Set<string>();
   /** The pass {@link OutboxDelivery.#rerun} started, while it runs. */
   #rerunPass: Promise<void> | undefined;
@@ -268,7 +286,7 @@ export class OutboxDelivery {
   /** Takes `entry` for one attempt, unless this or another instance has. */
   async #lease(entry: OutboxEntry): Promise<boolean> {
     // Another pass of this instance may have taken it since it was listed.
-    if (this.#busy.has(deliveryKey(entry))) return false;
+    if (this.#busy.has(attemptKey(entry))) return false;
     try {
       const until = this.#clock() + this.#timing.leaseMs;
       return await this.#store.updateOutbox(entry, { notBefore: until });
@@ -286,7 +304,7 @@ export class OutboxDelivery {
   }
 
   #start(sink: Sink, entry: OutboxEntry, earlier: number[]): void {
-    const key = deliveryKey(entry);
+    const key = attemptKey(entry);
     this.#busy.add(key);
     this.#track(
       this.#attempt(sink, entry, earlier).finally(() => this.#busy.delete(key)),
@@ -338,8 +356,9 @@ export class OutboxDelivery {
   }
 
   /**
-   * Records a failed attempt: logs and counts it, and puts the entry back
-   * for a later attempt.
+   * Acts on a failed attempt as {@link failureAction} says: a wait puts the
+   * entry back due at once, uncounted; a retry counts the attempt, logs it
+   * and puts the entry back for later; a drop counts and logs it.
    *
    * @returns `true` when the entry is given up and is to be removed.
    */
@@ -349,7 +368,7 @@ export class OutboxDelivery {
     error: unknown,
   ): Promise<boolean> {
     const now = this.#clock();
-    const verdict = failureAction(error, entry, now, this.#timing);
+    const verdict = failureAction(error, entry, { ...this.#timing, now });
     const { report } = entry;
     const attempt = entry.attempts + 1;
     switch (verdict.action) {
