@@ -4,6 +4,7 @@ import type { Store } from "../lib/store/store.ts";
 import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { failingCommits } from "./helpers/kv.ts";
 import { captureLogs } from "./helpers/logs.ts";
+import { createServiceMetrics } from "../lib/telemetry/service_metrics.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const BASE = "http://service.test/api/verve/accept";
@@ -269,4 +270,71 @@ Deno.test("handler answers the health and readiness probes", async (t) => {
     release();
     await kvStore.close();
   });
+});
+
+Deno.test("handler counts each request under its route, and unknown or turned-off paths as other", async (t) => {
+  await using logs = await captureLogs();
+  const store = createKvStore(await Deno.openKv(":memory:"), {
+    retentionMs: 600_000,
+  });
+  /** `verve_http_requests_total` by `route status`, from `/metrics`. */
+  async function counts(
+    handle: (request: Request) => Response | Promise<Response>,
+  ) {
+    const text = await (await handle(new Request("http://s.test/metrics")))
+      .text();
+    return Object.fromEntries(
+      [...text.matchAll(
+        /^verve_http_requests_total\{route="([^"]+)",status="(\d+)"\} (\d+)$/gm,
+      )].map((
+        [, route, status, value],
+      ) => [`${route} ${status}`, Number(value)]),
+    );
+  }
+  const paths = [
+    "/api/verve/accept?id=1",
+    "/api/verve/accept?id=x",
+    "/healthz",
+    "/readyz",
+    "/api/verve/stats?minutes=2",
+    "/",
+    "/nowhere",
+  ];
+  await t.step("every route on", async () => {
+    const handle = createHandler({
+      store,
+      logger: logs.logger("http"),
+      metrics: createServiceMetrics(),
+      stats: () => Promise.resolve([]),
+      statusPage: "<html></html>",
+    });
+    for (const path of paths) await handle(new Request(`http://s.test${path}`));
+    await handle(new Request("http://s.test/healthz", { method: "POST" }));
+    assert.deepEqual(await counts(handle), {
+      "accept 200": 1,
+      "accept 400": 1,
+      "healthz 200": 1,
+      "healthz 405": 1,
+      "readyz 200": 1,
+      "stats 200": 1,
+      "status 200": 1,
+      "other 404": 1,
+    });
+  });
+  await t.step("stats and the status page off", async () => {
+    const handle = createHandler({
+      store,
+      logger: logs.logger("http"),
+      metrics: createServiceMetrics(),
+    });
+    for (const path of paths) await handle(new Request(`http://s.test${path}`));
+    assert.deepEqual(await counts(handle), {
+      "accept 200": 1,
+      "accept 400": 1,
+      "healthz 200": 1,
+      "readyz 200": 1,
+      "other 404": 3,
+    });
+  });
+  await store.close();
 });

@@ -238,8 +238,12 @@ export function createHandler(
   }
 
   function counted(path: string, response: Response): Response {
-    const name = routes.get(path)?.name ?? "other";
-    metrics?.httpRequests.inc([name, String(response.status)]);
+    if (metrics !== undefined) {
+      const name = path === ACCEPT_PATH
+        ? "accept"
+        : routes.get(path)?.name ?? "other";
+      metrics.httpRequests.inc([name, String(response.status)]);
+    }
     return response;
   }
 
