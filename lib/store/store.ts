@@ -156,19 +156,46 @@ export const ID_ROLE = [
 /** What a wrapper of the ids role implements. */
 export type IdRole = Pick<Store, typeof ID_ROLE[number]>;
 
+/** Every method of {@link Store}; the type below fails when one is missing. */
+const STORE_METHODS = [
+  ...ID_ROLE,
+  "recordUrl",
+  "listUrls",
+  "listOwedUrls",
+  "markUrlDone",
+  "claimReport",
+  "completeReport",
+  "unreportedWindows",
+  "windowStats",
+  "listOutbox",
+  "updateOutbox",
+  "removeOutbox",
+  "ping",
+] as const satisfies readonly (keyof Store)[];
+
+/** `true` only when {@link STORE_METHODS} names every method of `Store`. */
+const ALL_METHODS_LISTED: Exclude<
+  keyof Store,
+  typeof STORE_METHODS[number]
+> extends never ? true : false = true;
+
 /**
  * `store` with its ids role taken over by `ids` (as the buffered store
  * does); every other role stays `store`'s own, with nothing to pass on.
+ * Each method is bound once, so calls cost what direct calls do.
  */
 export function withIdRole(store: Store, ids: IdRole): Store {
-  const taken = new Set<PropertyKey>(ID_ROLE);
-  return new Proxy(store, {
-    get(target, property) {
-      const source: object = taken.has(property) ? ids : target;
-      const value = Reflect.get(source, property, source);
-      return typeof value === "function" ? value.bind(source) : value;
-    },
-  });
+  void ALL_METHODS_LISTED;
+  const taken = new Set<string>(ID_ROLE);
+  const methods: Record<string, unknown> = {};
+  for (const name of STORE_METHODS) {
+    const source = (taken.has(name) ? ids : store) as Record<
+      string,
+      (...args: unknown[]) => unknown
+    >;
+    methods[name] = source[name]!.bind(source);
+  }
+  return methods as unknown as Store;
 }
 
 /** A report to put in the outbox, once per sink. */
