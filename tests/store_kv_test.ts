@@ -603,3 +603,25 @@ Deno.test("recordId() commits every partition at once: as many commits run toget
     await store.close();
   }
 });
+
+Deno.test("the KV store keys a URL by the SHA-256 of its text, so keys written by earlier versions still match", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createKvStore(kv, OPTIONS);
+  const url = "https://example.com/hook";
+  assert.equal(await store.recordUrl(MINUTE, url), "recorded");
+  await store.markUrlDone(MINUTE, url);
+  // sha256("https://example.com/hook"), computed with sha256sum.
+  const hash =
+    "19f1352238b915338c91b6a9fdd2dd4be99a13c18e95bbfbf1443ee01fb616b6";
+  const keys = [];
+  for await (const entry of kv.list({ prefix: ["verve"] })) {
+    if (entry.key[1] === "url" || entry.key[1] === "url-done") {
+      keys.push(entry.key);
+    }
+  }
+  assert.deepEqual(keys, [
+    ["verve", "url", MINUTE, hash],
+    ["verve", "url-done", MINUTE, hash],
+  ]);
+  await store.close();
+});

@@ -13,8 +13,8 @@
  *
  * @module
  */
-import { aboveZero, wholeNumber } from "./checks.ts";
 import type { Logger } from "@logtape/logtape";
+import { aboveZero, wholeNumber } from "./checks.ts";
 import {
   type IdRole,
   type Store,
@@ -92,16 +92,14 @@ class BufferedIds implements IdRole {
   constructor(store: Store, options: BufferedStoreOptions) {
     this.#store = store;
     this.#logger = options.logger;
-    this.#maxPending = wholeNumber(
-      "buffered store",
-      "maxPending",
-      options.maxPending ?? 2000,
-    );
-    this.#maxAgeMs = aboveZero(
-      "buffered store",
-      "maxAgeMs",
-      options.maxAgeMs ?? 100,
-    );
+    this.#maxPending = wholeNumber(options.maxPending ?? 2000, {
+      part: "buffered store",
+      name: "maxPending",
+    });
+    this.#maxAgeMs = aboveZero(options.maxAgeMs ?? 100, {
+      part: "buffered store",
+      name: "maxAgeMs",
+    });
     this.#clock = options.clock ?? (() => performance.now());
     this.#lossReportMs = options.lossReportMs ?? 1000;
   }

@@ -5,24 +5,31 @@
  * @module
  */
 
+/** What a checked number is: which option of which part. */
+export interface CheckedOption {
+  /** The part being created, e.g. `KV store`. */
+  part: string;
+  /** The option, e.g. `partitions`. */
+  name: string;
+}
+
 /**
- * `value`, once it is a whole number of at least `min`.
+ * Returns `value` when it is a whole number of at least `min` (default 1).
  *
- * @param part What is being created, e.g. `KV store`.
- * @param name The option, e.g. `partitions`.
- * @throws {RangeError} otherwise.
+ * @throws {RangeError} when it is not, naming the part and the option.
  *
  * @example
  * ```ts
- * wholeNumber("group commit", "batchSize", 0); // throws: "Cannot create group commit: batchSize must be a whole number of at least 1, got 0"
+ * wholeNumber(0, { part: "group commit", name: "batchSize" });
+ * // RangeError: Cannot create group commit: batchSize must be a whole
+ * // number of at least 1, got 0
  * ```
  */
 export function wholeNumber(
-  part: string,
-  name: string,
   value: number,
-  min = 1,
+  option: CheckedOption & { min?: number },
 ): number {
+  const { part, name, min = 1 } = option;
   if (!Number.isInteger(value) || value < min) {
     throw new RangeError(
       `Cannot create ${part}: ${name} must be a whole number of at least ${min}, got ${value}`,
@@ -32,14 +39,14 @@ export function wholeNumber(
 }
 
 /**
- * `value`, once it is a number above 0.
+ * Returns `value` when it is a number above 0 (`Infinity` included).
  *
- * @throws {RangeError} otherwise.
+ * @throws {RangeError} when it is not, naming the part and the option.
  */
-export function aboveZero(part: string, name: string, value: number): number {
+export function aboveZero(value: number, option: CheckedOption): number {
   if (!(value > 0)) {
     throw new RangeError(
-      `Cannot create ${part}: ${name} must be above 0, got ${value}`,
+      `Cannot create ${option.part}: ${option.name} must be above 0, got ${value}`,
     );
   }
   return value;

@@ -112,11 +112,10 @@ export class GroupCommit {
     this.#batchSize = positive("batchSize", options.batchSize);
     this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
     this.#maxRounds = positive("maxRounds", options.maxRounds ?? 8);
-    this.#maxWaitMs = aboveZero(
-      "group commit",
-      "maxWaitMs",
-      options.maxWaitMs ?? Infinity,
-    );
+    this.#maxWaitMs = aboveZero(options.maxWaitMs ?? Infinity, {
+      part: "group commit",
+      name: "maxWaitMs",
+    });
     this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
     this.#onCommit = options.onCommit;
     this.#clock = options.clock ?? (() => performance.now());
@@ -303,5 +302,5 @@ export class GroupCommit {
 }
 
 function positive(name: string, value: number): number {
-  return wholeNumber("group commit", name, value);
+  return wholeNumber(value, { part: "group commit", name });
 }

@@ -1,6 +1,7 @@
 /**
  * What every backend stores for the outbox, built once: an entry as it
- * enters, as a change rewrites it, and the record of what became of it. The backends only decide where these values live.
+ * enters, as a change rewrites it, and the record of what became of it. The
+ * backends only decide where these values live.
  *
  * @module
  */

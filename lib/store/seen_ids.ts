@@ -23,7 +23,11 @@ export class SeenIds {
    *   the filter.
    */
   constructor(limit: number) {
-    this.#limit = wholeNumber("SeenIds", "limit", limit, 0);
+    this.#limit = wholeNumber(limit, {
+      part: "SeenIds",
+      name: "limit",
+      min: 0,
+    });
   }
 
   /** How many ids are held. */

@@ -573,7 +573,7 @@ class KvStore implements Store {
 }
 
 function positive(name: string, value: number): number {
-  return wholeNumber("KV store", name, value);
+  return wholeNumber(value, { part: "KV store", name });
 }
 
 /** The key part of a URL: its SHA-256 in hex. */
