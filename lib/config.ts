@@ -478,6 +478,27 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
  * writes it to `docs/configuration.md`, so links in the meanings are
  * relative to `docs/`.
  */
+/**
+ * Every setting as documented: its name, its default as shown, and what it
+ * means, in the schema's order.
+ */
+export function settingDocs(): {
+  name: string;
+  shownDefault: string;
+  meaning: string;
+}[] {
+  return Object.entries(schema.shape).map(([name, field]) => {
+    const meta = field.meta() as
+      | { shownDefault?: string; description?: string }
+      | undefined;
+    return {
+      name,
+      shownDefault: meta?.shownDefault ?? "-",
+      meaning: meta?.description ?? "",
+    };
+  });
+}
+
 export function configurationDoc(): string {
   const lines = [
     "# Configuration",
@@ -493,12 +514,8 @@ export function configurationDoc(): string {
     "| Variable | Default | Meaning |",
     "| --- | --- | --- |",
   ];
-  for (const [name, field] of Object.entries(schema.shape)) {
-    const meta = field.meta() as
-      | { shownDefault?: string; description?: string }
-      | undefined;
-    const meaning = meta?.description ?? "";
-    lines.push(`| \`${name}\` | ${meta?.shownDefault ?? "-"} | ${meaning} |`);
+  for (const { name, shownDefault, meaning } of settingDocs()) {
+    lines.push(`| \`${name}\` | ${shownDefault} | ${meaning} |`);
   }
   return lines.join("\n") + "\n";
 }

@@ -2,7 +2,7 @@
  * The documentation derived from the code stays current.
  */
 import assert from "node:assert/strict";
-import { configurationDoc } from "../lib/config.ts";
+import { configurationDoc, settingDocs } from "../lib/config.ts";
 
 Deno.test("docs/configuration.md is what `deno task docs` writes from the settings schema", async () => {
   const written = await Deno.readTextFile(
@@ -13,6 +13,25 @@ Deno.test("docs/configuration.md is what `deno task docs` writes from the settin
   for (const line of written.split("\n").filter((l) => l.startsWith("| `"))) {
     const [name, shown, meaning] = line.slice(2, -2).split(" | ");
     assert.ok(name && shown && meaning && meaning.length > 10, line);
+  }
+});
+
+Deno.test("the README's table of the most used settings names real settings with their defaults", async () => {
+  const readme = await Deno.readTextFile(
+    new URL("../README.md", import.meta.url),
+  );
+  const section = readme.slice(readme.indexOf("## Settings"));
+  const rows = section.slice(0, section.indexOf("\n## ")).split("\n")
+    .filter((line) => line.startsWith("| `"))
+    .map((line) => line.slice(2, -2).split(" | ").map((cell) => cell.trim()));
+  assert.equal(rows.length, 10);
+  const defaults = new Map(
+    settingDocs().map((
+      { name, shownDefault },
+    ) => [`\`${name}\``, shownDefault]),
+  );
+  for (const [name, shown] of rows) {
+    assert.equal(shown, defaults.get(name!), `${name} in README.md`);
   }
 });
 
