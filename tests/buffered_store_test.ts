@@ -154,7 +154,7 @@ Deno.test("buffered recordId() keeps acknowledging after an id of a closed windo
   await logs.first("store");
   assert.equal(logs.of("store")[0]!.properties.lost, 1);
   // The store is fine: the next window's ids are still acknowledged at once.
-  const gatedNext = store.recordId(M0 + 60_000, "next");
-  assert.equal(await answeredAtOnce(gatedNext), true);
+  const nextWindow = store.recordId(M0 + 60_000, "next");
+  assert.equal(await answeredAtOnce(nextWindow), true);
   await store.close();
 });

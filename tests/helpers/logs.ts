@@ -13,8 +13,11 @@ export interface CapturedLogs extends AsyncDisposable {
   logger(name: string): Logger;
   /** Records whose category ends with `name`. */
   of(name: string): LogRecord[];
-  /** The first record whose category ends with `name`, once there is one. */
-  first(name: string): Promise<LogRecord>;
+  /**
+   * The first record whose category ends with `name`, once there is one;
+   * rejects when none came within `timeoutMs` (default 5000).
+   */
+  first(name: string, timeoutMs?: number): Promise<LogRecord>;
 }
 
 /** Routes every record of the `verve` and `test` categories into memory. */
@@ -41,11 +44,16 @@ export async function captureLogs(): Promise<CapturedLogs> {
     records,
     logger: (name) => getLogger(["test", name]),
     of,
-    first: (name) =>
-      new Promise((resolve) => {
+    first: (name, timeoutMs = 5000) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`No ${name} log line within ${timeoutMs} ms`));
+        }, timeoutMs);
         const check = () => {
           const found = of(name)[0];
           if (found === undefined) return;
+          clearTimeout(timer);
           waiters.delete(check);
           resolve(found);
         };
