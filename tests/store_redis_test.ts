@@ -315,3 +315,76 @@ Deno.test({
     await b.close();
   },
 });
+
+Deno.test({
+  name:
+    "Redis with waitReplicas waits for the replicas its master has, and none at all once it has none",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using master = await startRedis();
+    await using replica = await startRedis({ replicaOf: master.port });
+    const redis = inspector(master, logs);
+    /** The master's connected replicas, from ROLE. */
+    const replicas = async () =>
+      ((await redis.sendCommand(["ROLE"]) as unknown[])[2] as unknown[]).length;
+    /** `WAIT` commands the master ran since the last reset. */
+    const waits = async () => {
+      const info = await redis.sendCommand(["INFO", "commandstats"]) as string;
+      return Number(/cmdstat_wait:calls=(\d+)/.exec(info)?.[1] ?? 0);
+    };
+    /** Waits for `test`, checking every 50 ms, for at most 10 s. */
+    const until = async (test: () => Promise<boolean>, what: string) => {
+      for (let i = 0; i < 200; i++) {
+        if (await test()) return;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error(`never ${what}`);
+    };
+    await until(async () => await replicas() === 1, "a replica connected");
+    const store = createRedisStore(
+      openRedis([master.url], logs.logger("redis")),
+      {
+        retentionMs: RETENTION,
+        timeoutMs: 1000,
+        waitReplicas: 1,
+        clock: () => MINUTE + 120_000,
+      },
+    );
+    let id = 0;
+    const record = async (count: number) => {
+      for (let i = 0; i < count; i++) {
+        assert.equal(await store.recordId(MINUTE, String(id++)), true);
+      }
+    };
+    await record(5);
+    // Each commit waited for the replica, which has every id.
+    assert.ok(await waits() >= 5);
+    const copy = inspector(replica, logs);
+    assert.equal(
+      await copy.sendCommand(["SCARD", `{verve:${MINUTE}}:ids`]),
+      5,
+    );
+    await copy.close();
+
+    await replica.stop();
+    await until(async () => await replicas() === 0, "the replica gone");
+    await redis.sendCommand(["CONFIG", "RESETSTAT"]);
+    await record(20);
+    // At most the first write asked for the replica it had: the others knew
+    // the master has none, and did not wait out WAIT's time limit each.
+    assert.ok(await waits() <= 1, `${await waits()} WAITs`);
+
+    await replica.start();
+    await until(async () => await replicas() === 1, "the replica back");
+    await redis.sendCommand(["CONFIG", "RESETSTAT"]);
+    // Within REPLICA_COUNT_TTL_MS the store sees the replica again.
+    await until(async () => {
+      await record(1);
+      return await waits() > 0;
+    }, "waited for the replica again");
+    assert.equal(await store.countIds(MINUTE), id);
+    await store.close();
+    await redis.close();
+  },
+});

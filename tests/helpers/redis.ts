@@ -29,10 +29,15 @@ export interface RedisServer extends AsyncDisposable {
  * Starts redis-server on 127.0.0.1 and a free port, with `password` required
  * when given. Without `appendFsync` it keeps nothing on disk; with it, it
  * writes an append-only file and syncs it `always` (before answering each
- * write) or `everysec`.
+ * write) or `everysec`. With `replicaOf`, it replicates the server on that
+ * port.
  */
 export async function startRedis(
-  options: { password?: string; appendFsync?: "always" | "everysec" } = {},
+  options: {
+    password?: string;
+    appendFsync?: "always" | "everysec";
+    replicaOf?: number;
+  } = {},
 ): Promise<RedisServer> {
   const dir = await Deno.makeTempDir({ prefix: "verve-redis-" });
   const port = freePort();
@@ -53,6 +58,9 @@ export async function startRedis(
         "--dir",
         dir,
         ...(options.password ? ["--requirepass", options.password] : []),
+        ...(options.replicaOf
+          ? ["--replicaof", "127.0.0.1", String(options.replicaOf)]
+          : []),
       ],
       stdout: "null",
       stderr: "null",

@@ -27,7 +27,9 @@
  * `waitReplicas`, each write is followed by `WAIT`, and counts only once that
  * many replicas have it (or every replica its master has left, after a
  * failover took one), so a failover that promotes the replica loses no
- * acknowledged id and no report state. Scripts are sent by digest
+ * acknowledged id and no report state. How many replicas a master has is
+ * read with `ROLE` and trusted for {@link REPLICA_COUNT_TTL_MS}, so a master
+ * left without replicas is not asked to `WAIT` for one on every write. Scripts are sent by digest
  * (`EVALSHA`), and in full once per node that does not know them yet.
  *
  * Every Redis error or timeout surfaces as {@link StoreUnavailableError}; the
@@ -398,6 +400,16 @@ function pairs(answer: unknown): [string, string][] {
   return Object.entries((answer ?? {}) as Record<string, string>);
 }
 
+/** How long a master's count of connected replicas (`ROLE`) is trusted. */
+export const REPLICA_COUNT_TTL_MS = 1000;
+
+/** The hash tag of a key, which places it on a node, or the key itself. */
+function hashTag(key: string): string {
+  const open = key.indexOf("{");
+  const close = open < 0 ? -1 : key.indexOf("}", open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : key;
+}
+
 class RedisStore implements Store {
   readonly #redis: RedisConnection;
   readonly #retentionMs: number;
@@ -409,6 +421,8 @@ class RedisStore implements Store {
   #closed: Promise<void> | undefined;
   /** Windows this process already put in the index of unreported windows. */
   readonly #indexed = new Set<number>();
+  /** Connected replicas of the master of each hash tag, and when read. */
+  readonly #replicaCounts = new Map<string, { count: number; at: number }>();
 
   constructor(redis: RedisConnection, options: RedisStoreOptions) {
     if (!(options.retentionMs >= 1)) {
@@ -691,30 +705,59 @@ class RedisStore implements Store {
 
   /**
    * With `waitReplicas`, waits until that many replicas have the writes made
-   * so far on `key`'s connection (Redis `WAIT`), within half the time limit.
+   * so far on `key`'s connection (Redis `WAIT`), within half the time limit;
+   * fewer when `key`'s master has fewer replicas connected, and none (no
+   * `WAIT` at all) when it has none.
    */
   async #replicated(key: string): Promise<void> {
     if (this.#waitReplicas === 0) return;
+    const needed = Math.min(this.#waitReplicas, await this.#replicaCount(key));
+    if (needed === 0) return;
     const acknowledged = Number(
       await this.#call(
         [
           "WAIT",
-          String(this.#waitReplicas),
+          String(needed),
           String(Math.max(1, Math.floor(this.#timeoutMs / 2))),
         ],
         key,
       ),
     );
-    if (acknowledged >= this.#waitReplicas) return;
-    // A master that lost replicas (its own died, or it was promoted in a
-    // failover) has fewer to wait for: all it has must have the write.
-    const role = await this.#call(["ROLE"], key) as unknown[];
-    const replicas = Array.isArray(role[2]) ? role[2].length : 0;
-    if (acknowledged < Math.min(replicas, this.#waitReplicas)) {
+    if (acknowledged >= needed) return;
+    // A replica may have gone since the count was read: all the master has
+    // now must have the write.
+    const left = await this.#replicaCount(key, { fresh: true });
+    if (acknowledged < Math.min(this.#waitReplicas, left)) {
       throw new StoreUnavailableError(
         `Redis write reached ${acknowledged} of ${this.#waitReplicas} replicas in time`,
       );
     }
+  }
+
+  /**
+   * How many replicas `key`'s master has connected, from `ROLE`, read again
+   * once {@link REPLICA_COUNT_TTL_MS} passed or when `fresh`.
+   */
+  async #replicaCount(
+    key: string,
+    options: { fresh?: boolean } = {},
+  ): Promise<number> {
+    const tag = hashTag(key);
+    const now = performance.now();
+    const known = this.#replicaCounts.get(tag);
+    if (!options.fresh && known && now - known.at < REPLICA_COUNT_TTL_MS) {
+      return known.count;
+    }
+    const role = await this.#call(["ROLE"], key) as unknown[];
+    const count = Array.isArray(role[2]) ? role[2].length : 0;
+    if (this.#replicaCounts.size >= 64) {
+      // Tags come and go with their windows: drop the ones read long ago.
+      for (const [old, { at }] of this.#replicaCounts) {
+        if (now - at >= REPLICA_COUNT_TTL_MS) this.#replicaCounts.delete(old);
+      }
+    }
+    this.#replicaCounts.set(tag, { count, at: now });
+    return count;
   }
 
   /**
