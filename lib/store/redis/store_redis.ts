@@ -29,8 +29,9 @@
  * failover took one), so a failover that promotes the replica loses no
  * acknowledged id and no report state. How many replicas a master has is
  * read with `ROLE` and trusted for {@link REPLICA_COUNT_TTL_MS}, so a master
- * left without replicas is not asked to `WAIT` for one on every write. Scripts are sent by digest
- * (`EVALSHA`), and in full once per node that does not know them yet.
+ * left without replicas is not asked to `WAIT` for one on every write.
+ * Scripts are sent by digest (`EVALSHA`), and in full once per node that
+ * does not know them yet.
  *
  * Every Redis error or timeout surfaces as {@link StoreUnavailableError}; the
  * client reconnects by itself (on a cluster, it also finds the new master of
