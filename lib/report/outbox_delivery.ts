@@ -15,7 +15,11 @@ import { formatMinute } from "../minute.ts";
 import { PermanentSinkError, type Sink, SinkWaitingError } from "./sink.ts";
 import { errorMessage } from "../telemetry/logging.ts";
 import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
-import type { OutboxEntry, ReportStore } from "../store/store.ts";
+import type {
+  DeliveryOutcome,
+  OutboxEntry,
+  ReportStore,
+} from "../store/store.ts";
 
 /** What bounds the longest delivery of one window's report. */
 export interface DeliveryBounds {
@@ -324,6 +328,7 @@ export class OutboxDelivery {
     earlier: number[],
   ): Promise<void> {
     try {
+      let outcome: DeliveryOutcome = "delivered";
       try {
         await sink.send(
           entry.report,
@@ -332,13 +337,10 @@ export class OutboxDelivery {
         );
         this.#metrics?.reports.inc([sink.name, "delivered"]);
       } catch (error) {
-        const done = await this.#failed(sink, entry, error);
-        if (!done) return;
-        await this.#store.removeOutbox(entry, "dropped", this.#clock());
-        this.#rerun();
-        return;
+        if (!await this.#failed(sink, entry, error)) return;
+        outcome = "dropped";
       }
-      await this.#store.removeOutbox(entry, "delivered", this.#clock());
+      await this.#store.removeOutbox(entry, outcome, this.#clock());
       // The sink's next window (or one waiting for this one) may go now,
       // not a tick later.
       this.#rerun();
