@@ -17,7 +17,9 @@ import {
   createRedisStore,
   idLifetime,
   openRedis,
+  type RedisConnection,
   type Store,
+  windowOfEarlierVersion,
   withTimeLimit,
 } from "./lib/store/mod.ts";
 import {
@@ -68,12 +70,10 @@ const retentionMs = config.retentionWindows * config.windowMs;
 let fullWindow: number | undefined;
 const backend: Store = config.store === "redis"
   ? createRedisStore(
-    openRedis(config.redisUrls, getLogger([LOG_CATEGORY, "redis"]), {
-      cluster: config.redisCluster,
-      timeoutMs: config.redisTimeoutMs,
-    }),
+    await openRedisOfThisVersion(),
     {
       retentionMs,
+      shards: config.redisShards,
       maxUrlsPerWindow: config.maxUrlsPerWindow,
       timeoutMs: config.redisTimeoutMs,
       waitReplicas: config.redisWaitReplicas,
@@ -107,6 +107,48 @@ const store = config.ackMode === "buffered"
     maxAgeMs: config.bufferFlushMs,
   })
   : backend;
+
+/**
+ * Opens the Redis connection, and stops the service (exit code 2) when
+ * instances of an earlier version, which keep a window's ids in one slot,
+ * are writing to the same Redis: the two layouts cannot count one window
+ * together. Where Redis cannot be reached yet, the service starts.
+ */
+async function openRedisOfThisVersion(): Promise<RedisConnection> {
+  const redis = openRedis(
+    config.redisUrls,
+    getLogger([LOG_CATEGORY, "redis"]),
+    {
+      cluster: config.redisCluster,
+      timeoutMs: config.redisTimeoutMs,
+    },
+  );
+  let earlier: number | undefined;
+  try {
+    earlier = await windowOfEarlierVersion(redis, {
+      now: Date.now(),
+      windowMs: config.windowMs,
+      timeoutMs: config.redisTimeoutMs,
+    });
+  } catch (error) {
+    logger.warn(
+      "Cannot check Redis for instances of an earlier version: {error}",
+      {
+        error: errorMessage(error),
+      },
+    );
+  }
+  if (earlier !== undefined) {
+    logger.fatal(
+      "Cannot start: instances of an earlier version are writing window {minute} to this Redis in the one-slot layout; stop them all, then start this version (docs/deployment.md#upgrading)",
+      { minute: new Date(earlier).toISOString() },
+    );
+    await redis.close();
+    await closeLogging();
+    Deno.exit(2);
+  }
+  return redis;
+}
 
 /**
  * Opens Deno KV, making the default `./data` directory when needed. A remote

@@ -31,7 +31,7 @@ import { parseArgs } from "node:util";
 import { markdownTable } from "./markdown_table.ts";
 import { getLogger } from "@logtape/logtape";
 import { createBufferedStore } from "../lib/store/buffered_store.ts";
-import { type Id64, packIds, splitId } from "../lib/store/kv/id64.ts";
+import { type Id64, packIds, splitId } from "../lib/store/id64.ts";
 import {
   legacyCounterKey,
   legacyIdKey,

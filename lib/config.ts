@@ -146,6 +146,11 @@ const schema = z.object({
     "`1000`",
     "With `STORE=redis`: the time limit of one Redis command (10\u201360000); past it the request gets `503`.",
   ),
+  REDIS_SHARDS: setting(
+    integer(1, 256, 12),
+    "`12`",
+    "With `STORE=redis`: shards of each window's ids (1\u2013256), each in a hash slot of its own spread evenly over the slot range, so every master of a cluster takes a share of the window being counted (equal shares when the masters divide the count: 12 suits 1, 2, 3, 4, 6 or 12 masters). The first instance to write in a window fixes its number, so instances with different values still agree. See [Redis Cluster](deployment.md#redis-cluster).",
+  ),
   KV_PATH: setting(
     z.string().trim().min(1).optional(),
     "`./data/verve.kv` (Deno Deploy: its managed KV)",
@@ -548,6 +553,7 @@ function toConfig(
       ? 1
       : 0,
     redisTimeoutMs: s.REDIS_TIMEOUT_MS,
+    redisShards: s.REDIS_SHARDS,
     kvPath: s.KV_PATH ?? (context.onDeploy ? undefined : DEFAULT_KV_PATH),
     kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,
     kvTimeoutMs: s.KV_TIMEOUT_MS,

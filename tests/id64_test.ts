@@ -5,7 +5,7 @@ import {
   type Id64,
   packIds,
   splitId,
-} from "../lib/store/kv/id64.ts";
+} from "../lib/store/id64.ts";
 import { IdTable } from "../lib/store/kv/id_table.ts";
 
 /** The halves by BigInt, the slow way `splitId` must agree with. */

@@ -1,12 +1,14 @@
 /**
  * The Redis store on a real Redis Cluster of three masters and three
  * replicas (`tests/helpers/redis_cluster.ts`): the store contract, exact
- * counts across instances with windows on every master, and scripts sent by
+ * counts across instances with windows on every master, a window's shards
+ * on every master (and its writes, sent through the service), exact counts
+ * while instances write to a window being reported, and scripts sent by
  * digest to nodes that have not seen them. The fleet and a master's failover
  * under load are chaos scenarios 7 and 8 (`tests/chaos_test.ts`).
  */
 import assert from "node:assert/strict";
-import { createRedisStore, openRedis } from "../lib/store/redis/store_redis.ts";
+import { createRedisStore, openRedis } from "../lib/store/redis/mod.ts";
 import type { Store } from "../lib/store/store.ts";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
 import { REDIS_AVAILABLE } from "./helpers/redis.ts";
@@ -16,6 +18,11 @@ import {
   startRedisCluster,
 } from "./helpers/redis_cluster.ts";
 import { skipUnless } from "./helpers/requirements.ts";
+import { startService } from "./helpers/service.ts";
+import { createReporter } from "../lib/report/reporter.ts";
+import { redisShardKeys } from "../lib/store/keys.ts";
+import { hashSlot } from "../lib/store/redis/slots.ts";
+import { WindowClosedError } from "../lib/store/store.ts";
 import {
   checkOutboxContract,
   checkOwedUrls,
@@ -36,7 +43,7 @@ function clusterStores(
   cluster: RedisCluster,
   logs: CapturedLogs,
   count: number,
-  maxUrlsPerWindow?: number,
+  options: { maxUrlsPerWindow?: number; clock?: () => number } = {},
 ): Store[] {
   return Array.from({ length: count }, () =>
     createRedisStore(
@@ -45,18 +52,22 @@ function clusterStores(
       }),
       {
         retentionMs: 3_600_000,
+        shards: 12,
         waitReplicas: 1,
         // Six nodes share the test machine's cores: give replicas time.
         timeoutMs: 5000,
         // An hour after MINUTE: the windows of the tests are all retained.
-        clock: () => MINUTE + 3_600_000,
-        ...(maxUrlsPerWindow === undefined ? {} : { maxUrlsPerWindow }),
+        clock: options.clock ?? (() => MINUTE + 3_600_000),
+        ...(options.maxUrlsPerWindow === undefined
+          ? {}
+          : { maxUrlsPerWindow: options.maxUrlsPerWindow }),
       },
     ));
 }
 
 Deno.test({
-  name: "on a Redis Cluster the Redis store keeps the store contract",
+  name:
+    "on a Redis Cluster the Redis store keeps the store contract with a window in 12 shards",
   ignore,
   async fn(t) {
     await using logs = await captureLogs();
@@ -68,7 +79,9 @@ Deno.test({
       maxUrlsPerWindow?: number,
     ) =>
       t.step(name, async () => {
-        const stores = clusterStores(cluster, logs, count, maxUrlsPerWindow);
+        const stores = clusterStores(cluster, logs, count, {
+          ...(maxUrlsPerWindow === undefined ? {} : { maxUrlsPerWindow }),
+        });
         try {
           await check(stores);
         } finally {
@@ -180,5 +193,112 @@ Deno.test({
     }
     assert.ok(recorded, "the store never worked after the failover");
     await store.close();
+  },
+});
+
+Deno.test({
+  name:
+    "on a Redis Cluster a window's 12 shards sit 4 on each master, and three instances writing while it is reported count every id answered ok",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using cluster = await startRedisCluster();
+    const masters = await cluster.masters();
+    const keys = redisShardKeys(MINUTE, 12);
+    const perMaster = new Map(masters.map((port) => [port, 0]));
+    for (const shard of keys) {
+      // The service's slot of a key is the cluster's.
+      assert.equal(
+        Number(await redisCli(masters[0]!, "cluster", "keyslot", shard.ids)),
+        hashSlot(shard.ids),
+      );
+      const master = await cluster.masterOf(shard.ids);
+      perMaster.set(master, perMaster.get(master)! + 1);
+    }
+    assert.deepEqual([...perMaster.values()], [4, 4, 4]);
+
+    const now = { ms: MINUTE + 30_000 };
+    const stores = clusterStores(cluster, logs, 3, { clock: () => now.ms });
+    const acked = new Set<string>();
+    const closedAt: number[] = [];
+    let next = 0;
+    /** Records new ids until every shard has refused one. */
+    const write = async (store: Store) => {
+      let refused = 0;
+      while (refused < 24) {
+        const id = String(next++ * 7_919);
+        try {
+          if (await store.recordId(MINUTE, id)) acked.add(id);
+        } catch (error) {
+          assert.ok(error instanceof WindowClosedError, String(error));
+          refused++;
+          closedAt.push(acked.size);
+        }
+      }
+    };
+    const writers = stores.map((store) =>
+      Array.from({ length: 8 }, () => write(store))
+    ).flat();
+    while (acked.size < 600) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    now.ms = MINUTE + 62_000;
+    const reporter = createReporter({
+      store: stores[1]!,
+      sinks: [],
+      logger: logs.logger("reporter"),
+      clock: () => now.ms,
+    });
+    const reports = await reporter.reportDue();
+    await Promise.all(writers);
+    assert.equal(reports.length, 1);
+    // Every id answered ok is in the count, and the count has nothing else.
+    assert.equal(reports[0]!.unique_ids, acked.size);
+    assert.ok(closedAt.length >= 24 * 24);
+    // Reported once: the others find it done.
+    for (const store of stores) {
+      assert.deepEqual(
+        await store.claimReport(MINUTE, "late", now.ms, 60_000),
+        { claimed: false, reason: "reported" },
+      );
+    }
+    for (const store of stores) await store.close();
+  },
+});
+
+Deno.test({
+  name:
+    "on a Redis Cluster of three masters, every master takes at least a quarter of the commands of a window of new ids sent through the service",
+  ignore,
+  async fn() {
+    await using cluster = await startRedisCluster();
+    const masters = await cluster.masters();
+    await using service = await startService({
+      STORE: "redis",
+      REDIS_CLUSTER: "true",
+      REDIS_URL: cluster.url,
+      REDIS_TIMEOUT_MS: "5000",
+    });
+    const processed = () =>
+      Promise.all(masters.map(async (port) => {
+        const info = await redisCli(port, "info", "stats");
+        return Number(/total_commands_processed:(\d+)/.exec(info)![1]);
+      }));
+    const before = await processed();
+    let next = Date.now() * 100;
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      for (let i = 0; i < 150; i++) {
+        const answer = await fetch(
+          `${service.url}/api/verve/accept?id=${next++}`,
+        );
+        assert.equal(await answer.text(), "ok");
+      }
+    }));
+    const after = await processed();
+    const shares = after.map((count, i) => count - before[i]!);
+    const total = shares.reduce((a, b) => a + b);
+    for (const share of shares) {
+      assert.ok(share >= total / 4, `commands per master: ${shares}`);
+    }
   },
 });

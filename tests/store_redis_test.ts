@@ -2,9 +2,18 @@
  * The Redis store against a real redis-server.
  */
 import assert from "node:assert/strict";
-import { StoreUnavailableError } from "../lib/store/store.ts";
-import { createRedisStore, openRedis } from "../lib/store/redis/store_redis.ts";
+import {
+  StoreUnavailableError,
+  WindowClosedError,
+} from "../lib/store/store.ts";
+import {
+  createRedisStore,
+  openRedis,
+  windowOfEarlierVersion,
+} from "../lib/store/redis/mod.ts";
+import { runServiceToExit } from "./helpers/service.ts";
 import type { Store } from "../lib/store/store.ts";
+import { redisShardKeys } from "../lib/store/keys.ts";
 import { captureLogs } from "./helpers/logs.ts";
 import {
   checkOutboxContract,
@@ -164,7 +173,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "Redis keys of a window share one hash tag and expire after retention",
+  name:
+    "Redis keys of a window share its hash tag, its shard's keys the shard's, and all expire after retention",
   ignore,
   async fn() {
     await using logs = await captureLogs();
@@ -176,13 +186,16 @@ Deno.test({
     const redis = inspector(server, logs);
     const keys = (await redis.sendCommand(["KEYS", "*"]) as string[]).sort();
     const tag = `{verve:${MINUTE}}`;
+    const shard = `{verve:shard:0.0}:${MINUTE}`;
     assert.deepEqual(keys, [
       "verve:windows",
-      `${tag}:ids`,
       `${tag}:report`,
+      `${tag}:shards`,
       `${tag}:urls`,
+      `${shard}:closed`,
+      `${shard}:ids`,
     ]);
-    for (const key of keys.filter((k) => k.startsWith(tag))) {
+    for (const key of keys.filter((k) => k !== "verve:windows")) {
       const ttl = Number(await redis.sendCommand(["PTTL", key]));
       assert.ok(ttl > 0 && ttl <= RETENTION, `${key} ttl ${ttl}`);
     }
@@ -361,10 +374,8 @@ Deno.test({
     // Each commit waited for the replica, which has every id.
     assert.ok(await waits() >= 5);
     const copy = inspector(replica, logs);
-    assert.equal(
-      await copy.sendCommand(["SCARD", `{verve:${MINUTE}}:ids`]),
-      5,
-    );
+    const [shard] = redisShardKeys(MINUTE, 1);
+    assert.equal(await copy.sendCommand(["SCARD", shard!.ids], shard!.ids), 5);
     await copy.close();
 
     await replica.stop();
@@ -386,5 +397,203 @@ Deno.test({
     assert.equal(await store.countIds(MINUTE), id);
     await store.close();
     await redis.close();
+  },
+});
+
+/** A store with `shards` shards per window it starts. */
+function shardedStore(server: RedisServer, logs: Logs, shards: number): Store {
+  return createRedisStore(openRedis([server.url], logs.logger("redis")), {
+    retentionMs: RETENTION,
+    timeoutMs: 500,
+    shards,
+    clock: () => MINUTE + 120_000,
+  });
+}
+
+Deno.test({
+  name: "the Redis store keeps the store contract with a window in 4 shards",
+  ignore,
+  async fn(t) {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const redis = inspector(server, logs);
+    const step = (
+      name: string,
+      count: number,
+      check: (stores: Store[]) => Promise<void>,
+    ) =>
+      t.step(name, async () => {
+        const stores = Array.from(
+          { length: count },
+          () => shardedStore(server, logs, 4),
+        );
+        try {
+          await check(stores);
+        } finally {
+          for (const store of stores) await store.close();
+        }
+        await redis.sendCommand(["FLUSHALL"]);
+      });
+    await step("report claim", 3, (stores) => checkReportClaim(stores));
+    await step("stale claim takeover", 1, ([a]) => checkStaleClaimTakeover(a!));
+    await step("window stats", 1, ([a]) => checkWindowStats(a!));
+    await step("outbox", 2, ([a, b]) => checkOutboxContract(a!, b!));
+    await step("owed webhook URLs", 2, ([a, b]) => checkOwedUrls(a!, b!));
+    await redis.close();
+  },
+});
+
+Deno.test({
+  name:
+    "Redis spreads a window's ids over its shards, in the number its first writer set, and the claim closes every shard",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const first = shardedStore(server, logs, 4);
+    const second = shardedStore(server, logs, 7);
+    const ids = Array.from({ length: 400 }, (_, i) => String(i * 7919 - 1000));
+    await first.recordId(MINUTE, "0");
+    const answers = await Promise.all(
+      ids.map((id, i) => (i % 2 ? first : second).recordId(MINUTE, id)),
+    );
+    assert.equal(answers.filter(Boolean).length, 400);
+    const redis = inspector(server, logs);
+    assert.equal(
+      await redis.sendCommand(["GET", `{verve:${MINUTE}}:shards`]),
+      "4",
+    );
+    const sizes = await Promise.all(
+      redisShardKeys(MINUTE, 4).map(async (shard) =>
+        Number(await redis.sendCommand(["SCARD", shard.ids]))
+      ),
+    );
+    // Each shard holds a share; together, every id once.
+    assert.ok(sizes.every((size) => size > 50), `${sizes}`);
+    assert.equal(sizes.reduce((a, b) => a + b), 401);
+    assert.equal(await second.countIds(MINUTE), 401);
+
+    assert.deepEqual(
+      await second.claimReport(MINUTE, "r", NEXT + 2000, 60_000),
+      { claimed: true },
+    );
+    for (const shard of redisShardKeys(MINUTE, 4)) {
+      assert.equal(await redis.sendCommand(["EXISTS", shard.closed]), 1);
+    }
+    // A new id fails on every shard, from either instance; known ids stay repeats.
+    const late = Array.from({ length: 40 }, (_, i) => String(10_000 + i));
+    for (const store of [first, second]) {
+      const outcomes = await Promise.allSettled(
+        late.map((id) => store.recordId(MINUTE, id)),
+      );
+      assert.ok(
+        outcomes.every((outcome) =>
+          outcome.status === "rejected" &&
+          outcome.reason instanceof WindowClosedError
+        ),
+      );
+    }
+    assert.equal(await first.recordId(MINUTE, ids[1]!), false);
+    assert.equal(await first.countIds(MINUTE), 401);
+    await second.completeReport(MINUTE, "r", 401);
+    // The shards' ids are gone; their markers stay until retention.
+    for (const shard of redisShardKeys(MINUTE, 4)) {
+      assert.equal(await redis.sendCommand(["EXISTS", shard.ids]), 0);
+      assert.equal(await redis.sendCommand(["EXISTS", shard.closed]), 1);
+    }
+    await redis.close();
+    await first.close();
+    await second.close();
+  },
+});
+
+Deno.test({
+  name:
+    "Redis counts windows of the earlier one-slot layout, an id in both layouts once, and finds an earlier version writing",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const redis = inspector(server, logs);
+    // What an earlier version writes for a window: its index entry and one
+    // set of ids in the window's own slot.
+    const writeOneSlot = async (minute: number, ids: string[]) => {
+      await redis.sendCommand([
+        "ZADD",
+        "verve:windows",
+        String(minute),
+        String(minute),
+      ]);
+      await redis.sendCommand(["SADD", `{verve:${minute}}:ids`, ...ids]);
+    };
+    const now = NEXT + 30_000;
+    assert.equal(
+      await windowOfEarlierVersion(redis, {
+        now,
+        windowMs: 60_000,
+        timeoutMs: 500,
+      }),
+      undefined,
+    );
+    await writeOneSlot(MINUTE, ["1", "2", "3"]);
+    assert.equal(
+      await windowOfEarlierVersion(redis, {
+        now,
+        windowMs: 60_000,
+        timeoutMs: 500,
+      }),
+      MINUTE,
+    );
+
+    const store = shardedStore(server, logs, 4);
+    // A window written by the earlier version alone.
+    assert.deepEqual(await store.unreportedWindows(), [MINUTE]);
+    assert.equal(await store.countIds(MINUTE), 3);
+    await store.claimReport(MINUTE, "r", NEXT + 2000, 60_000);
+    await assert.rejects(store.recordId(MINUTE, "4"), WindowClosedError);
+    assert.equal(await store.countIds(MINUTE), 3);
+    await store.completeReport(MINUTE, "r", 3);
+    assert.equal(
+      await redis.sendCommand(["EXISTS", `{verve:${MINUTE}}:ids`]),
+      0,
+    );
+
+    // A window written by both versions: "3" is in both, and counts once.
+    await writeOneSlot(NEXT, ["1", "2", "3"]);
+    for (const id of ["3", "4", "5"]) await store.recordId(NEXT, id);
+    assert.deepEqual(
+      await store.claimReport(NEXT, "r", NEXT + 62_000, 60_000),
+      { claimed: true },
+    );
+    assert.equal(await store.countIds(NEXT), 5);
+    await store.completeReport(NEXT, "r", 5);
+    assert.deepEqual(await store.unreportedWindows(), []);
+    await redis.close();
+    await store.close();
+  },
+});
+
+Deno.test({
+  name:
+    "the service refuses to start while an earlier version writes the one-slot layout to its Redis",
+  ignore,
+  async fn() {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const redis = inspector(server, logs);
+    const open = Math.floor(Date.now() / 60_000) * 60_000;
+    await redis.sendCommand(["SADD", `{verve:${open}}:ids`, "1"]);
+    await redis.sendCommand(["SADD", `{verve:${open - 60_000}}:ids`, "1"]);
+    await redis.close();
+    const { code, lines } = await runServiceToExit({
+      STORE: "redis",
+      REDIS_URL: server.url,
+      HOST: "127.0.0.1",
+      PORT: "0",
+    });
+    assert.equal(code, 2);
+    const refusal = lines.find((line) => line.level === "FATAL");
+    assert.match(refusal?.message ?? "", /earlier version .* one-slot layout/);
+    assert.match(refusal?.message ?? "", /docs\/deployment\.md#upgrading/);
   },
 });

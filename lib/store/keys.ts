@@ -29,11 +29,18 @@
  * reported); the store still reads them (see `store_kv.ts`).
  *
  * Redis: the keys of one window share the hash tag `{verve:<minute>}`, so
- * they live in one Redis Cluster slot and one script can use them all.
+ * they live in one Redis Cluster slot and one script can use them all. Its
+ * ids are spread over shards (`REDIS_SHARDS`, fixed per window by its first
+ * writer): an id's shard is `partitionOf()` of the id, and each shard's
+ * keys have a hash tag of their own, `{verve:shard:<s>.<n>}`, whose slot
+ * lies in the shard's share of the slot range ({@link shardTags}), so a
+ * window's writes reach every master of a cluster alike.
  *
  * | key | type | lifetime |
  * | --- | --- | --- |
- * | `{verve:<minute>}:ids` | set of ids | retention; deleted once reported |
+ * | `{verve:<minute>}:shards` | the window's shard count | retention |
+ * | `{verve:shard:<s>.<n>}:<minute>:ids` | set of the shard's ids | retention; deleted once reported |
+ * | `{verve:shard:<s>.<n>}:<minute>:closed` | marker: no id enters the shard | retention |
  * | `{verve:<minute>}:urls` | set of URLs | retention |
  * | `{verve:<minute>}:urls-done` | set of URLs the report reached, or never can | retention |
  * | `{verve:<minute>}:report` | {@link ReportRecord} as JSON | retention |
@@ -42,8 +49,14 @@
  * | `verve:windows` | sorted set of windows with unreported ids | pruned past retention |
  * | `verve:outbox` | sorted set of windows with reports in the outbox | until emptied |
  *
+ * Earlier versions kept a window's ids in one set in the window's own slot,
+ * `{verve:<minute>}:ids`, closed by the report record; the store still
+ * counts it (see `store_redis.ts`).
+ *
  * @module
  */
+
+import { shardTags } from "./redis/slots.ts";
 
 const ROOT = "verve";
 
@@ -179,7 +192,10 @@ export function reportKey(minute: number): Deno.KvKey {
 
 /** The Redis keys of one window, sharing one hash tag. */
 export interface RedisWindowKeys {
-  ids: string;
+  /** The window's shard count. */
+  shards: string;
+  /** The window's ids in the one-slot layout of earlier versions. */
+  oneSlotIds: string;
   urls: string;
   urlsDone: string;
   report: string;
@@ -191,13 +207,36 @@ export interface RedisWindowKeys {
 export function redisWindowKeys(minute: number): RedisWindowKeys {
   const tag = `{${ROOT}:${minute}}`;
   return {
-    ids: `${tag}:ids`,
+    shards: `${tag}:shards`,
+    oneSlotIds: `${tag}:ids`,
     urls: `${tag}:urls`,
     urlsDone: `${tag}:urls-done`,
     report: `${tag}:report`,
     outbox: `${tag}:outbox`,
     delivery: `${tag}:delivery`,
   };
+}
+
+/** The Redis keys of one shard of a window, sharing the shard's hash tag. */
+export interface RedisShardKeys {
+  /** The shard's ids. */
+  ids: string;
+  /** Present once the shard is closed for its report. */
+  closed: string;
+}
+
+/**
+ * The Redis keys of every shard of the window starting at `minute`, when
+ * the window has `count` shards.
+ */
+export function redisShardKeys(
+  minute: number,
+  count: number,
+): RedisShardKeys[] {
+  return shardTags(count, `${ROOT}:shard`).map((tag) => ({
+    ids: `{${tag}}:${minute}:ids`,
+    closed: `{${tag}}:${minute}:closed`,
+  }));
 }
 
 /** The Redis sorted set of windows that have ids and no report yet. */

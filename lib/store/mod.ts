@@ -12,4 +12,9 @@
 export { createBufferedStore } from "./buffered_store.ts";
 export type { Store } from "./store.ts";
 export { createKvStore, idLifetime, withTimeLimit } from "./kv/mod.ts";
-export { createRedisStore, openRedis } from "./redis/mod.ts";
+export {
+  createRedisStore,
+  openRedis,
+  type RedisConnection,
+  windowOfEarlierVersion,
+} from "./redis/mod.ts";

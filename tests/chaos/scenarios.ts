@@ -133,12 +133,13 @@ const killRedisAndRestart: Fault = async (fleet) => {
 };
 
 /**
- * Kills with SIGKILL the Redis Cluster master that holds the window's keys;
+ * Kills with SIGKILL the Redis Cluster master that holds the window's own keys
+ * (its report record, shard count and URLs);
  * the store is back once its replica serves its slots.
  */
 const killClusterMaster: Fault = async (fleet) => {
   const master = await fleet.cluster!.masterOf(
-    redisWindowKeys(fleet.minute!).ids,
+    redisWindowKeys(fleet.minute!).report,
   );
   await fleet.cluster!.nodes.find((node) => node.port === master)!.kill();
   await fleet.cluster!.healthy();

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { forEachPackedId } from "../../lib/store/kv/id64.ts";
+import { forEachPackedId } from "../../lib/store/id64.ts";
 
 /** A temporary directory holding a KV file path, removed on dispose. */
 export interface TempKvPath extends AsyncDisposable {

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { hashId } from "./id64.ts";
+import { hashId } from "../id64.ts";
 
 /** The most a table is filled before it grows. */
 const MAX_LOAD = 0.7;

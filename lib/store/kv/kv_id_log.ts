@@ -30,7 +30,7 @@ import {
   type Id64,
   packIds,
   splitId,
-} from "./id64.ts";
+} from "../id64.ts";
 import type { CommitObserver } from "../group_commit.ts";
 import { IdTable } from "./id_table.ts";
 import {

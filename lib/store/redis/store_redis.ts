@@ -1,27 +1,36 @@
 /**
- * The Redis {@link Store}, on one Redis or a Redis Cluster.
+ * The Redis {@link Store}, on one Redis or a Redis Cluster (the key layout:
+ * `keys.ts`; the scripts: `scripts.ts`).
  *
- * Layout: per window, a set of ids (`SADD` many ids per script call, batched
- * by group commit; `SCARD` is the exact count), a set of webhook URLs and one
- * of the URLs done, the report record (claimed with a script), the outbox
- * entries of its report (a hash, one field per sink) and what became of each
- * delivery. Every key of a window shares the hash tag `{verve:<minute>}`, so
- * they live in one cluster slot, and every script and multi-key command
- * touches the keys of one window only. Two small indexes are sorted sets of
- * window starts, each a single key in a slot of its own: `verve:windows`
- * (windows with ids and no report yet) and `verve:outbox` (windows with
- * reports waiting for a sink). They are only ever read or changed by
- * single-key commands, never together with a window's keys, so a cluster
- * client routes each command to the master that holds its key.
+ * A window's ids are spread over its shards, each in a hash slot of its own
+ * and so, on a cluster, over every master: a batch of new ids becomes one
+ * script call per shard it touches, sent at once. The window's other keys
+ * (its shard count, webhook URLs, report record and outbox) share the
+ * window's own slot. Two small indexes are sorted sets of window starts,
+ * each a single key in a slot of its own: `verve:windows` (windows with ids
+ * and no report yet) and `verve:outbox` (windows with reports waiting for a
+ * sink). Every script and multi-key command touches the keys of one slot
+ * only, so a cluster client routes each to the master that holds them.
+ *
+ * No id enters a window after its count is taken: the claim marks the
+ * window's report (after which no writer can learn the window's shard
+ * count for the first time), then closes every shard with a script that
+ * sets its marker; a write checks its shard's marker in the same script
+ * that adds its ids. The count is taken once every shard is closed, so a
+ * report interrupted between shards (a crash, a failover) is taken over
+ * when its lease ends and completed once, with the same count.
  *
  * Steps that span an index and a window are ordered so that a failure or a
  * failover between them loses nothing and duplicates nothing: a window
  * enters an index before its keys are written (an index entry without keys
  * is harmless: the claim finds the window reported or empty), and leaves it
  * only after its report or outbox is done (a stale entry is found done and
- * dropped, or ages out after the retention). The claim and the report are
- * one script each on the window's keys, so exactly one instance reports a
- * window whatever happens between the steps.
+ * dropped, or ages out after the retention).
+ *
+ * Windows written by earlier versions keep their ids in one set in the
+ * window's slot, closed by the report record: the claim closes it, and its
+ * ids are moved into the window's shards before they close when the window
+ * has both (so an id in both counts once).
  *
  * On a cluster a master's writes reach its replica asynchronously; with
  * `waitReplicas`, each write is followed by `WAIT`, and counts only once that
@@ -30,8 +39,6 @@
  * acknowledged id and no report state. How many replicas a master has is
  * read with `ROLE` and trusted for {@link REPLICA_COUNT_TTL_MS}, so a master
  * left without replicas is not asked to `WAIT` for one on every write.
- * Scripts are sent by digest (`EVALSHA`), and in full once per node that
- * does not know them yet.
  *
  * Every Redis error or timeout surfaces as {@link StoreUnavailableError}; the
  * client reconnects by itself (on a cluster, it also finds the new master of
@@ -39,9 +46,8 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
-import type { Logger } from "@logtape/logtape";
-import { createClient, createCluster } from "@redis/client";
+import { partitionOf } from "../id64.ts";
+import { withinTime } from "../../time_limit.ts";
 import {
   type CommitObserver,
   GroupCommit,
@@ -50,6 +56,7 @@ import {
 import {
   REDIS_OUTBOX_KEY,
   REDIS_WINDOWS_KEY,
+  redisShardKeys,
   redisWindowKeys,
   type ReportRecord,
 } from "../keys.ts";
@@ -70,119 +77,77 @@ import {
   WindowClosedError,
   type WindowStats,
 } from "../store.ts";
-
-/** The part of a Redis client the store uses. */
-export interface RedisConnection {
-  /**
-   * Sends one command, e.g. `["SCARD", key]`; on a cluster, to the master
-   * of `key`'s slot (any node without a key).
-   */
-  sendCommand(args: string[], key?: string): Promise<unknown>;
-  /** Closes the connection. */
-  close(): Promise<void>;
-}
+import type { RedisConnection } from "./connection.ts";
+import {
+  ADD_IDS,
+  CLAIM,
+  CLOSE_SHARD,
+  COMPLETE,
+  FINISH_OUTBOX,
+  LAYOUT,
+  MARK_URL_DONE,
+  RECORD_IDS,
+  RECORD_URL,
+  type Script,
+  SWAP_OUTBOX,
+} from "./scripts.ts";
+import { hashTag } from "./slots.ts";
 
 /** Options of {@link createRedisStore}. */
 export interface RedisStoreOptions {
   /** How long per-window keys live, in ms. */
   retentionMs: number;
-  /** Distinct webhook URLs accepted per window. Default: 1000. */
+  /**
+   * The shards of a window this instance starts; a window keeps the count
+   * its first writer set.
+   * @default {1}
+   */
+  shards?: number;
+  /**
+   * Distinct webhook URLs accepted per window.
+   * @default {1000}
+   */
   maxUrlsPerWindow?: number;
-  /** The time limit of one command, in ms. Default: 1000. */
+  /**
+   * The time limit of one command, in ms.
+   * @default {1000}
+   */
   timeoutMs?: number;
-  /** The most ids in one script call. Default: 500. */
+  /**
+   * The most ids in one batch, over all of its shards.
+   * @default {500}
+   */
   batchSize?: number;
-  /** Batches in flight at once. Default: 4. */
+  /**
+   * Batches in flight at once.
+   * @default {4}
+   */
   maxInFlight?: number;
-  /** Ids remembered locally per process. Default: 100 000. */
+  /**
+   * Ids remembered locally per process.
+   * @default {100_000}
+   */
   seenIdsLimit?: number;
-  /** The current time in epoch ms. Default: `Date.now`. */
+  /**
+   * The current time in epoch ms.
+   * @default {Date.now}
+   */
   clock?: () => number;
   /** Told about every commit of ids, e.g. for metrics. */
   onCommit?: CommitObserver;
   /**
    * Replicas that must have each write before it counts (Redis `WAIT`);
-   * fewer within the time limit fail the write as unavailable. Default: 0.
+   * fewer within the time limit fail the write as unavailable.
+   * @default {0}
    */
   waitReplicas?: number;
 }
 
-/** A Lua script, sent by its SHA-1 digest. */
-interface Script {
-  source: string;
-  sha: string;
-}
+/** The most shards of a window. */
+export const MAX_SHARDS = 256;
 
-function script(source: string): Script {
-  return { source, sha: createHash("sha1").update(source).digest("hex") };
-}
-
-// Adds ids to the window's set unless the window's report exists.
-// KEYS: ids, report. ARGV: ttl ms, id... Returns -1, or 1/0 per id.
-const RECORD_IDS = script(`
-if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-local added = {}
-for i = 2, #ARGV do added[#added + 1] = redis.call('SADD', KEYS[1], ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return added`);
-
-// KEYS: urls, report. ARGV: url, max, ttl ms.
-const RECORD_URL = script(`
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 'known' end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'closed' end
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 'full' end
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 'recorded'`);
-
-// KEYS: urls-done. ARGV: url, ttl ms.
-const MARK_URL_DONE = script(`
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1`);
-
-// KEYS: report. ARGV: owner, now, lease ms, ttl ms.
-const CLAIM = script(`
-local current = redis.call('GET', KEYS[1])
-if current then
-  local record = cjson.decode(current)
-  if record.state == 'reported' then return 'reported' end
-  if tonumber(ARGV[2]) - record.claimedAt < tonumber(ARGV[3]) then return 'claimed' end
-end
-redis.call('SET', KEYS[1], cjson.encode({state = 'claimed', owner = ARGV[1],
-  claimedAt = tonumber(ARGV[2])}), 'PX', ARGV[4])
-return 'ok'`);
-
-// KEYS: report, ids, outbox. ARGV: owner, unique ids, ttl ms, then pairs of
-// sink name and outbox entry JSON.
-const COMPLETE = script(`
-local current = redis.call('GET', KEYS[1])
-if not current then return 'lost' end
-local record = cjson.decode(current)
-if record.owner ~= ARGV[1] or record.state ~= 'claimed' then return 'lost' end
-record.state = 'reported'
-record.uniqueIds = tonumber(ARGV[2])
-redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[3])
-redis.call('DEL', KEYS[2])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
-return 'ok'`);
-
-// Removes an outbox entry if it is unchanged and records its outcome.
-// KEYS: outbox, delivery. ARGV: sink, expected JSON, delivery record JSON,
-// ttl ms. Returns -1 when the entry changed, else the entries left.
-const FINISH_OUTBOX = script(`
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return -1 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return redis.call('HLEN', KEYS[1])`);
-
-// Replaces an outbox entry if it is unchanged. KEYS: outbox. ARGV: sink,
-// expected JSON, new JSON. Returns 1 when replaced.
-const SWAP_OUTBOX = script(`
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1`);
+/** Ids moved from a one-slot set into shards per script call. */
+const MOVE_CHUNK = 1000;
 
 /**
  * Creates a {@link Store} on a Redis connection. The store owns the
@@ -190,9 +155,8 @@ return 1`);
  *
  * @example
  * ```ts
- * const store = createRedisStore(openRedis("redis://127.0.0.1:6379", logger), {
- *   retentionMs: 3_600_000,
- * });
+ * const redis = openRedis(["redis://127.0.0.1:6379"], logger);
+ * const store = createRedisStore(redis, { retentionMs: 3_600_000, shards: 12 });
  * ```
  */
 export function createRedisStore(
@@ -203,191 +167,32 @@ export function createRedisStore(
 }
 
 /**
- * Opens a Redis client that fails commands at once while disconnected,
- * instead of queueing them, and reconnects in the background: to `urls[0]`
- * (`redis://` or `rediss://`, with user and password if any), or with
- * `cluster`, to the Redis Cluster that the seed nodes `urls` belong to, with
- * the first URL's credentials and TLS for every node (`timeoutMs`, default
- * 1000, bounds each command there, and a command past it makes the client
- * look for a slot's new master). Connection errors are logged, at most once
- * per outage.
+ * A window that instances of an earlier version are writing now: its ids
+ * sit in the one-slot set of the window that is open at `now`, or of the
+ * one before it (such a set is deleted when its window is reported).
+ *
+ * @param options.timeoutMs The time limit of each command, in ms.
+ * @returns The window's start, or `undefined` when there is none.
  */
-export function openRedis(
-  urls: string[],
-  logger: Logger,
-  options: { cluster?: boolean; timeoutMs?: number } = {},
-): RedisConnection {
-  const connectTimeoutMs = 2000;
-  const socket = {
-    connectTimeout: connectTimeoutMs,
-    reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 2000),
-  };
-  let down = false;
-  let everReady = false;
-  const onError = (error: Error) => {
-    if (down) return;
-    down = true;
-    logger.warn("Redis is unreachable: {error}", { error: error.message });
-  };
-  const onReady = () => {
-    everReady = true;
-    if (down) logger.info("Redis is reachable again");
-    down = false;
-  };
-  const first = new URL(urls[0]!);
-
-  if (options.cluster) {
-    const create = () => {
-      const cluster = createCluster({
-        rootNodes: urls.map((url) => ({ url })),
-        defaults: {
-          disableOfflineQueue: true,
-          ...(first.username
-            ? { username: decodeURIComponent(first.username) }
-            : {}),
-          ...(first.password
-            ? { password: decodeURIComponent(first.password) }
-            : {}),
-          socket: {
-            ...socket,
-            ...(first.protocol === "rediss:" ? { tls: true } : {}),
-          },
-        },
-      });
-      cluster.on("error", onError);
-      cluster.on("node-error", onError);
-      cluster.on("node-ready", onReady);
-      return cluster;
-    };
-    let cluster = create();
-    /** Whether `cluster` knows the slots and has its connections. */
-    let ready = false;
-    /** A connection attempt under way; the first may fail, so may others. */
-    let connecting: Promise<void> | undefined;
-    /**
-     * Connects within twice the connect timeout. A master that does not
-     * answer keeps the client connecting for as long as it is away (its
-     * replica may take over meanwhile), so past the limit the client is
-     * dropped and the next command starts a fresh one.
-     */
-    const connect = () =>
-      connecting ??= (async () => {
-        const attempt = cluster.connect();
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const connected = await Promise.race([
-          attempt.then(() => true),
-          new Promise<boolean>((resolve) =>
-            timer = setTimeout(() => resolve(false), 2 * connectTimeoutMs)
-          ),
-        ]).catch((error: Error) => {
-          onError(error);
-          return false;
-        });
-        clearTimeout(timer);
-        if (connected) {
-          ready = true;
-          onReady();
-          return;
-        }
-        attempt.catch(() => {
-          // The client is dropped: its attempt ends with it.
-        });
-        cluster.destroy();
-        cluster = create();
-      })().finally(() => connecting = undefined);
-    void connect();
-    let lastDiscovery = 0;
-    /**
-     * Asks the cluster for its slots again. The client does so by itself on
-     * `MOVED`, but a master that died answers nothing (or not at all, when
-     * its host is gone), so after a failover its slots would stay with it.
-     */
-    const rediscover = () => {
-      const now = Date.now();
-      if (now - lastDiscovery < 500) return;
-      lastDiscovery = now;
-      const slots = (cluster as unknown as {
-        _slots?: { rediscover?(startWith: unknown): Promise<void> };
-      })._slots;
-      const anyNode = cluster.masters[0]?.client ?? cluster.replicas[0]?.client;
-      if (!slots?.rediscover || !anyNode) return;
-      slots.rediscover(anyNode).catch(() => {
-        // Tried again after the next failure.
-      });
-    };
-    const commandTimeoutMs = options.timeoutMs ?? 1000;
-    return {
-      async sendCommand(args, key) {
-        if (!ready) await connect();
-        if (!ready) throw new Error("no node of the Redis Cluster answers");
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        try {
-          return await Promise.race([
-            cluster.sendCommand(key, false, args),
-            new Promise<never>((_, reject) =>
-              timer = setTimeout(
-                () =>
-                  reject(new Error(`timed out after ${commandTimeoutMs} ms`)),
-                commandTimeoutMs,
-              )
-            ),
-          ]);
-        } catch (error) {
-          rediscover();
-          throw error;
-        } finally {
-          clearTimeout(timer);
-        }
-      },
-      async close() {
-        await connecting;
-        if (ready && cluster.isOpen) await cluster.close();
-        else cluster.destroy();
-      },
-    };
+export async function windowOfEarlierVersion(
+  redis: RedisConnection,
+  options: { now: number; windowMs: number; timeoutMs: number },
+): Promise<number | undefined> {
+  const { now, windowMs, timeoutMs } = options;
+  const open = Math.floor(now / windowMs) * windowMs;
+  for (const minute of [open, open - windowMs]) {
+    const key = redisWindowKeys(minute).oneSlotIds;
+    const exists = await withinTime(
+      redis.sendCommand(["EXISTS", key], key),
+      timeoutMs,
+      () =>
+        new StoreUnavailableError(
+          `Redis EXISTS timed out after ${timeoutMs} ms`,
+        ),
+    );
+    if (Number(exists) === 1) return minute;
   }
-
-  const client = createClient({
-    url: urls[0]!,
-    disableOfflineQueue: true,
-    socket,
-  });
-  client.on("error", onError);
-  client.on("ready", onReady);
-  client.connect().catch(() => {
-    // Reported through the error event; the client keeps reconnecting.
-  });
-
-  /** Waiters for the first connection, ended early by `close()`. */
-  const waiting = new Set<() => void>();
-
-  /** Until the first connection, waits for it (up to the connect timeout). */
-  function firstConnection(): Promise<void> {
-    if (everReady) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        client.off("ready", done);
-        waiting.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, connectTimeoutMs);
-      client.on("ready", done);
-      waiting.add(done);
-    });
-  }
-
-  return {
-    async sendCommand(args) {
-      await firstConnection();
-      return await client.sendCommand(args);
-    },
-    async close() {
-      for (const done of waiting) done();
-      if (client.isReady) await client.close();
-      else client.destroy();
-    },
-  };
+  return undefined;
 }
 
 /** The field–value pairs of an `HGETALL` answer, in either shape. */
@@ -404,13 +209,6 @@ function pairs(answer: unknown): [string, string][] {
 /** How long a master's count of connected replicas (`ROLE`) is trusted. */
 export const REPLICA_COUNT_TTL_MS = 1000;
 
-/** The hash tag of a key, which places it on a node, or the key itself. */
-function hashTag(key: string): string {
-  const open = key.indexOf("{");
-  const close = open < 0 ? -1 : key.indexOf("}", open + 1);
-  return close > open + 1 ? key.slice(open + 1, close) : key;
-}
-
 class RedisStore implements Store {
   readonly #redis: RedisConnection;
   readonly #retentionMs: number;
@@ -418,10 +216,15 @@ class RedisStore implements Store {
   readonly #timeoutMs: number;
   readonly #waitReplicas: number;
   readonly #clock: () => number;
+  readonly #shards: number;
   readonly #ids: GroupCommit;
   #closed: Promise<void> | undefined;
-  /** Windows this process already put in the index of unreported windows. */
-  readonly #indexed = new Set<number>();
+  /**
+   * The shard count of each window this process writes, once put in the
+   * index of unreported windows and read (or set) in the window's keys;
+   * -1 for a window that closed before it had any.
+   */
+  readonly #layouts = new Map<number, Promise<number>>();
   /** Connected replicas of the master of each hash tag, and when read. */
   readonly #replicaCounts = new Map<string, { count: number; at: number }>();
 
@@ -437,6 +240,15 @@ class RedisStore implements Store {
     this.#timeoutMs = options.timeoutMs ?? 1000;
     this.#waitReplicas = options.waitReplicas ?? 0;
     this.#clock = options.clock ?? Date.now;
+    this.#shards = options.shards ?? 1;
+    if (
+      !Number.isInteger(this.#shards) || this.#shards < 1 ||
+      this.#shards > MAX_SHARDS
+    ) {
+      throw new RangeError(
+        `Cannot create Redis store: shards must be a whole number from 1 to ${MAX_SHARDS}, got ${options.shards}`,
+      );
+    }
     this.#ids = new GroupCommit({
       commit: (minute, ids) => this.#commitIds(minute, ids),
       batchSize: options.batchSize ?? 500,
@@ -454,25 +266,92 @@ class RedisStore implements Store {
     return this.#ids.knows(minute, id);
   }
 
+  /**
+   * Commits a batch: one script call per shard it touches, all at once. A
+   * shard that fails or closed fails its own ids only.
+   */
   async #commitIds(minute: number, ids: string[]): Promise<IdOutcome[]> {
-    if (!this.#indexed.has(minute)) {
-      await this.#write([
-        "ZADD",
-        REDIS_WINDOWS_KEY,
-        "NX",
-        String(minute),
-        String(minute),
-      ]);
-      for (const m of this.#indexed) if (m < minute) this.#indexed.delete(m);
-      this.#indexed.add(minute);
+    const count = await this.#layout(minute);
+    if (count === -1) return ids.map(() => new WindowClosedError(minute));
+    const shards = redisShardKeys(minute, count);
+    const byShard = new Map<number, number[]>();
+    ids.forEach((id, at) => {
+      const shard = count === 1 ? 0 : partitionOf(id, count);
+      const positions = byShard.get(shard);
+      if (positions) positions.push(at);
+      else byShard.set(shard, [at]);
+    });
+    const outcomes: IdOutcome[] = new Array(ids.length);
+    await Promise.all(
+      [...byShard].map(async ([shard, positions]) => {
+        const keys = shards[shard]!;
+        try {
+          const added = await this.#run(RECORD_IDS, [keys.ids, keys.closed], [
+            String(this.#retentionMs),
+            ...positions.map((at) => ids[at]!),
+          ]);
+          positions.forEach((at, i) => {
+            outcomes[at] = added === -1
+              ? new WindowClosedError(minute)
+              : (added as number[])[i] === 1
+              ? "recorded"
+              : "known";
+          });
+        } catch (error) {
+          for (const at of positions) outcomes[at] = error as Error;
+        }
+      }),
+    );
+    // Every shard failed: the commit did, as one on a single shard does.
+    if (outcomes.every((outcome) => outcome instanceof StoreUnavailableError)) {
+      throw outcomes[0];
     }
-    const keys = redisWindowKeys(minute);
-    const added = await this.#run(RECORD_IDS, [keys.ids, keys.report], [
-      String(this.#retentionMs),
-      ...ids,
-    ]);
-    if (added === -1) return ids.map(() => new WindowClosedError(minute));
-    return (added as number[]).map((n) => n === 1 ? "recorded" : "known");
+    return outcomes;
+  }
+
+  /**
+   * The keys of a window's shards, when the window has `count` of them;
+   * when it has none recorded, this instance's count: either the window has
+   * no ids in shards, or Redis lost the record (a restart without
+   * persistence) while writers that knew it went on.
+   */
+  #shardKeys(minute: number, count: number) {
+    return redisShardKeys(minute, count || this.#shards);
+  }
+
+  /**
+   * The window's shard count, after putting the window in the index of
+   * unreported windows (before any of its keys): read or set once per
+   * window by this process.
+   */
+  #layout(minute: number): Promise<number> {
+    let layout = this.#layouts.get(minute);
+    if (layout === undefined) {
+      layout = (async () => {
+        await this.#write([
+          "ZADD",
+          REDIS_WINDOWS_KEY,
+          "NX",
+          String(minute),
+          String(minute),
+        ]);
+        const keys = redisWindowKeys(minute);
+        return Number(
+          await this.#run(LAYOUT, [keys.shards, keys.report], [
+            String(this.#shards),
+            String(this.#retentionMs),
+          ]),
+        );
+      })();
+      for (const m of this.#layouts.keys()) {
+        if (m < minute) this.#layouts.delete(m);
+      }
+      this.#layouts.set(minute, layout);
+      layout.catch(() => {
+        if (this.#layouts.get(minute) === layout) this.#layouts.delete(minute);
+      });
+    }
+    return layout;
   }
 
   async recordUrl(minute: number, url: string): Promise<UrlOutcome> {
@@ -487,8 +366,16 @@ class RedisStore implements Store {
   }
 
   async countIds(minute: number): Promise<number> {
-    const { ids } = redisWindowKeys(minute);
-    return Number(await this.#call(["SCARD", ids], ids));
+    const keys = redisWindowKeys(minute);
+    const count = Number(await this.#call(["GET", keys.shards], keys.shards));
+    const sets = [
+      keys.oneSlotIds,
+      ...this.#shardKeys(minute, count).map((shard) => shard.ids),
+    ];
+    const sizes = await Promise.all(
+      sets.map((key) => this.#call(["SCARD", key], key)),
+    );
+    return sizes.reduce<number>((sum, size) => sum + Number(size), 0);
   }
 
   async listUrls(minute: number): Promise<string[]> {
@@ -511,20 +398,75 @@ class RedisStore implements Store {
     ]);
   }
 
+  /**
+   * Claims the window's report, then closes it for ids: the one-slot set of
+   * earlier versions by the claim itself, then every shard (this instance's
+   * count of them when the window has none recorded), after moving any
+   * one-slot ids into their shards. A claim that fails while closing
+   * stays this owner's until its lease ends; whoever claims the window next
+   * closes the rest.
+   */
   async claimReport(
     minute: number,
     owner: string,
     now: number,
     leaseMs: number,
   ): Promise<ClaimOutcome> {
-    const outcome = await this.#run(CLAIM, [redisWindowKeys(minute).report], [
-      owner,
-      String(now),
-      String(leaseMs),
-      String(this.#retentionMs),
-    ]);
-    if (outcome === "ok") return { claimed: true };
-    return { claimed: false, reason: outcome as "reported" | "claimed" };
+    const keys = redisWindowKeys(minute);
+    const [outcome, count, oneSlot] = await this.#run(
+      CLAIM,
+      [keys.report, keys.shards, keys.oneSlotIds],
+      [owner, String(now), String(leaseMs), String(this.#retentionMs)],
+    ) as [string, number?, number?];
+    if (outcome !== "ok") {
+      return { claimed: false, reason: outcome as "reported" | "claimed" };
+    }
+    const shards = this.#shardKeys(minute, count ?? 0);
+    if (oneSlot === 1 && count) await this.#moveOneSlotIds(minute, count);
+    await Promise.all(
+      shards.map((shard) =>
+        this.#run(CLOSE_SHARD, [shard.ids, shard.closed], [
+          String(this.#retentionMs),
+        ])
+      ),
+    );
+    return { claimed: true };
+  }
+
+  /**
+   * Moves the ids of a window's one-slot set (written by an earlier
+   * version) into its `count` shards, so that an id in both counts once,
+   * then deletes the set. Runs before any shard closes; a takeover after a
+   * crash in between moves the same ids again, harmlessly.
+   */
+  async #moveOneSlotIds(minute: number, count: number): Promise<void> {
+    const { oneSlotIds } = redisWindowKeys(minute);
+    const shards = redisShardKeys(minute, count);
+    let cursor = "0";
+    do {
+      const [next, ids] = await this.#call(
+        ["SSCAN", oneSlotIds, cursor, "COUNT", String(MOVE_CHUNK)],
+        oneSlotIds,
+      ) as [string, string[]];
+      cursor = next;
+      const byShard = new Map<number, string[]>();
+      for (const id of ids) {
+        const shard = partitionOf(id, count);
+        const moved = byShard.get(shard);
+        if (moved) moved.push(id);
+        else byShard.set(shard, [id]);
+      }
+      await Promise.all(
+        [...byShard].map(([shard, moved]) =>
+          this.#run(ADD_IDS, [shards[shard]!.ids], [
+            String(this.#retentionMs),
+            ...moved,
+          ])
+        ),
+      );
+    } while (cursor !== "0");
+    // Every id is in its shard now; the claim keeps the set from growing.
+    await this.#write(["DEL", oneSlotIds]);
   }
 
   async completeReport(
@@ -549,7 +491,7 @@ class RedisStore implements Store {
     }
     const outcome = await this.#run(
       COMPLETE,
-      [keys.report, keys.ids, keys.outbox],
+      [keys.report, keys.oneSlotIds, keys.outbox],
       [owner, String(uniqueIds), String(this.#retentionMs), ...entries],
     );
     if (outcome !== "ok") {
@@ -559,6 +501,13 @@ class RedisStore implements Store {
         }: not claimed by ${owner}`,
       );
     }
+    // The shards' markers stay, and keep ids out until they expire.
+    const count = Number(await this.#call(["GET", keys.shards], keys.shards));
+    await Promise.all(
+      this.#shardKeys(minute, count).map((shard) =>
+        this.#write(["DEL", shard.ids])
+      ),
+    );
     await this.#write(["ZREM", REDIS_WINDOWS_KEY, String(minute)]);
   }
 
@@ -766,22 +715,17 @@ class RedisStore implements Store {
    * any failure is unavailability.
    */
   async #call(args: string[], key?: string): Promise<unknown> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`timed out after ${this.#timeoutMs} ms`)),
-        this.#timeoutMs,
-      );
-    });
     try {
-      return await Promise.race([this.#redis.sendCommand(args, key), timeout]);
+      return await withinTime(
+        this.#redis.sendCommand(args, key),
+        this.#timeoutMs,
+        () => new Error(`timed out after ${this.#timeoutMs} ms`),
+      );
     } catch (error) {
       throw new StoreUnavailableError(
         `Redis ${args[0]} failed: ${(error as Error).message}`,
         { cause: error },
       );
-    } finally {
-      clearTimeout(timer);
     }
   }
 }

@@ -129,3 +129,19 @@ export function packIds(ids: readonly Id64[]): Uint8Array {
   });
   return packed;
 }
+
+const scratch: Id64 = { lo: 0, hi: 0 };
+
+/**
+ * Which of `count` parts a canonical id belongs to, alike on every instance:
+ * the partition of a Deno KV window's log, the shard of a Redis window.
+ *
+ * @example
+ * ```ts
+ * partitionOf("42", 12); // the same number on every instance
+ * ```
+ */
+export function partitionOf(id: string, count: number): number {
+  splitId(id, scratch);
+  return hashId(scratch.lo, scratch.hi, 0) % count;
+}
