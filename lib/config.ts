@@ -147,9 +147,14 @@ const schema = z.object({
     "With `STORE=redis`: the time limit of one Redis command (10\u201360000); past it the request gets `503`.",
   ),
   REDIS_SHARDS: setting(
-    integer(1, 256, 12),
-    "`12`",
-    "With `STORE=redis`: shards of each window's ids (1\u2013256), each in a hash slot of its own spread evenly over the slot range, so every master of a cluster takes a share of the window being counted (equal shares when the masters divide the count: 12 suits 1, 2, 3, 4, 6 or 12 masters). The first instance to write in a window fixes its number, so instances with different values still agree. See [Redis Cluster](deployment.md#redis-cluster).",
+    z.string().trim().toLowerCase().default("auto").refine(
+      (value) =>
+        value === "auto" ||
+        (/^\d+$/.test(value) && Number(value) >= 1 && Number(value) <= 256),
+      "must be auto or a whole number from 1 to 256",
+    ).transform((value) => value === "auto" ? "auto" as const : Number(value)),
+    "`auto`",
+    "With `STORE=redis`: shards of each window's ids, `auto` or 1\u2013256. Each shard's keys sit in a hash slot of its own, the shards spread evenly over the slot range, so every master of a cluster takes an equal share of the window being counted when the masters split the slots evenly and their number divides the shards. `auto`: as many as the cluster's masters when the window starts (one script call per master for each batch), 1 on one server. The first instance to write in a window fixes its number, so instances with different values still agree. See [Redis Cluster](deployment.md#redis-cluster).",
   ),
   KV_PATH: setting(
     z.string().trim().min(1).optional(),

@@ -16,7 +16,7 @@ const DEFAULTS: Config = {
   redisCluster: false,
   redisWaitReplicas: 0,
   redisTimeoutMs: 1000,
-  redisShards: 12,
+  redisShards: "auto",
   kvPath: "./data/verve.kv",
   kvCommitAttempts: 10,
   kvTimeoutMs: 2000,

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { redisWindowKeys } from "../../lib/store/keys.ts";
+import { redisShardKeys, redisWindowKeys } from "../../lib/store/keys.ts";
 import { formatMinute } from "../../lib/minute.ts";
 import {
   LOOPBACK_ALLOW,
@@ -147,6 +147,28 @@ const killClusterMaster: Fault = async (fleet) => {
 };
 
 /**
+ * Kills with SIGKILL, as the window's report begins, the master of one of
+ * the window's shards (one per master: `REDIS_SHARDS=auto`) other than the
+ * master of the window's own keys, so the claim succeeds and closing the
+ * shards fails; the report must come once its replica took over.
+ */
+const killShardMasterAtReport: Fault = async (fleet) => {
+  const cluster = fleet.cluster!;
+  const minute = fleet.minute!;
+  const own = await cluster.masterOf(redisWindowKeys(minute).report);
+  let target: number | undefined;
+  for (const shard of redisShardKeys(minute, 3)) {
+    const master = await cluster.masterOf(shard.ids);
+    if (master !== own) target = master;
+  }
+  // The report starts REPORT_GRACE_MS (500) after the window ends.
+  await sleep(minute + WINDOW_MS + 400 - Date.now());
+  await cluster.nodes.find((node) => node.port === target)!.kill();
+  await cluster.healthy();
+  fleet.storeBackAt = Date.now();
+};
+
+/**
  * Fills the KV file's disk until a write fails (SQLite still finds room in
  * its write-ahead log for a while), at most 3 s, then frees the space.
  */
@@ -180,6 +202,8 @@ interface FleetOptions {
   faultAtMs?: number;
   /** No answer may be other than `200 ok`. */
   everyAnswerOk?: boolean;
+  /** A first attempt at the window's report must have failed, logged. */
+  reportRetried?: boolean;
   /**
    * The fault takes the store away: answers other than `ok` must be
    * `503 failed`, there must be some, every answer from `RECOVERY_MS` after
@@ -275,6 +299,14 @@ async function runFleet(
       reports = 1;
     } catch (error) {
       broken.push((error as Error).message);
+    }
+    if (
+      options.reportRetried &&
+      !services.some((service) =>
+        service.lines.some((line) => line.message.startsWith("Cannot report"))
+      )
+    ) {
+      broken.push("no report attempt failed");
     }
     const notOk = [...traffic.other.values()].reduce((a, b) => a + b, 0) +
       traffic.unanswered.size;
@@ -637,5 +669,13 @@ export const SCENARIOS: Scenario[] = [
     // Early: the failover takes the node timeout and an election.
     faultAtMs: 2000,
     storeDown: true,
+  }),
+  fleet("9. a shard's master killed (SIGKILL) as its window is reported", {
+    store: "redis-cluster",
+    // The fault waits for the window's end itself.
+    faultAtMs: 0,
+    fault: killShardMasterAtReport,
+    everyAnswerOk: true,
+    reportRetried: true,
   }),
 ];

@@ -12,6 +12,7 @@ import { withinTime } from "../../time_limit.ts";
 import {
   CONNECT_TIMEOUT_MS,
   type ConnectionEvents,
+  PROTOCOL_OPTIONS,
   type RedisConnection,
   SOCKET_OPTIONS,
 } from "./connection.ts";
@@ -33,9 +34,12 @@ export function openClusterConnection(
   const first = new URL(urls[0]!);
   const create = () => {
     const cluster = createCluster({
+      RESP: PROTOCOL_OPTIONS.RESP,
+      commandOptions: { timeout: options.timeoutMs },
       rootNodes: urls.map((url) => ({ url })),
       defaults: {
         disableOfflineQueue: true,
+        maintNotifications: PROTOCOL_OPTIONS.maintNotifications,
         ...(first.username
           ? { username: decodeURIComponent(first.username) }
           : {}),
@@ -115,7 +119,16 @@ export function openClusterConnection(
       if (!ready) throw new Error("no node of the Redis Cluster answers");
       try {
         return await withinTime(
-          cluster.sendCommand(key, false, args),
+          key !== undefined && !args.includes(key)
+            // A keyless command meant for `key`'s master (`WAIT`, `ROLE`),
+            // on the connection its writes took: by itself the client
+            // routes keyless commands by their command policy, not by the
+            // key (`WAIT` to every master, answering the fewest replicas;
+            // `ROLE` to any node).
+            ? cluster.getNodeClientForKey(key).then((client) =>
+              client.sendCommand(args)
+            )
+            : cluster.sendCommand(key, false, args),
           options.timeoutMs,
           () => new Error(`timed out after ${options.timeoutMs} ms`),
         );
@@ -124,6 +137,7 @@ export function openClusterConnection(
         throw error;
       }
     },
+    masters: () => ready ? cluster.masters.length : 0,
     async close() {
       await connecting;
       if (ready && cluster.isOpen) await cluster.close();

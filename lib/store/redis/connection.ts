@@ -15,12 +15,29 @@ export interface RedisConnection {
    * of `key`'s slot (any node without a key).
    */
   sendCommand(args: string[], key?: string): Promise<unknown>;
+  /**
+   * The masters that hold the slots: 1 for one server; on a cluster, as
+   * many as the client found when it last read the slots (0 before).
+   */
+  masters(): number;
   /** Closes the connection. */
   close(): Promise<void>;
 }
 
 /** How long one connection attempt may take, in ms. */
 export const CONNECT_TIMEOUT_MS = 2000;
+
+/**
+ * The protocol options of every client: RESP2, the protocol the store was
+ * built and measured on (`@redis/client` 6 defaults to RESP3; the store
+ * reads either, and uses nothing RESP3 adds), and Redis Enterprise's
+ * maintenance notifications off (they need RESP3, and would stretch
+ * command timeouts to 10 s during maintenance, past `REDIS_TIMEOUT_MS`).
+ */
+export const PROTOCOL_OPTIONS = {
+  RESP: 2,
+  maintNotifications: "disabled",
+} as const;
 
 /** The socket options of every client: connect timeout, reconnect backoff. */
 export const SOCKET_OPTIONS = {

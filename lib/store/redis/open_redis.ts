@@ -17,7 +17,7 @@ export interface OpenRedisOptions {
    */
   cluster?: boolean;
   /**
-   * The time limit of one command on a cluster, in ms; past it the client
+   * The time limit of one command, in ms; past it, on a cluster, the client
    * looks for the slot's new master.
    * @default {1000}
    */
@@ -48,5 +48,7 @@ export function openRedis(
     ? openClusterConnection(urls, events, {
       timeoutMs: options.timeoutMs ?? 1000,
     })
-    : openServerConnection(urls[0]!, events);
+    : openServerConnection(urls[0]!, events, {
+      timeoutMs: options.timeoutMs ?? 1000,
+    });
 }

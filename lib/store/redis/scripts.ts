@@ -71,6 +71,21 @@ redis.call('SET', KEYS[1], cjson.encode({state = 'claimed', owner = ARGV[1],
 return {'ok', tonumber(redis.call('GET', KEYS[2]) or '0'), redis.call('EXISTS', KEYS[3])}`);
 
 /**
+ * Gives up a claim that could not close the window's shards: its lease
+ * ends at once, so the next claim, this owner's or another's, takes it
+ * over and closes the rest. The record stays, keeping the window closed to
+ * new URLs. KEYS: report. ARGV: owner. Returns 1 when given up.
+ */
+export const RELEASE = script(`
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local record = cjson.decode(current)
+if record.owner ~= ARGV[1] or record.state ~= 'claimed' then return 0 end
+record.claimedAt = 0
+redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
+return 1`);
+
+/**
  * Closes a shard: no id enters it after this. KEYS: ids, closed. ARGV: ttl
  * ms. Returns the shard's ids, final from now on.
  */

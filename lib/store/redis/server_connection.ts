@@ -7,6 +7,7 @@ import { createClient } from "@redis/client";
 import {
   CONNECT_TIMEOUT_MS,
   type ConnectionEvents,
+  PROTOCOL_OPTIONS,
   type RedisConnection,
   SOCKET_OPTIONS,
 } from "./connection.ts";
@@ -15,14 +16,20 @@ import {
  * Opens a client of the server at `url` that fails commands at once while
  * disconnected and reconnects in the background. Until its first
  * connection, a command waits for it, up to the connect timeout.
+ *
+ * @param options.timeoutMs The client's own time limit of one command, in
+ *   ms, so that a command the store gave up on leaves its queue too.
  */
 export function openServerConnection(
   url: string,
   events: ConnectionEvents,
+  options: { timeoutMs: number },
 ): RedisConnection {
   const client = createClient({
+    ...PROTOCOL_OPTIONS,
     url,
     disableOfflineQueue: true,
+    commandOptions: { timeout: options.timeoutMs },
     socket: SOCKET_OPTIONS,
   });
   client.on("error", events.onError);
@@ -55,6 +62,7 @@ export function openServerConnection(
       await firstConnection();
       return await client.sendCommand(args);
     },
+    masters: () => 1,
     async close() {
       for (const done of waiting) done();
       if (client.isReady) await client.close();

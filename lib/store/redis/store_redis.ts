@@ -88,6 +88,7 @@ import {
   MARK_URL_DONE,
   RECORD_IDS,
   RECORD_URL,
+  RELEASE,
   type Script,
   SWAP_OUTBOX,
 } from "./scripts.ts";
@@ -98,11 +99,12 @@ export interface RedisStoreOptions {
   /** How long per-window keys live, in ms. */
   retentionMs: number;
   /**
-   * The shards of a window this instance starts; a window keeps the count
-   * its first writer set.
-   * @default {1}
+   * The shards of a window this instance starts, or `auto`: as many as the
+   * masters that hold the slots (1 on one server). A window keeps the
+   * count its first writer set.
+   * @default {"auto"}
    */
-  shards?: number;
+  shards?: number | "auto";
   /**
    * Distinct webhook URLs accepted per window.
    * @default {1000}
@@ -216,7 +218,7 @@ class RedisStore implements Store {
   readonly #timeoutMs: number;
   readonly #waitReplicas: number;
   readonly #clock: () => number;
-  readonly #shards: number;
+  readonly #shards: number | "auto";
   readonly #ids: GroupCommit;
   #closed: Promise<void> | undefined;
   /**
@@ -240,10 +242,11 @@ class RedisStore implements Store {
     this.#timeoutMs = options.timeoutMs ?? 1000;
     this.#waitReplicas = options.waitReplicas ?? 0;
     this.#clock = options.clock ?? Date.now;
-    this.#shards = options.shards ?? 1;
+    this.#shards = options.shards ?? "auto";
     if (
-      !Number.isInteger(this.#shards) || this.#shards < 1 ||
-      this.#shards > MAX_SHARDS
+      this.#shards !== "auto" &&
+      !(Number.isInteger(this.#shards) && this.#shards >= 1 &&
+        this.#shards <= MAX_SHARDS)
     ) {
       throw new RangeError(
         `Cannot create Redis store: shards must be a whole number from 1 to ${MAX_SHARDS}, got ${options.shards}`,
@@ -316,7 +319,13 @@ class RedisStore implements Store {
    * persistence) while writers that knew it went on.
    */
   #shardKeys(minute: number, count: number) {
-    return redisShardKeys(minute, count || this.#shards);
+    return redisShardKeys(minute, count || this.#shardsToStart());
+  }
+
+  /** The shards of a window this instance starts now. */
+  #shardsToStart(): number {
+    if (this.#shards !== "auto") return this.#shards;
+    return Math.min(MAX_SHARDS, Math.max(1, this.#redis.masters()));
   }
 
   /**
@@ -338,7 +347,7 @@ class RedisStore implements Store {
         const keys = redisWindowKeys(minute);
         return Number(
           await this.#run(LAYOUT, [keys.shards, keys.report], [
-            String(this.#shards),
+            String(this.#shardsToStart()),
             String(this.#retentionMs),
           ]),
         );
@@ -402,9 +411,9 @@ class RedisStore implements Store {
    * Claims the window's report, then closes it for ids: the one-slot set of
    * earlier versions by the claim itself, then every shard (this instance's
    * count of them when the window has none recorded), after moving any
-   * one-slot ids into their shards. A claim that fails while closing
-   * stays this owner's until its lease ends; whoever claims the window next
-   * closes the rest.
+   * one-slot ids into their shards. A claim that fails while closing is
+   * given up at once (its lease ends), so that the next claim, on this
+   * instance's next tick or another's, closes the rest and counts.
    */
   async claimReport(
     minute: number,
@@ -422,14 +431,23 @@ class RedisStore implements Store {
       return { claimed: false, reason: outcome as "reported" | "claimed" };
     }
     const shards = this.#shardKeys(minute, count ?? 0);
-    if (oneSlot === 1 && count) await this.#moveOneSlotIds(minute, count);
-    await Promise.all(
-      shards.map((shard) =>
-        this.#run(CLOSE_SHARD, [shard.ids, shard.closed], [
-          String(this.#retentionMs),
-        ])
-      ),
-    );
+    try {
+      if (oneSlot === 1 && count) await this.#moveOneSlotIds(minute, count);
+      await Promise.all(
+        shards.map((shard) =>
+          this.#run(CLOSE_SHARD, [shard.ids, shard.closed], [
+            String(this.#retentionMs),
+          ])
+        ),
+      );
+    } catch (error) {
+      // A shard's master is away (a failover, say): whoever claims next
+      // closes the rest, without waiting out the lease.
+      await this.#run(RELEASE, [keys.report], [owner]).catch(() => {
+        // Then the lease ends it.
+      });
+      throw error;
+    }
     return { claimed: true };
   }
 
