@@ -8,6 +8,7 @@ import { getLogger } from "@logtape/logtape";
 import {
   type Config,
   ConfigError,
+  isRemoteKv,
   parseConfig,
   type SinkName,
 } from "./lib/config.ts";
@@ -172,8 +173,7 @@ async function openKv(path: string | undefined): Promise<Deno.Kv> {
     await closeLogging();
     Deno.exit(1);
   }
-  const remote = path === undefined || /^https?:\/\//i.test(path);
-  return remote ? withTimeLimit(kv, config.kvTimeoutMs) : kv;
+  return isRemoteKv(path) ? withTimeLimit(kv, config.kvTimeoutMs) : kv;
 }
 
 const shutdown = new AbortController();

@@ -178,8 +178,8 @@ const schema = z.object({
   ),
   KV_PARTITIONS: setting(
     integer(1, 256, 1),
-    "`1`",
-    "Partitions of each window's id log in Deno KV (1\u2013256): instances commit to different partitions without meeting. The first instance to write in a window fixes its number, so instances with different values still agree. See [Several instances](deployment.md#several-instances).",
+    "`16` on a remote Deno KV (a KV Connect URL, or Deno Deploy's), else `1`",
+    "Partitions of each window's id log in Deno KV (1\u2013256). An id's partition is a hash of the id, so instances share every partition; each partition's head takes one commit at a time, and more partitions let more instances' commits through at once. A local file takes one writer at a time whatever the partitions, so there more partitions only mean smaller commits. The first instance to write in a window fixes its number, so instances with different values still agree. See [Several instances](deployment.md#several-instances).",
   ),
   KV_MAX_WINDOW_IDS: setting(
     integer(1000, 100_000_000, 5_000_000),
@@ -479,7 +479,23 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   return toConfig(s, {
     onDeploy: !!env.DENO_DEPLOYMENT_ID,
     redisWaitReplicasSet: present.REDIS_WAIT_REPLICAS !== undefined,
+    kvPartitionsSet: present.KV_PARTITIONS !== undefined,
   });
+}
+
+/**
+ * The partitions of a window's Deno KV log on a remote database when
+ * `KV_PARTITIONS` is not given: enough that instances racing to commit
+ * all get their turn (measured with three instances at +20 ms, BENCHMARKS.md).
+ */
+export const REMOTE_KV_PARTITIONS = 16;
+
+/**
+ * Whether the Deno KV at `path` is remote: a KV Connect URL, or Deno
+ * Deploy's own (`undefined`), rather than a local file.
+ */
+export function isRemoteKv(path: string | undefined): boolean {
+  return path === undefined || /^https?:\/\//i.test(path);
 }
 
 /**
@@ -539,8 +555,13 @@ export function configurationDoc(): string {
  */
 function toConfig(
   s: z.output<typeof schema>,
-  context: { onDeploy: boolean; redisWaitReplicasSet: boolean },
+  context: {
+    onDeploy: boolean;
+    redisWaitReplicasSet: boolean;
+    kvPartitionsSet: boolean;
+  },
 ) {
+  const kvPath = s.KV_PATH ?? (context.onDeploy ? undefined : DEFAULT_KV_PATH);
   return {
     host: s.HOST,
     port: s.PORT,
@@ -559,11 +580,17 @@ function toConfig(
       : 0,
     redisTimeoutMs: s.REDIS_TIMEOUT_MS,
     redisShards: s.REDIS_SHARDS,
-    kvPath: s.KV_PATH ?? (context.onDeploy ? undefined : DEFAULT_KV_PATH),
+    kvPath,
     kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,
     kvTimeoutMs: s.KV_TIMEOUT_MS,
     windowMs: s.WINDOW_MS,
-    kvPartitions: s.KV_PARTITIONS,
+    // A file has one writer at a time: more partitions only mean more,
+    // smaller commits. A remote database has many.
+    kvPartitions: context.kvPartitionsSet
+      ? s.KV_PARTITIONS
+      : isRemoteKv(kvPath)
+      ? REMOTE_KV_PARTITIONS
+      : 1,
     kvMaxWindowIds: s.KV_MAX_WINDOW_IDS,
     reportGraceMs: s.REPORT_GRACE_MS,
     retentionWindows: s.RETENTION_WINDOWS,

@@ -109,8 +109,12 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     [
       "KV_PATH",
       "https://api.deno.com/databases/x/connect",
-      { kvPath: "https://api.deno.com/databases/x/connect" },
+      { kvPath: "https://api.deno.com/databases/x/connect", kvPartitions: 16 },
     ],
+    ["REDIS_SHARDS", "auto", { redisShards: "auto" }],
+    ["REDIS_SHARDS", " AUTO ", { redisShards: "auto" }],
+    ["REDIS_SHARDS", "1", { redisShards: 1 }],
+    ["REDIS_SHARDS", "256", { redisShards: 256 }],
     ["WINDOW_MS", "1000", { windowMs: 1000 }],
     ["KV_COMMIT_ATTEMPTS", "1", { kvCommitAttempts: 1 }],
     ["WINDOW_MS", "100", { windowMs: 100 }],
@@ -223,6 +227,22 @@ Deno.test("parseConfig() takes a Redis Cluster's seed nodes, and waits for a rep
   );
 });
 
+Deno.test("parseConfig() gives a remote Deno KV 16 partitions by default, a file 1, and KV_PARTITIONS wherever it is set", () => {
+  const remote = "https://api.deno.com/v2/databases/x/connect";
+  assert.equal(parseConfig({ KV_PATH: remote }).kvPartitions, 16);
+  assert.equal(parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).kvPartitions, 16);
+  assert.equal(parseConfig({ KV_PATH: "/data/verve.kv" }).kvPartitions, 1);
+  assert.equal(parseConfig({}).kvPartitions, 1);
+  assert.equal(
+    parseConfig({ KV_PATH: remote, KV_PARTITIONS: "2" }).kvPartitions,
+    2,
+  );
+  assert.equal(
+    parseConfig({ DENO_DEPLOYMENT_ID: "d1", KV_PARTITIONS: "1" }).kvPartitions,
+    1,
+  );
+});
+
 Deno.test("parseConfig() treats empty and undefined values as unset", async (t) => {
   await t.step("empty strings", () => {
     assert.deepEqual(
@@ -277,7 +297,7 @@ Deno.test("parseConfig() leaves kvPath undefined on Deno Deploy", async (t) => {
   await t.step("without KV_PATH", () => {
     assert.deepEqual(
       parseConfig({ DENO_DEPLOYMENT_ID: "abc123" }),
-      { ...DEFAULTS, kvPath: undefined },
+      { ...DEFAULTS, kvPath: undefined, kvPartitions: 16 },
     );
   });
 
@@ -337,6 +357,10 @@ Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) 
     ["WINDOW_MS", "3600001"],
     ["KV_PARTITIONS", "0"],
     ["KV_PARTITIONS", "257"],
+    ["REDIS_SHARDS", "0"],
+    ["REDIS_SHARDS", "257"],
+    ["REDIS_SHARDS", "some"],
+    ["REDIS_SHARDS", "1.5"],
     ["KV_MAX_WINDOW_IDS", "999"],
     ["SHUTDOWN_TIMEOUT_MS", "999"],
     ["SHUTDOWN_TIMEOUT_MS", "600001"],
