@@ -157,9 +157,36 @@ const WORKLOADS: Workload[] = [
   {
     name: "b-redis-cluster",
     description:
-      "every id new, STORE=redis on a 3+3 Redis Cluster (WAIT for a replica)",
+      "every id new, STORE=redis on a 3+3 Redis Cluster (WAIT for a replica), REDIS_SHARDS=auto (3)",
     script: ["new", 0, 0],
     connections: 64,
+    redisCluster: true,
+  },
+  {
+    name: "b-redis-s12",
+    description:
+      "every id new, STORE=redis (appendfsync always), REDIS_SHARDS=12",
+    script: ["new", 0, 0],
+    connections: 64,
+    env: { REDIS_SHARDS: "12" },
+    redis: true,
+  },
+  {
+    name: "b-redis-cluster-s1",
+    description:
+      "every id new, STORE=redis on a 3+3 Redis Cluster, REDIS_SHARDS=1 (one master takes the window)",
+    script: ["new", 0, 0],
+    connections: 64,
+    env: { REDIS_SHARDS: "1" },
+    redisCluster: true,
+  },
+  {
+    name: "b-redis-cluster-s12",
+    description:
+      "every id new, STORE=redis on a 3+3 Redis Cluster, REDIS_SHARDS=12",
+    script: ["new", 0, 0],
+    connections: 64,
+    env: { REDIS_SHARDS: "12" },
     redisCluster: true,
   },
   {

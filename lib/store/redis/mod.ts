@@ -1,17 +1,17 @@
 /**
  * The Redis store, on one Redis or a Redis Cluster: the store and why it is
- * exact and slot-safe (`store_redis.ts`), its Lua scripts (`scripts.ts`),
- * hash slots and the shards' tags (`slots.ts`), and the connections to one
- * server or a cluster (`connection.ts`, `server_connection.ts`,
- * `cluster_connection.ts`, opened by `open_redis.ts`). It may import the
- * rest of `lib/store/` and `lib/time_limit.ts`.
+ * exact and slot-safe (`store_redis.ts`), its commands with their time
+ * limit and replication wait (`commands.ts`), its Lua scripts
+ * (`scripts.ts`), hash slots and the shards' tags (`slots.ts`), the
+ * one-slot layout of earlier versions (`one_slot_layout.ts`), and the
+ * connections to one server or a cluster (`connection.ts`,
+ * `server_connection.ts`, `cluster_connection.ts`, opened by
+ * `open_redis.ts`). It may import the rest of `lib/store/` and
+ * `lib/time_limit.ts`.
  *
  * @module
  */
-export {
-  createRedisStore,
-  MAX_SHARDS,
-  windowOfEarlierVersion,
-} from "./store_redis.ts";
+export { createRedisStore, MAX_SHARDS } from "./store_redis.ts";
+export { windowOfEarlierVersion } from "./one_slot_layout.ts";
 export { openRedis } from "./open_redis.ts";
 export type { RedisConnection } from "./connection.ts";

@@ -37,7 +37,7 @@
  * many replicas have it (or every replica its master has left, after a
  * failover took one), so a failover that promotes the replica loses no
  * acknowledged id and no report state. How many replicas a master has is
- * read with `ROLE` and trusted for {@link REPLICA_COUNT_TTL_MS}, so a master
+ * read with `ROLE` and trusted for a second (`commands.ts`), so a master
  * left without replicas is not asked to `WAIT` for one on every write.
  *
  * Every Redis error or timeout surfaces as {@link StoreUnavailableError}; the
@@ -47,7 +47,6 @@
  * @module
  */
 import { partitionOf } from "../id64.ts";
-import { withinTime } from "../../time_limit.ts";
 import {
   type CommitObserver,
   GroupCommit,
@@ -77,9 +76,10 @@ import {
   WindowClosedError,
   type WindowStats,
 } from "../store.ts";
+import { RedisCommands } from "./commands.ts";
+import { moveOneSlotIds } from "./one_slot_layout.ts";
 import type { RedisConnection } from "./connection.ts";
 import {
-  ADD_IDS,
   CLAIM,
   CLOSE_SHARD,
   COMPLETE,
@@ -89,10 +89,8 @@ import {
   RECORD_IDS,
   RECORD_URL,
   RELEASE,
-  type Script,
   SWAP_OUTBOX,
 } from "./scripts.ts";
-import { hashTag } from "./slots.ts";
 
 /** Options of {@link createRedisStore}. */
 export interface RedisStoreOptions {
@@ -148,9 +146,6 @@ export interface RedisStoreOptions {
 /** The most shards of a window. */
 export const MAX_SHARDS = 256;
 
-/** Ids moved from a one-slot set into shards per script call. */
-const MOVE_CHUNK = 1000;
-
 /**
  * Creates a {@link Store} on a Redis connection. The store owns the
  * connection and closes it in `close()`.
@@ -168,35 +163,6 @@ export function createRedisStore(
   return new RedisStore(redis, options);
 }
 
-/**
- * A window that instances of an earlier version are writing now: its ids
- * sit in the one-slot set of the window that is open at `now`, or of the
- * one before it (such a set is deleted when its window is reported).
- *
- * @param options.timeoutMs The time limit of each command, in ms.
- * @returns The window's start, or `undefined` when there is none.
- */
-export async function windowOfEarlierVersion(
-  redis: RedisConnection,
-  options: { now: number; windowMs: number; timeoutMs: number },
-): Promise<number | undefined> {
-  const { now, windowMs, timeoutMs } = options;
-  const open = Math.floor(now / windowMs) * windowMs;
-  for (const minute of [open, open - windowMs]) {
-    const key = redisWindowKeys(minute).oneSlotIds;
-    const exists = await withinTime(
-      redis.sendCommand(["EXISTS", key], key),
-      timeoutMs,
-      () =>
-        new StoreUnavailableError(
-          `Redis EXISTS timed out after ${timeoutMs} ms`,
-        ),
-    );
-    if (Number(exists) === 1) return minute;
-  }
-  return undefined;
-}
-
 /** The field–value pairs of an `HGETALL` answer, in either shape. */
 function pairs(answer: unknown): [string, string][] {
   if (Array.isArray(answer)) {
@@ -208,15 +174,10 @@ function pairs(answer: unknown): [string, string][] {
   return Object.entries((answer ?? {}) as Record<string, string>);
 }
 
-/** How long a master's count of connected replicas (`ROLE`) is trusted. */
-export const REPLICA_COUNT_TTL_MS = 1000;
-
 class RedisStore implements Store {
-  readonly #redis: RedisConnection;
+  readonly #redis: RedisCommands;
   readonly #retentionMs: number;
   readonly #maxUrls: number;
-  readonly #timeoutMs: number;
-  readonly #waitReplicas: number;
   readonly #clock: () => number;
   readonly #shards: number | "auto";
   readonly #ids: GroupCommit;
@@ -227,8 +188,6 @@ class RedisStore implements Store {
    * -1 for a window that closed before it had any.
    */
   readonly #layouts = new Map<number, Promise<number>>();
-  /** Connected replicas of the master of each hash tag, and when read. */
-  readonly #replicaCounts = new Map<string, { count: number; at: number }>();
 
   constructor(redis: RedisConnection, options: RedisStoreOptions) {
     if (!(options.retentionMs >= 1)) {
@@ -236,11 +195,12 @@ class RedisStore implements Store {
         `Cannot create Redis store: retentionMs must be at least 1, got ${options.retentionMs}`,
       );
     }
-    this.#redis = redis;
+    this.#redis = new RedisCommands(redis, {
+      timeoutMs: options.timeoutMs ?? 1000,
+      waitReplicas: options.waitReplicas ?? 0,
+    });
     this.#retentionMs = Math.round(options.retentionMs);
     this.#maxUrls = options.maxUrlsPerWindow ?? 1000;
-    this.#timeoutMs = options.timeoutMs ?? 1000;
-    this.#waitReplicas = options.waitReplicas ?? 0;
     this.#clock = options.clock ?? Date.now;
     this.#shards = options.shards ?? "auto";
     if (
@@ -289,7 +249,10 @@ class RedisStore implements Store {
       [...byShard].map(async ([shard, positions]) => {
         const keys = shards[shard]!;
         try {
-          const added = await this.#run(RECORD_IDS, [keys.ids, keys.closed], [
+          const added = await this.#redis.run(RECORD_IDS, [
+            keys.ids,
+            keys.closed,
+          ], [
             String(this.#retentionMs),
             ...positions.map((at) => ids[at]!),
           ]);
@@ -337,7 +300,7 @@ class RedisStore implements Store {
     let layout = this.#layouts.get(minute);
     if (layout === undefined) {
       layout = (async () => {
-        await this.#write([
+        await this.#redis.write([
           "ZADD",
           REDIS_WINDOWS_KEY,
           "NX",
@@ -346,7 +309,7 @@ class RedisStore implements Store {
         ]);
         const keys = redisWindowKeys(minute);
         return Number(
-          await this.#run(LAYOUT, [keys.shards, keys.report], [
+          await this.#redis.run(LAYOUT, [keys.shards, keys.report], [
             String(this.#shardsToStart()),
             String(this.#retentionMs),
           ]),
@@ -365,43 +328,49 @@ class RedisStore implements Store {
 
   async recordUrl(minute: number, url: string): Promise<UrlOutcome> {
     const keys = redisWindowKeys(minute);
-    const outcome = await this.#run(RECORD_URL, [keys.urls, keys.report], [
-      url,
-      String(this.#maxUrls),
-      String(this.#retentionMs),
-    ]);
+    const outcome = await this.#redis.run(
+      RECORD_URL,
+      [keys.urls, keys.report],
+      [
+        url,
+        String(this.#maxUrls),
+        String(this.#retentionMs),
+      ],
+    );
     if (outcome === "closed") throw new WindowClosedError(minute);
     return outcome as UrlOutcome;
   }
 
   async countIds(minute: number): Promise<number> {
     const keys = redisWindowKeys(minute);
-    const count = Number(await this.#call(["GET", keys.shards], keys.shards));
+    const count = Number(
+      await this.#redis.call(["GET", keys.shards], keys.shards),
+    );
     const sets = [
       keys.oneSlotIds,
       ...this.#shardKeys(minute, count).map((shard) => shard.ids),
     ];
     const sizes = await Promise.all(
-      sets.map((key) => this.#call(["SCARD", key], key)),
+      sets.map((key) => this.#redis.call(["SCARD", key], key)),
     );
     return sizes.reduce<number>((sum, size) => sum + Number(size), 0);
   }
 
   async listUrls(minute: number): Promise<string[]> {
     const { urls } = redisWindowKeys(minute);
-    return await this.#call(["SMEMBERS", urls], urls) as string[];
+    return await this.#redis.call(["SMEMBERS", urls], urls) as string[];
   }
 
   async listOwedUrls(minute: number): Promise<string[]> {
     const keys = redisWindowKeys(minute);
-    return await this.#call(
+    return await this.#redis.call(
       ["SDIFF", keys.urls, keys.urlsDone],
       keys.urls,
     ) as string[];
   }
 
   async markUrlDone(minute: number, url: string): Promise<void> {
-    await this.#run(MARK_URL_DONE, [redisWindowKeys(minute).urlsDone], [
+    await this.#redis.run(MARK_URL_DONE, [redisWindowKeys(minute).urlsDone], [
       url,
       String(this.#retentionMs),
     ]);
@@ -422,7 +391,7 @@ class RedisStore implements Store {
     leaseMs: number,
   ): Promise<ClaimOutcome> {
     const keys = redisWindowKeys(minute);
-    const [outcome, count, oneSlot] = await this.#run(
+    const [outcome, count, oneSlot] = await this.#redis.run(
       CLAIM,
       [keys.report, keys.shards, keys.oneSlotIds],
       [owner, String(now), String(leaseMs), String(this.#retentionMs)],
@@ -432,10 +401,15 @@ class RedisStore implements Store {
     }
     const shards = this.#shardKeys(minute, count ?? 0);
     try {
-      if (oneSlot === 1 && count) await this.#moveOneSlotIds(minute, count);
+      if (oneSlot === 1 && count) {
+        await moveOneSlotIds(this.#redis, minute, {
+          count,
+          retentionMs: this.#retentionMs,
+        });
+      }
       await Promise.all(
         shards.map((shard) =>
-          this.#run(CLOSE_SHARD, [shard.ids, shard.closed], [
+          this.#redis.run(CLOSE_SHARD, [shard.ids, shard.closed], [
             String(this.#retentionMs),
           ])
         ),
@@ -443,48 +417,12 @@ class RedisStore implements Store {
     } catch (error) {
       // A shard's master is away (a failover, say): whoever claims next
       // closes the rest, without waiting out the lease.
-      await this.#run(RELEASE, [keys.report], [owner]).catch(() => {
+      await this.#redis.run(RELEASE, [keys.report], [owner]).catch(() => {
         // Then the lease ends it.
       });
       throw error;
     }
     return { claimed: true };
-  }
-
-  /**
-   * Moves the ids of a window's one-slot set (written by an earlier
-   * version) into its `count` shards, so that an id in both counts once,
-   * then deletes the set. Runs before any shard closes; a takeover after a
-   * crash in between moves the same ids again, harmlessly.
-   */
-  async #moveOneSlotIds(minute: number, count: number): Promise<void> {
-    const { oneSlotIds } = redisWindowKeys(minute);
-    const shards = redisShardKeys(minute, count);
-    let cursor = "0";
-    do {
-      const [next, ids] = await this.#call(
-        ["SSCAN", oneSlotIds, cursor, "COUNT", String(MOVE_CHUNK)],
-        oneSlotIds,
-      ) as [string, string[]];
-      cursor = next;
-      const byShard = new Map<number, string[]>();
-      for (const id of ids) {
-        const shard = partitionOf(id, count);
-        const moved = byShard.get(shard);
-        if (moved) moved.push(id);
-        else byShard.set(shard, [id]);
-      }
-      await Promise.all(
-        [...byShard].map(([shard, moved]) =>
-          this.#run(ADD_IDS, [shards[shard]!.ids], [
-            String(this.#retentionMs),
-            ...moved,
-          ])
-        ),
-      );
-    } while (cursor !== "0");
-    // Every id is in its shard now; the claim keeps the set from growing.
-    await this.#write(["DEL", oneSlotIds]);
   }
 
   async completeReport(
@@ -500,14 +438,14 @@ class RedisStore implements Store {
     ]);
     if (entries.length > 0) {
       // Indexed first: an entry must never exist without its index.
-      await this.#write([
+      await this.#redis.write([
         "ZADD",
         REDIS_OUTBOX_KEY,
         String(minute),
         String(minute),
       ]);
     }
-    const outcome = await this.#run(
+    const outcome = await this.#redis.run(
       COMPLETE,
       [keys.report, keys.oneSlotIds, keys.outbox],
       [owner, String(uniqueIds), String(this.#retentionMs), ...entries],
@@ -520,17 +458,19 @@ class RedisStore implements Store {
       );
     }
     // The shards' markers stay, and keep ids out until they expire.
-    const count = Number(await this.#call(["GET", keys.shards], keys.shards));
+    const count = Number(
+      await this.#redis.call(["GET", keys.shards], keys.shards),
+    );
     await Promise.all(
       this.#shardKeys(minute, count).map((shard) =>
-        this.#write(["DEL", shard.ids])
+        this.#redis.write(["DEL", shard.ids])
       ),
     );
-    await this.#write(["ZREM", REDIS_WINDOWS_KEY, String(minute)]);
+    await this.#redis.write(["ZREM", REDIS_WINDOWS_KEY, String(minute)]);
   }
 
   async listOutbox(): Promise<OutboxEntry[]> {
-    const minutes = await this.#call(
+    const minutes = await this.#redis.call(
       ["ZRANGE", REDIS_OUTBOX_KEY, "0", "-1"],
       REDIS_OUTBOX_KEY,
     );
@@ -538,7 +478,7 @@ class RedisStore implements Store {
     for (const minute of (minutes as string[]).map(Number)) {
       const { outbox } = redisWindowKeys(minute);
       const entriesOfMinute = pairs(
-        await this.#call(["HGETALL", outbox], outbox),
+        await this.#redis.call(["HGETALL", outbox], outbox),
       );
       for (const [sink, json] of entriesOfMinute) {
         entries.push({ ...JSON.parse(json), minute, sink, version: json });
@@ -552,7 +492,7 @@ class RedisStore implements Store {
     change: OutboxChange,
   ): Promise<boolean> {
     const json = JSON.stringify(storedOutboxEntry(entry, change));
-    const swapped = await this.#run(
+    const swapped = await this.#redis.run(
       SWAP_OUTBOX,
       [redisWindowKeys(entry.minute).outbox],
       [entry.sink, entry.version, json],
@@ -569,7 +509,10 @@ class RedisStore implements Store {
   ): Promise<void> {
     const keys = redisWindowKeys(entry.minute);
     const record = deliveryRecord(entry, outcome, at);
-    const left = await this.#run(FINISH_OUTBOX, [keys.outbox, keys.delivery], [
+    const left = await this.#redis.run(FINISH_OUTBOX, [
+      keys.outbox,
+      keys.delivery,
+    ], [
       entry.sink,
       entry.version,
       JSON.stringify(record),
@@ -577,7 +520,7 @@ class RedisStore implements Store {
     ]);
     // The window's reports all left: nothing can enter its outbox again.
     if (left === 0) {
-      await this.#write(["ZREM", REDIS_OUTBOX_KEY, String(entry.minute)]);
+      await this.#redis.write(["ZREM", REDIS_OUTBOX_KEY, String(entry.minute)]);
     }
   }
 
@@ -585,8 +528,8 @@ class RedisStore implements Store {
     const all = await Promise.all(minutes.map(async (minute) => {
       const keys = redisWindowKeys(minute);
       const [report, deliveries] = await Promise.all([
-        this.#call(["GET", keys.report], keys.report),
-        this.#call(["HGETALL", keys.delivery], keys.delivery),
+        this.#redis.call(["GET", keys.report], keys.report),
+        this.#redis.call(["HGETALL", keys.delivery], keys.delivery),
       ]);
       return { minute, report, deliveries: pairs(deliveries) };
     }));
@@ -613,13 +556,13 @@ class RedisStore implements Store {
   async unreportedWindows(): Promise<number[]> {
     // Windows past retention have lost their ids; they cannot be reported.
     const oldest = this.#clock() - this.#retentionMs;
-    await this.#write([
+    await this.#redis.write([
       "ZREMRANGEBYSCORE",
       REDIS_WINDOWS_KEY,
       "-inf",
       `(${oldest}`,
     ]);
-    const minutes = await this.#call(
+    const minutes = await this.#redis.call(
       ["ZRANGE", REDIS_WINDOWS_KEY, "0", "-1"],
       REDIS_WINDOWS_KEY,
     );
@@ -627,7 +570,7 @@ class RedisStore implements Store {
   }
 
   async ping(): Promise<void> {
-    await this.#call(["PING"]);
+    await this.#redis.call(["PING"]);
   }
 
   queuedIds(): number {
@@ -637,113 +580,5 @@ class RedisStore implements Store {
   close(): Promise<void> {
     this.#closed ??= this.#ids.drain().then(() => this.#redis.close());
     return this.#closed;
-  }
-
-  /**
-   * Runs `script` on `keys` (all of one window, so one slot) by its digest,
-   * and in full where the node does not know it yet; then waits for the
-   * replicas. The first key routes the call.
-   */
-  async #run(
-    { source, sha }: Script,
-    keys: string[],
-    args: string[],
-  ): Promise<unknown> {
-    const rest = [String(keys.length), ...keys, ...args];
-    let result: unknown;
-    try {
-      result = await this.#call(["EVALSHA", sha, ...rest], keys[0]);
-    } catch (error) {
-      const cause = (error as Error).cause;
-      if (!(cause instanceof Error && cause.message.startsWith("NOSCRIPT"))) {
-        throw error;
-      }
-      result = await this.#call(["EVAL", source, ...rest], keys[0]);
-    }
-    await this.#replicated(keys[0]!);
-    return result;
-  }
-
-  /** Sends a single-key write (its key is `args[1]`), then waits for the replicas. */
-  async #write(args: string[]): Promise<unknown> {
-    const result = await this.#call(args, args[1]);
-    await this.#replicated(args[1]!);
-    return result;
-  }
-
-  /**
-   * With `waitReplicas`, waits until that many replicas have the writes made
-   * so far on `key`'s connection (Redis `WAIT`), within half the time limit;
-   * fewer when `key`'s master has fewer replicas connected, and none (no
-   * `WAIT` at all) when it has none.
-   */
-  async #replicated(key: string): Promise<void> {
-    if (this.#waitReplicas === 0) return;
-    const needed = Math.min(this.#waitReplicas, await this.#replicaCount(key));
-    if (needed === 0) return;
-    const acknowledged = Number(
-      await this.#call(
-        [
-          "WAIT",
-          String(needed),
-          String(Math.max(1, Math.floor(this.#timeoutMs / 2))),
-        ],
-        key,
-      ),
-    );
-    if (acknowledged >= needed) return;
-    // A replica may have gone since the count was read: all the master has
-    // now must have the write.
-    const left = await this.#replicaCount(key, { fresh: true });
-    if (acknowledged < Math.min(this.#waitReplicas, left)) {
-      throw new StoreUnavailableError(
-        `Redis write reached ${acknowledged} of ${this.#waitReplicas} replicas in time`,
-      );
-    }
-  }
-
-  /**
-   * How many replicas `key`'s master has connected, from `ROLE`, read again
-   * once {@link REPLICA_COUNT_TTL_MS} passed or when `fresh`.
-   */
-  async #replicaCount(
-    key: string,
-    options: { fresh?: boolean } = {},
-  ): Promise<number> {
-    const tag = hashTag(key);
-    const now = performance.now();
-    const known = this.#replicaCounts.get(tag);
-    if (!options.fresh && known && now - known.at < REPLICA_COUNT_TTL_MS) {
-      return known.count;
-    }
-    const role = await this.#call(["ROLE"], key) as unknown[];
-    const count = Array.isArray(role[2]) ? role[2].length : 0;
-    if (this.#replicaCounts.size >= 64) {
-      // Tags come and go with their windows: drop the ones read long ago.
-      for (const [old, { at }] of this.#replicaCounts) {
-        if (now - at >= REPLICA_COUNT_TTL_MS) this.#replicaCounts.delete(old);
-      }
-    }
-    this.#replicaCounts.set(tag, { count, at: now });
-    return count;
-  }
-
-  /**
-   * Sends a command, routed by `key` on a cluster, within the time limit;
-   * any failure is unavailability.
-   */
-  async #call(args: string[], key?: string): Promise<unknown> {
-    try {
-      return await withinTime(
-        this.#redis.sendCommand(args, key),
-        this.#timeoutMs,
-        () => new Error(`timed out after ${this.#timeoutMs} ms`),
-      );
-    } catch (error) {
-      throw new StoreUnavailableError(
-        `Redis ${args[0]} failed: ${(error as Error).message}`,
-        { cause: error },
-      );
-    }
   }
 }
