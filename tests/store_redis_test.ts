@@ -11,7 +11,7 @@ import {
   openRedis,
   windowOfEarlierVersion,
 } from "../lib/store/redis/mod.ts";
-import { runServiceToExit } from "./helpers/service.ts";
+import { runServiceToExit, startService } from "./helpers/service.ts";
 import type { Store } from "../lib/store/store.ts";
 import { redisShardKeys } from "../lib/store/keys.ts";
 import { captureLogs } from "./helpers/logs.ts";
@@ -186,14 +186,15 @@ Deno.test({
     const redis = inspector(server, logs);
     const keys = (await redis.sendCommand(["KEYS", "*"]) as string[]).sort();
     const tag = `{verve:${MINUTE}}`;
-    const shard = `{verve:shard:0.0}:${MINUTE}`;
+    const [shard] = redisShardKeys(MINUTE, 1);
+    assert.match(shard!.ids, /^\{verve:shard:0\.\d+\}:\d+:ids$/);
     assert.deepEqual(keys, [
       "verve:windows",
       `${tag}:report`,
       `${tag}:shards`,
       `${tag}:urls`,
-      `${shard}:closed`,
-      `${shard}:ids`,
+      shard!.closed,
+      shard!.ids,
     ]);
     for (const key of keys.filter((k) => k !== "verve:windows")) {
       const ttl = Number(await redis.sendCommand(["PTTL", key]));
@@ -525,25 +526,31 @@ Deno.test({
         String(minute),
       ]);
       await redis.sendCommand(["SADD", `{verve:${minute}}:ids`, ...ids]);
+      await redis.sendCommand([
+        "PEXPIRE",
+        `{verve:${minute}}:ids`,
+        String(RETENTION),
+      ]);
     };
     const now = NEXT + 30_000;
-    assert.equal(
-      await windowOfEarlierVersion(redis, {
+    const earlier = () =>
+      windowOfEarlierVersion(redis, {
         now,
         windowMs: 60_000,
         timeoutMs: 500,
-      }),
-      undefined,
-    );
+        watchMs: 400,
+      });
+    assert.equal(await earlier(), undefined);
     await writeOneSlot(MINUTE, ["1", "2", "3"]);
-    assert.equal(
-      await windowOfEarlierVersion(redis, {
-        now,
-        windowMs: 60_000,
-        timeoutMs: 500,
-      }),
-      MINUTE,
-    );
+    // A set left behind is no writer; one written to while watched is.
+    assert.equal(await earlier(), undefined);
+    const writing = setInterval(() => writeOneSlot(MINUTE, ["1"]), 50);
+    try {
+      assert.equal(await earlier(), MINUTE);
+    } finally {
+      clearInterval(writing);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
 
     const store = shardedStore(server, logs, 4);
     // A window written by the earlier version alone.
@@ -575,25 +582,46 @@ Deno.test({
 
 Deno.test({
   name:
-    "the service refuses to start while an earlier version writes the one-slot layout to its Redis",
+    "the service refuses to start while an earlier version writes the one-slot layout to its Redis, and starts once it stopped",
   ignore,
   async fn() {
     await using logs = await captureLogs();
     await using server = await startRedis();
     const redis = inspector(server, logs);
     const open = Math.floor(Date.now() / 60_000) * 60_000;
-    await redis.sendCommand(["SADD", `{verve:${open}}:ids`, "1"]);
-    await redis.sendCommand(["SADD", `{verve:${open - 60_000}}:ids`, "1"]);
-    await redis.close();
-    const { code, lines } = await runServiceToExit({
-      STORE: "redis",
-      REDIS_URL: server.url,
-      HOST: "127.0.0.1",
-      PORT: "0",
-    });
-    assert.equal(code, 2);
-    const refusal = lines.find((line) => line.level === "FATAL");
+    const key = `{verve:${open}}:ids`;
+    // An instance of the earlier version, writing as its script does.
+    let next = 0;
+    const write = () =>
+      redis.sendCommand(["SADD", key, String(next++)]).then(() =>
+        redis.sendCommand(["PEXPIRE", key, String(RETENTION)])
+      );
+    await write();
+    const writing = setInterval(write, 50);
+    let refused;
+    try {
+      refused = await runServiceToExit({
+        STORE: "redis",
+        REDIS_URL: server.url,
+        HOST: "127.0.0.1",
+        PORT: "0",
+      });
+    } finally {
+      clearInterval(writing);
+    }
+    assert.equal(refused.code, 2);
+    const refusal = refused.lines.find((line) => line.level === "FATAL");
     assert.match(refusal?.message ?? "", /earlier version .* one-slot layout/);
     assert.match(refusal?.message ?? "", /docs\/deployment\.md#upgrading/);
+
+    // Once it stopped, the set it left does not keep the service from starting.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await using service = await startService({
+      STORE: "redis",
+      REDIS_URL: server.url,
+    });
+    const answer = await fetch(`${service.url}/api/verve/accept?id=7`);
+    assert.equal(await answer.text(), "ok");
+    await redis.close();
   },
 });

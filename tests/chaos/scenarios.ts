@@ -157,9 +157,14 @@ const killShardMasterAtReport: Fault = async (fleet) => {
   const minute = fleet.minute!;
   const own = await cluster.masterOf(redisWindowKeys(minute).report);
   let target: number | undefined;
-  for (const shard of redisShardKeys(minute, 3)) {
+  const masters = (await cluster.masters()).length;
+  for (const shard of redisShardKeys(minute, masters)) {
     const master = await cluster.masterOf(shard.ids);
     if (master !== own) target = master;
+  }
+  if (target === undefined) {
+    fleet.broken.push("no shard on a master of its own");
+    return;
   }
   // The report starts REPORT_GRACE_MS (500) after the window ends.
   await sleep(minute + WINDOW_MS + 400 - Date.now());

@@ -9,41 +9,78 @@
  * @module
  */
 import { withinTime } from "../../time_limit.ts";
-import { partitionOf } from "../id64.ts";
 import { redisShardKeys, redisWindowKeys } from "../keys.ts";
 import { StoreUnavailableError } from "../store.ts";
 import type { RedisCommands } from "./commands.ts";
 import type { RedisConnection } from "./connection.ts";
 import { ADD_IDS } from "./scripts.ts";
+import { byShard } from "./slots.ts";
 
 /** Ids moved from a one-slot set into shards per script call. */
 const MOVE_CHUNK = 1000;
 
+/** How long {@link windowOfEarlierVersion} watches for writes, in ms. */
+export const EARLIER_VERSION_WATCH_MS = 2000;
+
 /**
- * A window that instances of an earlier version are writing now: its ids
- * sit in the one-slot set of the window that is open at `now`, or of the
- * one before it (such a set is deleted when its window is reported).
+ * A window that instances of an earlier version are writing now: the
+ * window open at `now`, or the one before, has a one-slot set of ids that
+ * is written to while it is watched for `watchMs` (each write of the
+ * earlier version sets the set's expiry again, so its time to live goes
+ * up). A set left by instances that have stopped is not a writer: the new
+ * version counts and reports it.
  *
  * @param options.timeoutMs The time limit of each command, in ms.
+ * @param options.watchMs How long to watch a set that exists, in ms.
  * @returns The window's start, or `undefined` when there is none.
  */
 export async function windowOfEarlierVersion(
   redis: RedisConnection,
-  options: { now: number; windowMs: number; timeoutMs: number },
+  options: {
+    now: number;
+    windowMs: number;
+    timeoutMs: number;
+    watchMs?: number;
+  },
 ): Promise<number | undefined> {
   const { now, windowMs, timeoutMs } = options;
+  const watchMs = options.watchMs ?? EARLIER_VERSION_WATCH_MS;
   const open = Math.floor(now / windowMs) * windowMs;
+  /** The set's time to live and size, `undefined` when it does not exist. */
+  const read = async (key: string) => {
+    const [ttl, size] = await Promise.all(
+      [["PTTL", key], ["SCARD", key]].map((args) =>
+        withinTime(
+          redis.sendCommand(args, key),
+          timeoutMs,
+          () =>
+            new StoreUnavailableError(
+              `Redis ${args[0]} timed out after ${timeoutMs} ms`,
+            ),
+        )
+      ),
+    );
+    return Number(ttl) < 0
+      ? undefined
+      : { ttl: Number(ttl), size: Number(size) };
+  };
+  const watched: { minute: number; key: string; ttl: number; size: number }[] =
+    [];
   for (const minute of [open, open - windowMs]) {
     const key = redisWindowKeys(minute).oneSlotIds;
-    const exists = await withinTime(
-      redis.sendCommand(["EXISTS", key], key),
-      timeoutMs,
-      () =>
-        new StoreUnavailableError(
-          `Redis EXISTS timed out after ${timeoutMs} ms`,
-        ),
-    );
-    if (Number(exists) === 1) return minute;
+    const first = await read(key);
+    if (first) watched.push({ minute, key, ...first });
+  }
+  const started = performance.now();
+  while (watched.length > 0 && performance.now() - started < watchMs) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    for (const set of watched) {
+      const later = await read(set.key);
+      if (later && (later.ttl > set.ttl || later.size > set.size)) {
+        return set.minute;
+      }
+      if (later) set.ttl = later.ttl;
+    }
   }
   return undefined;
 }
@@ -69,21 +106,18 @@ export async function moveOneSlotIds(
       oneSlotIds,
     ) as [string, string[]];
     cursor = next;
-    const byShard = new Map<number, string[]>();
-    for (const id of ids) {
-      const shard = partitionOf(id, count);
-      const moved = byShard.get(shard);
-      if (moved) moved.push(id);
-      else byShard.set(shard, [id]);
-    }
-    await Promise.all(
-      [...byShard].map(([shard, moved]) =>
+    // Settled, not raced: no call may still run once this one gave up (a
+    // takeover would find a shard set it deleted come back).
+    const moves = await Promise.allSettled(
+      [...byShard(ids, count)].map(([shard, positions]) =>
         redis.run(ADD_IDS, [shards[shard]!.ids], [
           String(retentionMs),
-          ...moved,
+          ...positions.map((at) => ids[at]!),
         ])
       ),
     );
+    const failed = moves.find((move) => move.status === "rejected");
+    if (failed) throw failed.reason;
   } while (cursor !== "0");
   // Every id is in its shard now; the claim keeps the set from growing.
   await redis.write(["DEL", oneSlotIds]);

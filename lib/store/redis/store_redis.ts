@@ -46,7 +46,6 @@
  *
  * @module
  */
-import { partitionOf } from "../id64.ts";
 import {
   type CommitObserver,
   GroupCommit,
@@ -78,6 +77,7 @@ import {
 } from "../store.ts";
 import { RedisCommands } from "./commands.ts";
 import { moveOneSlotIds } from "./one_slot_layout.ts";
+import { byShard } from "./slots.ts";
 import type { RedisConnection } from "./connection.ts";
 import {
   CLAIM,
@@ -237,16 +237,9 @@ class RedisStore implements Store {
     const count = await this.#layout(minute);
     if (count === -1) return ids.map(() => new WindowClosedError(minute));
     const shards = redisShardKeys(minute, count);
-    const byShard = new Map<number, number[]>();
-    ids.forEach((id, at) => {
-      const shard = count === 1 ? 0 : partitionOf(id, count);
-      const positions = byShard.get(shard);
-      if (positions) positions.push(at);
-      else byShard.set(shard, [at]);
-    });
     const outcomes: IdOutcome[] = new Array(ids.length);
     await Promise.all(
-      [...byShard].map(async ([shard, positions]) => {
+      [...byShard(ids, count)].map(async ([shard, positions]) => {
         const keys = shards[shard]!;
         try {
           const added = await this.#redis.run(RECORD_IDS, [
@@ -277,12 +270,18 @@ class RedisStore implements Store {
 
   /**
    * The keys of a window's shards, when the window has `count` of them;
-   * when it has none recorded, this instance's count: either the window has
-   * no ids in shards, or Redis lost the record (a restart without
-   * persistence) while writers that knew it went on.
+   * when it has none recorded, the count this instance wrote the window
+   * with, else the one it would start it with: either the window has no ids
+   * in shards, or Redis lost the record (a restart without persistence, an
+   * eviction) while writers that knew it went on.
    */
-  #shardKeys(minute: number, count: number) {
-    return redisShardKeys(minute, count || this.#shardsToStart());
+  async #shardKeys(minute: number, count: number) {
+    const written = count ||
+      await this.#layouts.get(minute)?.catch(() => 0) || 0;
+    return redisShardKeys(
+      minute,
+      written > 0 ? written : this.#shardsToStart(),
+    );
   }
 
   /** The shards of a window this instance starts now. */
@@ -348,7 +347,7 @@ class RedisStore implements Store {
     );
     const sets = [
       keys.oneSlotIds,
-      ...this.#shardKeys(minute, count).map((shard) => shard.ids),
+      ...(await this.#shardKeys(minute, count)).map((shard) => shard.ids),
     ];
     const sizes = await Promise.all(
       sets.map((key) => this.#redis.call(["SCARD", key], key)),
@@ -396,10 +395,14 @@ class RedisStore implements Store {
       [keys.report, keys.shards, keys.oneSlotIds],
       [owner, String(now), String(leaseMs), String(this.#retentionMs)],
     ) as [string, number?, number?];
+    if (outcome === "reported") {
+      // A late batch may have put the window back in the index.
+      await this.#redis.write(["ZREM", REDIS_WINDOWS_KEY, String(minute)]);
+    }
     if (outcome !== "ok") {
       return { claimed: false, reason: outcome as "reported" | "claimed" };
     }
-    const shards = this.#shardKeys(minute, count ?? 0);
+    const shards = await this.#shardKeys(minute, count ?? 0);
     try {
       if (oneSlot === 1 && count) {
         await moveOneSlotIds(this.#redis, minute, {
@@ -462,7 +465,7 @@ class RedisStore implements Store {
       await this.#redis.call(["GET", keys.shards], keys.shards),
     );
     await Promise.all(
-      this.#shardKeys(minute, count).map((shard) =>
+      (await this.#shardKeys(minute, count)).map((shard) =>
         this.#redis.write(["DEL", shard.ids])
       ),
     );
@@ -570,7 +573,9 @@ class RedisStore implements Store {
   }
 
   async ping(): Promise<void> {
-    await this.#redis.call(["PING"]);
+    // A keyless PING would go to every master (the client's command
+    // policy); one master answering is what readiness asks.
+    await this.#redis.call(["PING"], REDIS_WINDOWS_KEY);
   }
 
   queuedIds(): number {
