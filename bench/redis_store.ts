@@ -24,7 +24,7 @@
 import { parseArgs } from "node:util";
 import { markdownTable } from "./markdown_table.ts";
 import { startRedis } from "../tests/helpers/redis.ts";
-import { startRedisCluster } from "../tests/helpers/redis_cluster.ts";
+import { redisCli, startRedisCluster } from "../tests/helpers/redis_cluster.ts";
 
 import type { Job } from "./redis_store_client.ts";
 
@@ -55,16 +55,6 @@ async function runClients(clients: number, job: Job): Promise<number> {
     ),
   );
   return counts.reduce((a, b) => a + b, 0);
-}
-
-/** Runs `redis-cli` against a port and returns its output. */
-async function cli(port: number, ...args: string[]): Promise<string> {
-  const { stdout } = await new Deno.Command("redis-cli", {
-    args: ["-h", "127.0.0.1", "-p", String(port), ...args],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  return new TextDecoder().decode(stdout);
 }
 
 /** A number from an `INFO` answer. */
@@ -110,8 +100,8 @@ async function main(): Promise<void> {
       const stats = () =>
         Promise.all(masters.map(async (port) => {
           const [stats, cpu] = await Promise.all([
-            cli(port, "info", "stats"),
-            cli(port, "info", "cpu"),
+            redisCli(port, "info", "stats"),
+            redisCli(port, "info", "cpu"),
           ]);
           return {
             commands: info(stats, "total_commands_processed"),
@@ -142,7 +132,7 @@ async function main(): Promise<void> {
           )
           .join(", "),
       });
-      for (const port of masters) await cli(port, "flushall");
+      for (const port of masters) await redisCli(port, "flushall");
     }
   } else {
     for (const shards of shardCounts) {
@@ -150,14 +140,14 @@ async function main(): Promise<void> {
         appendFsync: values.fsync as "always" | "everysec",
       });
       const cpu = async () => {
-        const text = await cli(redis.port, "info", "cpu");
+        const text = await redisCli(redis.port, "info", "cpu");
         return info(text, "used_cpu_user") + info(text, "used_cpu_sys");
       };
       /** Script calls so far: one per shard a batch touches. */
       const calls = async () =>
         Number(
           /cmdstat_evalsha:calls=(\d+)/.exec(
-            await cli(redis.port, "info", "commandstats"),
+            await redisCli(redis.port, "info", "commandstats"),
           )?.[1] ?? 0,
         );
       const [cpuBefore, callsBefore] = [await cpu(), await calls()];

@@ -14,6 +14,7 @@ import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
 import { REDIS_AVAILABLE } from "./helpers/redis.ts";
 import {
   REDIS_CLI_AVAILABLE,
+  redisCli,
   type RedisCluster,
   startRedisCluster,
 } from "./helpers/redis_cluster.ts";
@@ -139,15 +140,6 @@ Deno.test({
     for (const store of stores) await store.close();
   },
 });
-
-async function redisCli(port: number, ...args: string[]): Promise<string> {
-  const { stdout } = await new Deno.Command("redis-cli", {
-    args: ["-h", "127.0.0.1", "-p", String(port), ...args],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  return new TextDecoder().decode(stdout);
-}
 
 /** Empties every master, and forgets the scripts, between contract steps. */
 async function flushAll(cluster: RedisCluster): Promise<void> {

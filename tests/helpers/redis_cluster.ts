@@ -261,3 +261,16 @@ function isFree(port: number): boolean {
     return false;
   }
 }
+
+/** Runs `redis-cli` against the node on `port` and returns what it printed. */
+export async function redisCli(
+  port: number,
+  ...args: string[]
+): Promise<string> {
+  const { stdout } = await new Deno.Command("redis-cli", {
+    args: ["-h", "127.0.0.1", "-p", String(port), ...args],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(stdout);
+}
