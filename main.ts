@@ -5,6 +5,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { metrics as otelMetrics } from "@opentelemetry/api";
 import {
   type Config,
   ConfigError,
@@ -58,10 +59,17 @@ try {
   Deno.exit(2);
 }
 
-const closeLogging = await configureLogging(config.logLevel);
+const closeLogging = await configureLogging(config.logLevel, {
+  console: config.openTelemetry,
+});
 const logger = getLogger([LOG_CATEGORY, "service"]);
 
 const metrics = createServiceMetrics();
+// Deno's built-in OpenTelemetry exports what the API's meter records; on
+// Deno Deploy nothing can scrape /metrics.
+if (config.openTelemetry) {
+  metrics.registry.exportTo(otelMetrics.getMeter("verve"));
+}
 const onCommit = (ids: number, seconds: number, ok: boolean) => {
   metrics.batchSize.observe(ids);
   metrics.commitSeconds.observe(seconds);

@@ -382,8 +382,8 @@ const schema = z.object({
   ),
   SHUTDOWN_TIMEOUT_MS: setting(
     integer(1000, 600_000, 30_000),
-    "`30000`",
-    "How long a shutdown may take (1000\u2013600000). Past it, the service logs at error level what it abandons (ids not yet committed, deliveries in progress, which stay in the outbox for a later attempt) and exits 1.",
+    "`30000` (Deno Deploy: `4000`)",
+    "How long a shutdown may take (1000\u2013600000). Deno Deploy stops an app with SIGINT and kills it 5 s later, so there the default leaves a second to spare. Past it, the service logs at error level what it abandons (ids not yet committed, deliveries in progress, which stay in the outbox for a later attempt) and exits 1.",
   ),
   LOG_LEVEL: setting(
     z.string().trim().toLowerCase().default("info").pipe(
@@ -480,8 +480,13 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     onDeploy: !!env.DENO_DEPLOYMENT_ID,
     redisWaitReplicasSet: present.REDIS_WAIT_REPLICAS !== undefined,
     kvPartitionsSet: present.KV_PARTITIONS !== undefined,
+    shutdownTimeoutSet: present.SHUTDOWN_TIMEOUT_MS !== undefined,
+    openTelemetry: /^(true|1)$/i.test(env.OTEL_DENO?.trim() ?? ""),
   });
 }
+
+/** The shutdown's time limit on Deno Deploy, which kills an app 5 s after SIGINT. */
+export const DEPLOY_SHUTDOWN_TIMEOUT_MS = 4000;
 
 /**
  * The partitions of a window's Deno KV log on a remote database when
@@ -559,6 +564,8 @@ function toConfig(
     onDeploy: boolean;
     redisWaitReplicasSet: boolean;
     kvPartitionsSet: boolean;
+    shutdownTimeoutSet: boolean;
+    openTelemetry: boolean;
   },
 ) {
   const kvPath = s.KV_PATH ?? (context.onDeploy ? undefined : DEFAULT_KV_PATH);
@@ -627,7 +634,11 @@ function toConfig(
       saslPassword: s.KAFKA_SASL_PASSWORD,
       timeoutMs: s.KAFKA_TIMEOUT_MS,
     },
-    shutdownTimeoutMs: s.SHUTDOWN_TIMEOUT_MS,
+    shutdownTimeoutMs: context.shutdownTimeoutSet || !context.onDeploy
+      ? s.SHUTDOWN_TIMEOUT_MS
+      : DEPLOY_SHUTDOWN_TIMEOUT_MS,
+    // Deno Deploy collects logs and metrics through OpenTelemetry.
+    openTelemetry: context.openTelemetry || context.onDeploy,
     logLevel: s.LOG_LEVEL,
   };
 }

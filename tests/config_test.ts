@@ -24,6 +24,7 @@ const DEFAULTS: Config = {
   kvPartitions: 1,
   kvMaxWindowIds: 5_000_000,
   shutdownTimeoutMs: 30_000,
+  openTelemetry: false,
   reportGraceMs: 2000,
   retentionWindows: 60,
   maxUrlsPerWindow: 1000,
@@ -243,6 +244,24 @@ Deno.test("parseConfig() gives a remote Deno KV 16 partitions by default, a file
   );
 });
 
+Deno.test("parseConfig() turns OpenTelemetry on with OTEL_DENO or on Deno Deploy, where a shutdown has 4 s by default", () => {
+  assert.equal(parseConfig({ OTEL_DENO: "true" }).openTelemetry, true);
+  assert.equal(parseConfig({ OTEL_DENO: "1" }).openTelemetry, true);
+  assert.equal(parseConfig({ OTEL_DENO: "false" }).openTelemetry, false);
+  assert.equal(parseConfig({}).openTelemetry, false);
+  assert.equal(parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).openTelemetry, true);
+  assert.equal(parseConfig({}).shutdownTimeoutMs, 30_000);
+  assert.equal(
+    parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).shutdownTimeoutMs,
+    4000,
+  );
+  assert.equal(
+    parseConfig({ DENO_DEPLOYMENT_ID: "d1", SHUTDOWN_TIMEOUT_MS: "2000" })
+      .shutdownTimeoutMs,
+    2000,
+  );
+});
+
 Deno.test("parseConfig() treats empty and undefined values as unset", async (t) => {
   await t.step("empty strings", () => {
     assert.deepEqual(
@@ -297,7 +316,13 @@ Deno.test("parseConfig() leaves kvPath undefined on Deno Deploy", async (t) => {
   await t.step("without KV_PATH", () => {
     assert.deepEqual(
       parseConfig({ DENO_DEPLOYMENT_ID: "abc123" }),
-      { ...DEFAULTS, kvPath: undefined, kvPartitions: 16 },
+      {
+        ...DEFAULTS,
+        kvPath: undefined,
+        kvPartitions: 16,
+        shutdownTimeoutMs: 4000,
+        openTelemetry: true,
+      },
     );
   });
 

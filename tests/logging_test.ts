@@ -16,7 +16,7 @@ function memoryStream() {
 
 Deno.test("configureLogging() writes one JSON object per line, with plain values in the message", async () => {
   const out = memoryStream();
-  const close = await configureLogging("info", out.stream);
+  const close = await configureLogging("info", { stream: out.stream });
   const logger = getLogger(["verve", "report"]);
   logger.debug("below the level");
   logger.info("Window {minute} had {unique_ids} unique ids", {
@@ -49,7 +49,7 @@ Deno.test("configureLogging() writes one JSON object per line, with plain values
 
 Deno.test("configureLogging() leaves loggers outside the service alone", async () => {
   const out = memoryStream();
-  const close = await configureLogging("trace", out.stream);
+  const close = await configureLogging("trace", { stream: out.stream });
   getLogger(["other"]).error("not ours");
   getLogger(["verve", "x"]).trace("ours");
   await close();

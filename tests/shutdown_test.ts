@@ -10,7 +10,7 @@ import { createBufferedStore } from "../lib/store/buffered_store.ts";
 import { configureLogging } from "../lib/telemetry/logging.ts";
 import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { readIdLog, tempKvPath } from "./helpers/kv.ts";
-import { startReceiver } from "./helpers/receiver.ts";
+import { LOOPBACK_ALLOW, startReceiver } from "./helpers/receiver.ts";
 import { startService } from "./helpers/service.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
@@ -125,18 +125,75 @@ Deno.test("close() may be called twice on every store and on the log", async (t)
 
   await t.step("the log", async () => {
     const chunks: string[] = [];
-    const close = await configureLogging(
-      "info",
-      new WritableStream({
+    const close = await configureLogging("info", {
+      stream: new WritableStream({
         write(chunk) {
           chunks.push(new TextDecoder().decode(chunk));
         },
       }),
-    );
+    });
     getLogger(["verve", "test"]).info("one line");
     await Promise.all([close(), close()]);
     await close();
     assert.equal(chunks.length, 1);
     assert.match(chunks[0]!, /"message":"one line"/);
   });
+});
+
+Deno.test("run as Deno Deploy runs it, the service exits by itself within Deploy's 5 s after SIGINT, with every acknowledged id committed and the unfinished delivery left in the outbox", async () => {
+  await using file = await tempKvPath();
+  // A webhook receiver and a Kafka REST proxy that take the request and
+  // never answer; the proxy's time limit is far past Deploy's 5 s.
+  await using receiver = startReceiver(() => "hang");
+  await using proxy = startReceiver(() => "hang");
+  await using service = await startService({
+    KV_PATH: file.path,
+    DENO_DEPLOYMENT_ID: "test-deployment",
+    WINDOW_MS: "1000",
+    REPORT_GRACE_MS: "200",
+    REPORT_SINKS: "log,webhook,kafka-rest",
+    KAFKA_REST_URL: proxy.url,
+    KAFKA_REST_TIMEOUT_MS: "60000",
+    ...LOOPBACK_ALLOW,
+  });
+  const hook = encodeURIComponent(`${receiver.url}/hook`);
+  const first = await fetch(`${service.url}/api/verve/accept?id=1&url=${hook}`);
+  assert.equal(await first.text(), "ok");
+  // The report's deliveries are under way, and hang.
+  await receiver.waitFor(1);
+  await proxy.waitFor(1);
+  const answers = await Promise.all(
+    Array.from(
+      { length: 100 },
+      (_, i) =>
+        fetch(`${service.url}/api/verve/accept?id=${100 + i}`).then((r) =>
+          r.text()
+        ),
+    ),
+  );
+  assert.ok(answers.every((body) => body === "ok"));
+  const started = performance.now();
+  const code = await service.stop("SIGINT");
+  const tookMs = performance.now() - started;
+  // SHUTDOWN_TIMEOUT_MS is 4 s on Deploy: what hangs is abandoned.
+  assert.equal(code, 1);
+  assert.ok(
+    tookMs > 3500 && tookMs < 5000,
+    `exited ${Math.round(tookMs)} ms after SIGINT`,
+  );
+  const kv = await Deno.openKv(file.path);
+  const logged = new Set((await readIdLog(kv)).map(({ id }) => id));
+  kv.close();
+  for (let i = 0; i < 100; i++) assert.ok(logged.has(String(100 + i)));
+  assert.ok(logged.has("1"));
+  // The next instance finds the delivery waiting.
+  const store = createKvStore(await Deno.openKv(file.path), {
+    retentionMs: 3_600_000,
+  });
+  const outbox = await store.listOutbox();
+  await store.close();
+  assert.deepEqual(
+    [...new Set(outbox.map((entry) => entry.sink))].sort(),
+    ["kafka-rest", "webhook"],
+  );
 });

@@ -1,11 +1,18 @@
 /**
  * Metrics in the Prometheus text exposition format (version 0.0.4):
  * counters, gauges and histograms with labels, kept in a registry that
- * renders them for `GET /metrics`. Small on purpose: updating a metric is a
- * map lookup and an addition, cheap enough for every request.
+ * renders them for `GET /metrics`, and that can export the same metrics
+ * through the OpenTelemetry API (`Registry.exportTo`), which Deno's
+ * built-in OpenTelemetry sends over OTLP. Small on purpose: updating a
+ * metric is a map lookup and an addition, cheap enough for every request.
  *
  * @module
  */
+import type {
+  Attributes,
+  Histogram as OtelHistogram,
+  Meter,
+} from "@opentelemetry/api";
 
 /** The content type of {@link Registry.render}'s output. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -17,6 +24,7 @@ interface Metric {
   help: string;
   kind: Kind;
   render(lines: string[]): void;
+  exportTo(meter: Meter): void;
 }
 
 /** Holds metrics and renders them. */
@@ -41,6 +49,16 @@ export class Registry {
     labelNames: string[] = [],
   ): Histogram {
     return this.#add(new Histogram(name, help, buckets, labelNames));
+  }
+
+  /**
+   * Exports every metric through `meter` as well: counters and gauges as
+   * observable instruments read at each collection, histograms as
+   * OpenTelemetry histograms with the same buckets, recorded from then on.
+   * Label names become attribute keys.
+   */
+  exportTo(meter: Meter): void {
+    for (const metric of this.#metrics) metric.exportTo(meter);
   }
 
   /** Every metric, in the text exposition format. */
@@ -73,7 +91,7 @@ export class Registry {
  */
 abstract class Labelled<T> {
   readonly #tree = new Map<string, unknown>();
-  readonly #children: [string, T][] = [];
+  readonly #children: [string, T, Attributes][] = [];
 
   constructor(readonly labelNames: string[]) {
     for (const name of labelNames) {
@@ -104,13 +122,24 @@ abstract class Labelled<T> {
     if (child === undefined) {
       child = create();
       node.set(leaf, child);
-      this.#children.push([this.#render(values), child]);
+      this.#children.push([
+        this.#render(values),
+        child,
+        this.attributes(values),
+      ]);
     }
     return child;
   }
 
-  protected entries(): [string, T][] {
+  protected entries(): [string, T, Attributes][] {
     return this.#children;
+  }
+
+  /** The OpenTelemetry attributes of a label combination. */
+  protected attributes(values: string[]): Attributes {
+    return Object.fromEntries(
+      this.labelNames.map((name, i) => [name, values[i]!]),
+    );
   }
 
   #render(values: string[]): string {
@@ -137,6 +166,15 @@ export class Counter extends Labelled<{ value: number }> implements Metric {
     this.child(labels, () => ({ value: 0 })).value += by;
   }
 
+  exportTo(meter: Meter): void {
+    meter.createObservableCounter(this.name, { description: this.help })
+      .addCallback((result) => {
+        for (const [, { value }, attributes] of this.entries()) {
+          result.observe(value, attributes);
+        }
+      });
+  }
+
   render(lines: string[]): void {
     for (const [key, { value }] of this.entries()) {
       lines.push(`${this.name}${braces(key)} ${value}`);
@@ -161,6 +199,15 @@ export class Gauge extends Labelled<{ value: number }> implements Metric {
     this.child(labels, () => ({ value: 0 })).value = value;
   }
 
+  exportTo(meter: Meter): void {
+    meter.createObservableGauge(this.name, { description: this.help })
+      .addCallback((result) => {
+        for (const [, { value }, attributes] of this.entries()) {
+          result.observe(value, attributes);
+        }
+      });
+  }
+
   render(lines: string[]): void {
     for (const [key, { value }] of this.entries()) {
       lines.push(`${this.name}${braces(key)} ${value}`);
@@ -178,6 +225,8 @@ interface HistogramValues {
 export class Histogram extends Labelled<HistogramValues> implements Metric {
   readonly kind = "histogram";
   readonly #buckets: number[];
+  /** Where observations go too, once exported. */
+  #otel: OtelHistogram | undefined;
 
   constructor(
     readonly name: string,
@@ -201,6 +250,17 @@ export class Histogram extends Labelled<HistogramValues> implements Metric {
     }
     values.sum += value;
     values.count++;
+    this.#otel?.record(
+      value,
+      labels.length === 0 ? undefined : this.attributes(labels),
+    );
+  }
+
+  exportTo(meter: Meter): void {
+    this.#otel = meter.createHistogram(this.name, {
+      description: this.help,
+      advice: { explicitBucketBoundaries: this.#buckets },
+    });
   }
 
   render(lines: string[]): void {
