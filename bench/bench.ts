@@ -13,6 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { markdownTable } from "./markdown_table.ts";
+import type { WrkResult } from "./wrk_result.ts";
 import {
   REDIS_AVAILABLE,
   type RedisServer,
@@ -67,17 +68,6 @@ interface Workload {
    * read and write, as the distance to the database on the edge does.
    */
   remote?: { latencyMs: number };
-}
-
-/** What wrk reports through `done()` in `bench/ids.lua`. */
-interface WrkResult {
-  requests: number;
-  duration_us: number;
-  socket_errors: number;
-  status_errors: number;
-  p50_us: number;
-  p99_us: number;
-  max_us: number;
 }
 
 /** One row of the table. */

@@ -37,6 +37,7 @@
  */
 import { parseArgs } from "node:util";
 import { markdownTable } from "./markdown_table.ts";
+import type { WrkResult } from "./wrk_result.ts";
 import { startKvConnect } from "../tests/helpers/kv_connect.ts";
 import { type Service, startService } from "../tests/helpers/service.ts";
 import {
@@ -93,17 +94,6 @@ const storePartitions = numbers("store-partitions", values["store-partitions"]);
 if (!(latencyMs >= 0) || !["durable", "buffered"].includes(values.ack)) {
   console.error("Cannot parse --latency or --ack (durable or buffered)");
   Deno.exit(2);
-}
-
-/** What wrk reports through `done()` in `bench/ids.lua`. */
-interface WrkResult {
-  requests: number;
-  duration_us: number;
-  socket_errors: number;
-  status_errors: number;
-  p50_us: number;
-  p99_us: number;
-  max_us: number;
 }
 
 /** The store's counters from an instance's `/metrics`. */
