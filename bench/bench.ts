@@ -13,7 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { markdownTable } from "./markdown_table.ts";
-import type { WrkResult } from "./wrk_result.ts";
+import { parseWrkOutput, type WrkResult } from "./wrk_result.ts";
 import {
   REDIS_AVAILABLE,
   type RedisServer,
@@ -377,30 +377,24 @@ async function runWrk(
   workload: Workload,
   seconds: number,
 ): Promise<WrkResult> {
-  const { stdout, stderr, success } = await new Deno.Command("wrk", {
-    args: [
-      "-t1",
-      `-c${workload.connections}`,
-      `-d${seconds}s`,
-      "--timeout",
-      "10s",
-      "-s",
-      SCRIPT,
-      `http://127.0.0.1:${port}`,
-      "--",
-      ...workload.script.map(String),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(stdout);
-  const line = text.split("\n").find((l) => l.startsWith("{"));
-  if (!success || !line) {
-    throw new Error(
-      `wrk failed: ${text}${new TextDecoder().decode(stderr)}`,
-    );
-  }
-  return JSON.parse(line);
+  return parseWrkOutput(
+    await new Deno.Command("wrk", {
+      args: [
+        "-t1",
+        `-c${workload.connections}`,
+        `-d${seconds}s`,
+        "--timeout",
+        "10s",
+        "-s",
+        SCRIPT,
+        `http://127.0.0.1:${port}`,
+        "--",
+        ...workload.script.map(String),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output(),
+  );
 }
 
 const rps = (r: WrkResult) => r.requests / (r.duration_us / 1e6);

@@ -37,7 +37,7 @@
  */
 import { parseArgs } from "node:util";
 import { markdownTable } from "./markdown_table.ts";
-import type { WrkResult } from "./wrk_result.ts";
+import { parseWrkOutput, type WrkResult } from "./wrk_result.ts";
 import { startKvConnect } from "../tests/helpers/kv_connect.ts";
 import { type Service, startService } from "../tests/helpers/service.ts";
 import {
@@ -165,30 +165,26 @@ async function runWrk(
   seconds: number,
   perInstanceRate: number,
 ): Promise<WrkResult> {
-  const { stdout, stderr, success } = await new Deno.Command("wrk", {
-    args: [
-      "-t1",
-      `-c${connections}`,
-      `-d${seconds}s`,
-      "--timeout",
-      `${timeoutS}s`,
-      "-s",
-      SCRIPT,
-      url,
-      "--",
-      "new",
-      "0",
-      String(perInstanceRate),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(stdout);
-  const line = text.split("\n").find((l) => l.startsWith("{"));
-  if (!success || !line) {
-    throw new Error(`wrk failed: ${text}${new TextDecoder().decode(stderr)}`);
-  }
-  return JSON.parse(line);
+  return parseWrkOutput(
+    await new Deno.Command("wrk", {
+      args: [
+        "-t1",
+        `-c${connections}`,
+        `-d${seconds}s`,
+        "--timeout",
+        `${timeoutS}s`,
+        "-s",
+        SCRIPT,
+        url,
+        "--",
+        "new",
+        "0",
+        String(perInstanceRate),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output(),
+  );
 }
 
 async function storeCounters(service: Service): Promise<StoreCounters> {

@@ -8,10 +8,8 @@
  *
  * @module
  */
-import { withinTime } from "../../time_limit.ts";
 import { redisShardKeys, redisWindowKeys } from "../keys.ts";
-import { StoreUnavailableError } from "../store.ts";
-import type { RedisCommands } from "./commands.ts";
+import { RedisCommands } from "./commands.ts";
 import type { RedisConnection } from "./connection.ts";
 import { ADD_IDS } from "./scripts.ts";
 import { byShard } from "./slots.ts";
@@ -46,20 +44,14 @@ export async function windowOfEarlierVersion(
   const { now, windowMs, timeoutMs } = options;
   const watchMs = options.watchMs ?? EARLIER_VERSION_WATCH_MS;
   const open = Math.floor(now / windowMs) * windowMs;
+  // Reads only: nothing to wait for replicas for.
+  const commands = new RedisCommands(redis, { timeoutMs, waitReplicas: 0 });
   /** The set's time to live and size, `undefined` when it does not exist. */
   const read = async (key: string) => {
-    const [ttl, size] = await Promise.all(
-      [["PTTL", key], ["SCARD", key]].map((args) =>
-        withinTime(
-          redis.sendCommand(args, key),
-          timeoutMs,
-          () =>
-            new StoreUnavailableError(
-              `Redis ${args[0]} timed out after ${timeoutMs} ms`,
-            ),
-        )
-      ),
-    );
+    const [ttl, size] = await Promise.all([
+      commands.call(["PTTL", key], key),
+      commands.call(["SCARD", key], key),
+    ]);
     return Number(ttl) < 0
       ? undefined
       : { ttl: Number(ttl), size: Number(size) };

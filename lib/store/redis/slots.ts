@@ -15,10 +15,12 @@ import { partitionOf } from "../id64.ts";
 /** The number of hash slots of a Redis Cluster. */
 export const SLOTS = 16_384;
 
+const utf8 = new TextEncoder();
+
 /** CRC16-CCITT (XMODEM), as Redis Cluster computes it, over UTF-8 bytes. */
 function crc16(text: string): number {
   let crc = 0;
-  for (const byte of new TextEncoder().encode(text)) {
+  for (const byte of utf8.encode(text)) {
     crc ^= byte << 8;
     for (let bit = 0; bit < 8; bit++) {
       crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;

@@ -17,8 +17,9 @@
  * count for the first time), then closes every shard with a script that
  * sets its marker; a write checks its shard's marker in the same script
  * that adds its ids. The count is taken once every shard is closed, so a
- * report interrupted between shards (a crash, a failover) is taken over
- * when its lease ends and completed once, with the same count.
+ * report interrupted between shards is completed once, with the same count,
+ * by whoever claims next: at once when closing a shard failed (the claim is
+ * given up), when its lease ends after a crash.
  *
  * Steps that span an index and a window are ordered so that a failure or a
  * failover between them loses nothing and duplicates nothing: a window
@@ -284,6 +285,13 @@ class RedisStore implements Store {
     );
   }
 
+  /** The keys of a window's shards, by the count recorded in its keys. */
+  async #recordedShardKeys(minute: number) {
+    const { shards } = redisWindowKeys(minute);
+    const count = Number(await this.#redis.call(["GET", shards], shards));
+    return await this.#shardKeys(minute, count);
+  }
+
   /** The shards of a window this instance starts now. */
   #shardsToStart(): number {
     if (this.#shards !== "auto") return this.#shards;
@@ -341,13 +349,9 @@ class RedisStore implements Store {
   }
 
   async countIds(minute: number): Promise<number> {
-    const keys = redisWindowKeys(minute);
-    const count = Number(
-      await this.#redis.call(["GET", keys.shards], keys.shards),
-    );
     const sets = [
-      keys.oneSlotIds,
-      ...(await this.#shardKeys(minute, count)).map((shard) => shard.ids),
+      redisWindowKeys(minute).oneSlotIds,
+      ...(await this.#recordedShardKeys(minute)).map((shard) => shard.ids),
     ];
     const sizes = await Promise.all(
       sets.map((key) => this.#redis.call(["SCARD", key], key)),
@@ -461,11 +465,8 @@ class RedisStore implements Store {
       );
     }
     // The shards' markers stay, and keep ids out until they expire.
-    const count = Number(
-      await this.#redis.call(["GET", keys.shards], keys.shards),
-    );
     await Promise.all(
-      (await this.#shardKeys(minute, count)).map((shard) =>
+      (await this.#recordedShardKeys(minute)).map((shard) =>
         this.#redis.write(["DEL", shard.ids])
       ),
     );
