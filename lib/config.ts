@@ -478,9 +478,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   const s = result.data;
   return toConfig(s, {
     onDeploy: !!env.DENO_DEPLOYMENT_ID,
-    redisWaitReplicasSet: present.REDIS_WAIT_REPLICAS !== undefined,
-    kvPartitionsSet: present.KV_PARTITIONS !== undefined,
-    shutdownTimeoutSet: present.SHUTDOWN_TIMEOUT_MS !== undefined,
+    given: new Set(Object.keys(present)),
     openTelemetry: /^(true|1)$/i.test(env.OTEL_DENO?.trim() ?? ""),
   });
 }
@@ -555,16 +553,17 @@ export function configurationDoc(): string {
  * The settings as the service uses them, from the parsed environment.
  *
  * @param s The schema's output.
- * @param context Where the service runs, and whether `REDIS_WAIT_REPLICAS`
- *   was given (its default depends on `REDIS_CLUSTER`).
+ * @param context Where the service runs, whether OpenTelemetry is on, and
+ *   which settings were given: `REDIS_WAIT_REPLICAS`, `KV_PARTITIONS` and
+ *   `SHUTDOWN_TIMEOUT_MS` have defaults that depend on other settings or on
+ *   the platform.
  */
 function toConfig(
   s: z.output<typeof schema>,
   context: {
     onDeploy: boolean;
-    redisWaitReplicasSet: boolean;
-    kvPartitionsSet: boolean;
-    shutdownTimeoutSet: boolean;
+    /** The settings the environment gives: the others take defaults. */
+    given: ReadonlySet<string>;
     openTelemetry: boolean;
   },
 ) {
@@ -580,7 +579,7 @@ function toConfig(
     redisUrls: s.REDIS_URL,
     redisCluster: s.REDIS_CLUSTER,
     // On a cluster, a write counts once its master's replica has it.
-    redisWaitReplicas: context.redisWaitReplicasSet
+    redisWaitReplicas: context.given.has("REDIS_WAIT_REPLICAS")
       ? s.REDIS_WAIT_REPLICAS
       : s.REDIS_CLUSTER
       ? 1
@@ -593,7 +592,7 @@ function toConfig(
     windowMs: s.WINDOW_MS,
     // A file has one writer at a time: more partitions only mean more,
     // smaller commits. A remote database has many.
-    kvPartitions: context.kvPartitionsSet
+    kvPartitions: context.given.has("KV_PARTITIONS")
       ? s.KV_PARTITIONS
       : isRemoteKv(kvPath)
       ? REMOTE_KV_PARTITIONS
@@ -634,7 +633,8 @@ function toConfig(
       saslPassword: s.KAFKA_SASL_PASSWORD,
       timeoutMs: s.KAFKA_TIMEOUT_MS,
     },
-    shutdownTimeoutMs: context.shutdownTimeoutSet || !context.onDeploy
+    shutdownTimeoutMs: context.given.has("SHUTDOWN_TIMEOUT_MS") ||
+        !context.onDeploy
       ? s.SHUTDOWN_TIMEOUT_MS
       : DEPLOY_SHUTDOWN_TIMEOUT_MS,
     // Deno Deploy collects logs and metrics through OpenTelemetry.

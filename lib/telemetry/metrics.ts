@@ -12,6 +12,7 @@ import type {
   Attributes,
   Histogram as OtelHistogram,
   Meter,
+  Observable,
 } from "@opentelemetry/api";
 
 /** The content type of {@link Registry.render}'s output. */
@@ -167,12 +168,10 @@ export class Counter extends Labelled<{ value: number }> implements Metric {
   }
 
   exportTo(meter: Meter): void {
-    meter.createObservableCounter(this.name, { description: this.help })
-      .addCallback((result) => {
-        for (const [, { value }, attributes] of this.entries()) {
-          result.observe(value, attributes);
-        }
-      });
+    observeValues(
+      meter.createObservableCounter(this.name, { description: this.help }),
+      this.entries(),
+    );
   }
 
   render(lines: string[]): void {
@@ -200,12 +199,10 @@ export class Gauge extends Labelled<{ value: number }> implements Metric {
   }
 
   exportTo(meter: Meter): void {
-    meter.createObservableGauge(this.name, { description: this.help })
-      .addCallback((result) => {
-        for (const [, { value }, attributes] of this.entries()) {
-          result.observe(value, attributes);
-        }
-      });
+    observeValues(
+      meter.createObservableGauge(this.name, { description: this.help }),
+      this.entries(),
+    );
   }
 
   render(lines: string[]): void {
@@ -274,6 +271,22 @@ export class Histogram extends Labelled<HistogramValues> implements Metric {
       lines.push(`${this.name}_count${braces(key)} ${count}`);
     }
   }
+}
+
+/**
+ * Reports every label combination's value to `instrument` at each
+ * collection. `entries` is the metric's own list, which grows as
+ * combinations appear.
+ */
+function observeValues(
+  instrument: Observable,
+  entries: readonly [string, { value: number }, Attributes][],
+): void {
+  instrument.addCallback((result) => {
+    for (const [, { value }, attributes] of entries) {
+      result.observe(value, attributes);
+    }
+  });
 }
 
 function braces(key: string): string {
