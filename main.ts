@@ -15,8 +15,11 @@ import {
 } from "./lib/config.ts";
 import {
   createBufferedStore,
+  createKvClockProbe,
   createKvStore,
+  createRedisClockProbe,
   createRedisStore,
+  FleetClock,
   idLifetime,
   openRedis,
   type RedisConnection,
@@ -76,20 +79,23 @@ const onCommit = (ids: number, seconds: number, ok: boolean) => {
   if (!ok) metrics.storeErrors.inc();
 };
 const retentionMs = config.retentionWindows * config.windowMs;
+/** This instance's name in report claims and clock readings. */
+const instanceId = crypto.randomUUID();
 let fullWindow: number | undefined;
-const backend: Store = config.store === "redis"
-  ? createRedisStore(
-    await openRedisOfThisVersion(),
-    {
-      retentionMs,
-      shards: config.redisShards,
-      maxUrlsPerWindow: config.maxUrlsPerWindow,
-      timeoutMs: config.redisTimeoutMs,
-      waitReplicas: config.redisWaitReplicas,
-      onCommit,
-    },
-  )
-  : createKvStore(await openKv(config.kvPath), {
+const redis = config.store === "redis"
+  ? await openRedisOfThisVersion()
+  : undefined;
+const kv = redis === undefined ? await openKv(config.kvPath) : undefined;
+const backend: Store = redis !== undefined
+  ? createRedisStore(redis, {
+    retentionMs,
+    shards: config.redisShards,
+    maxUrlsPerWindow: config.maxUrlsPerWindow,
+    timeoutMs: config.redisTimeoutMs,
+    waitReplicas: config.redisWaitReplicas,
+    onCommit,
+  })
+  : createKvStore(kv!, {
     retentionMs,
     ...idLifetime(config.windowMs, retentionMs),
     partitions: config.kvPartitions,
@@ -114,8 +120,34 @@ const store = config.ackMode === "buffered"
     logger: getLogger([LOG_CATEGORY, "store"]),
     maxPending: config.bufferMaxIds,
     maxAgeMs: config.bufferFlushMs,
+    windowMs: config.windowMs,
+    onMoved: () => metrics.idsMoved.inc(),
   })
   : backend;
+
+const shutdown = new AbortController();
+
+/**
+ * The clock windows and reports follow: the fleet's, read through the
+ * store every `CLOCK_CHECK_MS`, or this instance's own.
+ */
+const fleetClock = config.clockCheckMs === 0 ? undefined : new FleetClock({
+  probe: redis !== undefined
+    ? createRedisClockProbe(redis, { timeoutMs: config.redisTimeoutMs })
+    : createKvClockProbe(kv!, { instanceId }),
+  logger: getLogger([LOG_CATEGORY, "clock"]),
+  windowMs: config.windowMs,
+  periodMs: config.clockCheckMs,
+  warnMs: config.clockWarnMs,
+  onReading: (reading) => metrics.clockSkew.set(reading.offsetMs / 1000),
+});
+const clock = fleetClock?.now ?? Date.now;
+const clockRun = fleetClock?.run(shutdown.signal) ?? Promise.resolve();
+// Reports wait for a first reading (a few checks at most): a clock that is
+// ahead would report a window the others are still counting.
+const clockReady = fleetClock?.ready(3 * config.clockCheckMs) ??
+  Promise.resolve();
+const startedAt = clock();
 
 /**
  * Opens the Redis connection, and stops the service (exit code 2) when
@@ -184,8 +216,6 @@ async function openKv(path: string | undefined): Promise<Deno.Kv> {
   return isRemoteKv(path) ? withTimeLimit(kv, config.kvTimeoutMs) : kv;
 }
 
-const shutdown = new AbortController();
-
 const addressPolicy = createAddressPolicy({
   allow: config.webhookAllow,
   allowlistOnly: config.webhookAllowlistOnly,
@@ -252,8 +282,11 @@ const reporter = createReporter({
   store,
   sinks,
   logger: getLogger([LOG_CATEGORY, "reporter"]),
+  clock,
+  instanceId,
   windowMs: config.windowMs,
   graceMs: config.reportGraceMs,
+  ...(config.reportEmptyBeforeStart ? {} : { startedAt }),
   delivery: {
     maxAgeMs: config.outboxMaxAgeMs,
     retryBaseMs: config.sinkRetryBaseMs,
@@ -291,8 +324,14 @@ Deno.cron(
     // Other windows than a minute are served by the window timer.
     if (config.windowMs !== MINUTE_MS) return;
     cronRun = (async () => {
+      await clockReady;
+      // The cron job fires by this instance's clock; the window is due by
+      // the fleet's, at the window end nearest to now plus the grace.
+      const now = clock();
+      const end = Math.round(now / MINUTE_MS) * MINUTE_MS;
+      const wait = Math.max(0, end + config.reportGraceMs - now);
       // A shutdown during the grace leaves the window to the next instance.
-      if (!await sleep(config.reportGraceMs, shutdown.signal)) return;
+      if (!await sleep(wait, shutdown.signal)) return;
       await reporter.reportDue();
     })();
     return cronRun;
@@ -322,6 +361,7 @@ const server = Deno.serve(
   createHandler({
     store,
     logger: getLogger([LOG_CATEGORY, "http"]),
+    clock,
     windowMs: config.windowMs,
     metrics,
     stats: (minutes) =>
@@ -340,16 +380,19 @@ const server = Deno.serve(
 );
 
 // Catch up on windows left unreported while no instance was running.
-const catchUp = reporter.reportDue();
+const catchUp = clockReady.then(() => reporter.reportDue());
 
 const timer: Promise<void> = config.windowMs === MINUTE_MS
   ? Promise.resolve()
-  : startWindowTimer({
-    windowMs: config.windowMs,
-    delayMs: config.reportGraceMs,
-    onTick: () => reporter.reportDue(),
-    signal: shutdown.signal,
-  });
+  : clockReady.then(() =>
+    startWindowTimer({
+      windowMs: config.windowMs,
+      delayMs: config.reportGraceMs,
+      onTick: () => reporter.reportDue(),
+      signal: shutdown.signal,
+      clock,
+    })
+  );
 
 let stopping = false;
 let abandoned = false;
@@ -383,6 +426,7 @@ async function stop(signal: string) {
       await reporter.idle();
     }],
     ["close the sinks", () => Promise.all(sinks.map((sink) => sink.close?.()))],
+    ["withdraw the clock reading", () => clockRun],
     ["commit queued ids and close the store", () => store.close()],
   ];
   let code = 0;

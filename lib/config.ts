@@ -191,6 +191,16 @@ const schema = z.object({
     "`2000`",
     "Wait after a window ends before reporting it (0\u201330000), so requests still committing are counted.",
   ),
+  CLOCK_CHECK_MS: setting(
+    integer(0, 60_000, 1000),
+    "`1000`",
+    "How often an instance compares its clock with the fleet's, in ms (0\u201360000; 0: never, each instance follows its own clock): with Redis's clock (`TIME`), or on Deno KV with the median of the instances' clocks, which each writes at every check (one KV write and one list per check). Windows and reports follow the fleet's clock ([clocks](deployment.md#clocks)).",
+  ),
+  CLOCK_WARN_MS: setting(
+    integer(1, 600_000, 1000),
+    "`1000`",
+    "How far an instance's clock may be from the fleet's before it is logged at warning level, once per window (1\u2013600000).",
+  ),
   RETENTION_WINDOWS: setting(
     integer(2, 10_080, 60),
     "`60`",
@@ -599,6 +609,11 @@ function toConfig(
       : 1,
     kvMaxWindowIds: s.KV_MAX_WINDOW_IDS,
     reportGraceMs: s.REPORT_GRACE_MS,
+    clockCheckMs: s.CLOCK_CHECK_MS,
+    clockWarnMs: s.CLOCK_WARN_MS,
+    // On Deno Deploy an instance runs whenever a request comes, so a window
+    // that no instance saw had no requests: it is reported as 0.
+    reportEmptyBeforeStart: context.onDeploy,
     retentionWindows: s.RETENTION_WINDOWS,
     maxUrlsPerWindow: s.MAX_URLS_PER_WINDOW,
     webhookTimeoutMs: s.WEBHOOK_TIMEOUT_MS,

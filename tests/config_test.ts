@@ -26,6 +26,9 @@ const DEFAULTS: Config = {
   shutdownTimeoutMs: 30_000,
   openTelemetry: false,
   reportGraceMs: 2000,
+  clockCheckMs: 1000,
+  clockWarnMs: 1000,
+  reportEmptyBeforeStart: false,
   retentionWindows: 60,
   maxUrlsPerWindow: 1000,
   webhookTimeoutMs: 5000,
@@ -128,6 +131,8 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     ["KV_MAX_WINDOW_IDS", "100000000", { kvMaxWindowIds: 100_000_000 }],
     ["REPORT_GRACE_MS", "0", { reportGraceMs: 0 }],
     ["REPORT_GRACE_MS", "30000", { reportGraceMs: 30_000 }],
+    ["CLOCK_CHECK_MS", "0", { clockCheckMs: 0 }],
+    ["CLOCK_WARN_MS", "250", { clockWarnMs: 250 }],
     ["RETENTION_WINDOWS", "2", { retentionWindows: 2 }],
     ["RETENTION_WINDOWS", "10080", { retentionWindows: 10_080 }],
     ["MAX_URLS_PER_WINDOW", "0", { maxUrlsPerWindow: 0 }],
@@ -262,6 +267,14 @@ Deno.test("parseConfig() turns OpenTelemetry on with OTEL_DENO or on Deno Deploy
   );
 });
 
+Deno.test("parseConfig() reports windows no instance saw as 0 on Deno Deploy only", () => {
+  assert.equal(parseConfig({}).reportEmptyBeforeStart, false);
+  assert.equal(
+    parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).reportEmptyBeforeStart,
+    true,
+  );
+});
+
 Deno.test("parseConfig() treats empty and undefined values as unset", async (t) => {
   await t.step("empty strings", () => {
     assert.deepEqual(
@@ -322,6 +335,7 @@ Deno.test("parseConfig() leaves kvPath undefined on Deno Deploy", async (t) => {
         kvPartitions: 16,
         shutdownTimeoutMs: 4000,
         openTelemetry: true,
+        reportEmptyBeforeStart: true,
       },
     );
   });

@@ -5,6 +5,7 @@ import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { failingCommits } from "./helpers/kv.ts";
 import { captureLogs } from "./helpers/logs.ts";
 import { createServiceMetrics } from "../lib/telemetry/service_metrics.ts";
+import { formatMinute } from "../lib/minute.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const BASE = "http://service.test/api/verve/accept";
@@ -50,6 +51,7 @@ Deno.test("handler answers 200 ok for a valid id and records it once", async () 
   assert.equal(first.status, 200);
   assert.equal(first.body, "ok");
   assert.equal(first.headers.get("content-type"), "text/plain; charset=utf-8");
+  assert.equal(first.headers.get("verve-window"), "2026-01-01T12:00:00.000Z");
   assert.deepEqual(
     await Promise.all(
       ["?id=007", "?id=7", "?id=-0", "?id=0"].map(async (q) =>
@@ -115,6 +117,7 @@ Deno.test("handler answers HEAD like GET without a body", async () => {
   const ok = await s.call("?id=5", { method: "HEAD" });
   assert.equal(ok.status, 200);
   assert.equal(ok.body, "");
+  assert.equal(ok.headers.get("verve-window"), "2026-01-01T12:00:00.000Z");
   const bad = await s.call("?id=x", { method: "HEAD" });
   assert.equal(bad.status, 400);
   assert.equal(bad.body, "");
@@ -169,13 +172,18 @@ Deno.test("handler answers 503 failed when the store cannot record", async (t) =
     assert.equal(await s.store.countIds(MINUTE), 0);
     assert.equal((await s.call("?id=1")).status, 200);
   });
-  await t.step("the window is already reported", async () => {
-    await using s = await setup();
-    await s.store.claimReport(MINUTE, "reporter", MINUTE + 62_000, 60_000);
-    const response = await s.call("?id=1");
-    assert.equal(response.status, 503);
-    assert.equal(response.body, "failed");
-  });
+  await t.step(
+    "the window and the three after it are already reported",
+    async () => {
+      await using s = await setup();
+      for (let i = 0; i < 4; i++) {
+        await s.store.claimReport(MINUTE + i * 60_000, "reporter", 0, 60_000);
+      }
+      const response = await s.call("?id=1");
+      assert.equal(response.status, 503);
+      assert.equal(response.body, "failed");
+    },
+  );
 });
 
 Deno.test("handler answers 500 failed without internals on an unexpected error", async () => {
@@ -210,6 +218,49 @@ Deno.test("handler takes the window once, when the request arrives", async () =>
   assert.equal(calls, 1);
   assert.equal(await store.countIds(MINUTE), 1);
   assert.equal(await store.countIds(MINUTE + 60_000), 0);
+  await store.close();
+});
+
+Deno.test("handler counts an id whose window is already reported in the next window, and names it", async () => {
+  await using logs = await captureLogs();
+  const store = createKvStore(await Deno.openKv(":memory:"), {
+    retentionMs: 600_000,
+  });
+  const metrics = createServiceMetrics();
+  // This clock is behind: another instance reported its window already.
+  let now = MINUTE + 58_000;
+  const handle = createHandler({
+    store,
+    logger: logs.logger("http"),
+    clock: () => now,
+    metrics,
+  });
+  assert.equal((await handle(new Request(`${BASE}?id=1`))).status, 200);
+  assert.deepEqual(await store.claimReport(MINUTE, "other", 0, 60_000), {
+    claimed: true,
+  });
+  await store.completeReport(MINUTE, "other", 1);
+  const next = MINUTE + 60_000;
+  const answers = [];
+  for (
+    const query of ["?id=2", "?id=3&url=https://example.com/hook", "?id=2"]
+  ) {
+    const response = await handle(new Request(`${BASE}${query}`));
+    answers.push([
+      response.status,
+      await response.text(),
+      response.headers.get("verve-window"),
+    ]);
+  }
+  assert.deepEqual(answers, Array(3).fill([200, "ok", formatMinute(next)]));
+  assert.equal(await store.countIds(next), 2);
+  assert.deepEqual(await store.listUrls(next), ["https://example.com/hook"]);
+  assert.match(metrics.registry.render(), /^verve_ids_moved_total 3$/m);
+  // Once the clock names the next window itself, nothing is moved.
+  now = next + 1;
+  await handle(new Request(`${BASE}?id=4`));
+  assert.match(metrics.registry.render(), /^verve_ids_moved_total 3$/m);
+  assert.equal(await store.countIds(next), 3);
   await store.close();
 });
 

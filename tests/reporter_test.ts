@@ -172,6 +172,15 @@ Deno.test("dueWindows() is the previous window and every closed unreported one, 
   ]);
 });
 
+Deno.test("dueWindows() leaves out a previous window that ended before startedAt, unless it has ids", () => {
+  // Started 39 s into M2: M1 ended before, with nobody counting it.
+  const options = { windowMs: WINDOW, graceMs: GRACE, startedAt: M2 + 39_000 };
+  assert.deepEqual(dueWindows(M2 + 39_000, [], options), []);
+  assert.deepEqual(dueWindows(M2 + 39_000, [M1], options), [M1]);
+  // M2 had this instance running for part of it.
+  assert.deepEqual(dueWindows(M3 + GRACE, [], options), [M2]);
+});
+
 Deno.test("reportDue() tries an empty window whose report failed again on a later tick", async (t) => {
   const cases = [
     // No claim was made: the next tick takes it.

@@ -7,7 +7,7 @@
 import type { Logger } from "@logtape/logtape";
 import { type AcceptQuery, parseAcceptQuery } from "./accept_query.ts";
 import { METRICS_CONTENT_TYPE } from "../telemetry/metrics.ts";
-import { windowStart } from "../minute.ts";
+import { formatMinute, windowStart } from "../minute.ts";
 import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import { parseStatsMinutes } from "./stats.ts";
 import {
@@ -60,8 +60,13 @@ export const HEALTH_PATH = "/healthz";
 export const READY_PATH = "/readyz";
 
 const TEXT = "text/plain; charset=utf-8";
-/** Shared by every `ok` answer: Deno copies the init, so one object serves. */
-const OK_INIT: ResponseInit = { headers: { "content-type": TEXT } };
+/** The header of an `ok` answer that names the window the id counts in. */
+export const WINDOW_HEADER = "verve-window";
+/**
+ * How many later windows a request whose window is already reported may
+ * move on to, each found reported too, before it is answered 503.
+ */
+const MAX_WINDOW_MOVES = 3;
 const NEW = ["new"];
 const REPEAT = ["repeat"];
 
@@ -99,8 +104,11 @@ function respond(
  * Creates the service's request handler, for `Deno.serve`.
  *
  * `GET /api/verve/accept?id=<int>&url=<optional>` answers `200 ok` once the
- * id is durably recorded for the window in which the request arrived;
- * `400 failed` for a bad query; `429 failed` when the window already holds
+ * id is durably recorded for the window in which the request arrived, by
+ * `clock`, and names that window in the `verve-window` header. Where that
+ * window is already reported (another instance's clock is ahead of this
+ * one's), the id counts in the next window, as does every later request
+ * until this clock reaches it. `400 failed` for a bad query; `429 failed` when the window already holds
  * its maximum of webhook URLs (the id is then not recorded); `503 failed`
  * when the store cannot record it.
  *
@@ -139,33 +147,75 @@ export function createHandler(
       : respond(method, 503, "not ready");
   }
 
+  /** The latest window this instance found already reported. */
+  let reportedThrough = -Infinity;
+
+  /** The init of every `ok` answer of one window: Deno copies it. */
+  let okMinute = NaN;
+  let okInit: ResponseInit = {};
+  function ok(minute: number): Response {
+    if (minute !== okMinute) {
+      okMinute = minute;
+      okInit = {
+        headers: {
+          "content-type": TEXT,
+          [WINDOW_HEADER]: formatMinute(minute),
+        },
+      };
+    }
+    return new Response("ok", okInit);
+  }
+
   /**
    * The accept endpoint. An id without a URL that this instance already
    * knows in the current window is answered at once, without a promise, so
    * repeat traffic costs a parse and a lookup.
    */
   function accept(query: string): Response | Promise<Response> {
-    const minute = windowStart(clock(), windowMs);
+    const named = windowStart(clock(), windowMs);
+    const minute = named > reportedThrough ? named : reportedThrough + windowMs;
     const parsed = parseAcceptQuery(query);
     if (parsed === undefined) throw new HttpError(400, "failed");
     if (parsed.url === undefined && store.knows(minute, parsed.id)) {
       metrics?.ids.inc(REPEAT);
-      return new Response("ok", OK_INIT);
+      if (minute !== named) metrics?.idsMoved.inc();
+      return ok(minute);
     }
-    return record(minute, parsed);
+    if (parsed.url !== undefined && refuseUrl?.(parsed.url) !== undefined) {
+      throw new HttpError(400, "failed");
+    }
+    return record(named, minute, parsed);
   }
 
-  async function record(minute: number, query: AcceptQuery): Promise<Response> {
-    if (query.url !== undefined) {
-      if (refuseUrl?.(query.url) !== undefined) {
-        throw new HttpError(400, "failed");
+  /**
+   * Records the URL and the id in `minute`, or in the next window where
+   * that one is found reported; `named` is the window the clock named.
+   */
+  async function record(
+    named: number,
+    minute: number,
+    query: AcceptQuery,
+  ): Promise<Response> {
+    for (let moves = 0;; moves++) {
+      try {
+        if (query.url !== undefined) {
+          const outcome = await store.recordUrl(minute, query.url);
+          if (outcome === "full") throw new HttpError(429, "failed");
+        }
+        const recorded = await store.recordId(minute, query.id);
+        metrics?.ids.inc(recorded ? NEW : REPEAT);
+        if (minute !== named) metrics?.idsMoved.inc();
+        return ok(minute);
+      } catch (error) {
+        if (
+          !(error instanceof WindowClosedError) || moves >= MAX_WINDOW_MOVES
+        ) {
+          throw error;
+        }
+        reportedThrough = Math.max(reportedThrough, minute);
+        minute = reportedThrough + windowMs;
       }
-      const outcome = await store.recordUrl(minute, query.url);
-      if (outcome === "full") throw new HttpError(429, "failed");
     }
-    const recorded = await store.recordId(minute, query.id);
-    metrics?.ids.inc(recorded ? NEW : REPEAT);
-    return new Response("ok", OK_INIT);
   }
 
   /** Every route served, by path: its metrics label and what serves it. */
@@ -174,7 +224,9 @@ export function createHandler(
       name: "accept",
       serve: async (method, query) => {
         const response = await accept(query);
-        return method === "HEAD" ? respond(method, 200, "") : response;
+        return method === "HEAD"
+          ? new Response(null, { headers: response.headers })
+          : response;
       },
     }],
     [HEALTH_PATH, {

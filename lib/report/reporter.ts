@@ -44,6 +44,14 @@ export interface ReporterOptions {
   windowMs?: number;
   /** How long after a window closes it becomes due, in ms. Default: 2000. */
   graceMs?: number;
+  /**
+   * When this instance started, in epoch ms by `clock`: a window that ended
+   * before it is reported only when it has ids (no instance may have been
+   * running to count it). Default: `-Infinity`, every previous window is
+   * reported, with no ids as 0 (on Deno Deploy an instance runs whenever a
+   * request comes, so a window without one had none).
+   */
+  startedAt?: number;
   /** This instance's name in report claims. Default: a random UUID. */
   instanceId?: string;
   /**
@@ -66,7 +74,7 @@ export interface ReporterOptions {
 export interface Reporter {
   /**
    * Reports every due window not yet reported: the previous window (even
-   * with no ids), and any older window that still has unreported ids, e.g.
+   * with no ids, unless it ended before `startedAt`), and any older window that still has unreported ids, e.g.
    * after downtime; then starts every due delivery in the outbox. Sinks run
    * in the background; see {@link Reporter.idle}.
    *
@@ -83,18 +91,20 @@ export interface Reporter {
 }
 
 /**
- * The windows due for a report at `now`, oldest first: the previous window,
- * and every window of `unreported` that closed, each once its grace passed.
+ * The windows due for a report at `now`, oldest first: the previous window
+ * (unless it ended before `startedAt`), and every window of `unreported`
+ * that closed, each once its grace passed.
  */
 export function dueWindows(
   now: number,
   unreported: number[],
-  options: { windowMs: number; graceMs: number },
+  options: { windowMs: number; graceMs: number; startedAt?: number },
 ): number[] {
-  const { windowMs, graceMs } = options;
+  const { windowMs, graceMs, startedAt = -Infinity } = options;
   const previous = windowStart(now, windowMs) - windowMs;
+  const watched = previous + windowMs > startedAt ? [previous] : [];
   const due = new Set(
-    [previous, ...unreported].filter((minute) =>
+    [...watched, ...unreported].filter((minute) =>
       minute + windowMs + graceMs <= now
     ),
   );
@@ -120,6 +130,7 @@ export function createReporter(options: ReporterOptions): Reporter {
     graceMs = 2000,
     instanceId = crypto.randomUUID(),
     leaseMs = 60_000,
+    startedAt = -Infinity,
   } = options;
   const delivery = new OutboxDelivery({
     store,
@@ -189,7 +200,7 @@ export function createReporter(options: ReporterOptions): Reporter {
     async reportDue(): Promise<MinuteReport[]> {
       const now = clock();
       const unreported = [...await unreportedWindows(), ...failed];
-      const due = dueWindows(now, unreported, { windowMs, graceMs });
+      const due = dueWindows(now, unreported, { windowMs, graceMs, startedAt });
       const reports: MinuteReport[] = [];
       for (const minute of due) {
         try {

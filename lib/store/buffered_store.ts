@@ -6,6 +6,11 @@
  * at most `maxPending` of them, acknowledged within the last `maxAgeMs`. A
  * clean shutdown commits them all.
  *
+ * An id whose window is reported between its acknowledgement and its commit
+ * (this instance's clock is behind the one that reported it by more than
+ * the grace) is committed in the next window instead, as a request arriving
+ * then would be.
+ *
  * It falls back to waiting for commits (backpressure, so memory and the
  * window of loss stay bounded) while `maxPending` ids are waiting, while the
  * oldest of them has waited `maxAgeMs`, and after a commit failed, until one
@@ -41,7 +46,14 @@ export interface BufferedStoreOptions {
   clock?: () => number;
   /** How often lost ids are summed up in the log, in ms. Default: 1000. */
   lossReportMs?: number;
+  /** The window length in ms, to find the next window. Default: 60 000. */
+  windowMs?: number;
+  /** Called for each id committed in a later window than it was given. */
+  onMoved?: () => void;
 }
+
+/** How many later windows an id may move on to before it is lost. */
+const MAX_WINDOW_MOVES = 3;
 
 const ACCEPTED = Promise.resolve(true);
 
@@ -79,6 +91,8 @@ class BufferedIds implements IdRole {
   readonly #maxAgeMs: number;
   readonly #clock: () => number;
   readonly #lossReportMs: number;
+  readonly #windowMs: number;
+  readonly #onMoved: (() => void) | undefined;
   /** Acknowledged ids in order of acknowledgement; settled ones leave the head. */
   #pending: Pending[] = [];
   #head = 0;
@@ -88,6 +102,8 @@ class BufferedIds implements IdRole {
   #lastLoss = "";
   #lossTimer: ReturnType<typeof setTimeout> | undefined;
   #closed: Promise<void> | undefined;
+  /** Called once no acknowledged id waits for its commit. */
+  #whenSettled: (() => void)[] = [];
 
   constructor(store: Store, options: BufferedStoreOptions) {
     this.#store = store;
@@ -102,6 +118,8 @@ class BufferedIds implements IdRole {
     });
     this.#clock = options.clock ?? (() => performance.now());
     this.#lossReportMs = options.lossReportMs ?? 1000;
+    this.#windowMs = options.windowMs ?? 60_000;
+    this.#onMoved = options.onMoved;
   }
 
   recordId(minute: number, id: string): Promise<boolean> {
@@ -116,20 +134,30 @@ class BufferedIds implements IdRole {
     const pending: Pending = { since: now, done: false };
     this.#pending.push(pending);
     this.#count++;
+    this.#commit(minute, id, pending, 0);
+    return ACCEPTED;
+  }
+
+  /** Commits an acknowledged id, in the next window where `minute` is reported. */
+  #commit(minute: number, id: string, pending: Pending, moves: number): void {
     this.#store.recordId(minute, id).then(
       () => {
         this.#settle(pending);
         this.#failing = false;
+        if (moves > 0) this.#onMoved?.();
       },
       (error: Error) => {
-        this.#settle(pending);
         // A window reported before its last ids committed is not a store
-        // failure: later requests belong to the next window.
+        // failure: the id counts in the next window.
+        if (error instanceof WindowClosedError && moves < MAX_WINDOW_MOVES) {
+          this.#commit(minute + this.#windowMs, id, pending, moves + 1);
+          return;
+        }
+        this.#settle(pending);
         if (!(error instanceof WindowClosedError)) this.#failing = true;
         this.#lose(error);
       },
     );
-    return ACCEPTED;
   }
 
   /** Whether one more id may be acknowledged before its commit. */
@@ -141,7 +169,9 @@ class BufferedIds implements IdRole {
 
   #settle(pending: Pending): void {
     pending.done = true;
-    this.#count--;
+    if (--this.#count === 0) {
+      for (const wake of this.#whenSettled.splice(0)) wake();
+    }
     const list = this.#pending;
     while (this.#head < list.length && list[this.#head]!.done) this.#head++;
     if (this.#head === list.length) {
@@ -186,9 +216,15 @@ class BufferedIds implements IdRole {
     return this.#store.queuedIds();
   }
 
-  /** Commits every buffered id (the wrapped store drains its queue), then closes. */
+  /**
+   * Commits every buffered id (an id moving on to the next window too),
+   * then closes the wrapped store, which drains its own queue.
+   */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      if (this.#count > 0) {
+        await new Promise<void>((resolve) => this.#whenSettled.push(resolve));
+      }
       await this.#store.close();
       // Let the settle callbacks of the last commits run before summing up.
       await new Promise((resolve) => setTimeout(resolve, 0));

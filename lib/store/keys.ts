@@ -18,6 +18,7 @@
  * | `verve/report/<minute>` | {@link ReportRecord} | `expireIn` retention |
  * | `verve/outbox/<minute>/<sink>` | report waiting for a sink | until delivered or dropped |
  * | `verve/delivery/<minute>/<sink>` | what became of the report | `expireIn` retention |
+ * | `verve/clock/<instance>` | {@link ClockBeacon}: the instance's clock at its last check | `expireIn` a minute; deleted at shutdown |
  *
  * A partition's head sorts after its entries (`true` sorts after numbers),
  * so one range read from an entry onwards returns the entries after it and
@@ -70,6 +71,12 @@ export interface ReportRecord {
   claimedAt: number;
   /** The window's unique id count, once reported. */
   uniqueIds?: number;
+}
+
+/** One instance's clock, as it last wrote it for the others to compare. */
+export interface ClockBeacon {
+  /** The instance's own clock when it wrote this, in epoch ms. */
+  at: number;
 }
 
 /** How a window's id log is laid out, fixed by the first instance to write. */
@@ -158,6 +165,16 @@ export function urlDoneKey(minute: number, urlHash: string): Deno.KvKey {
 /** The prefix of the webhook URLs a window's report is done with. */
 export function urlDonePrefix(minute: number): Deno.KvKey {
   return [ROOT, "url-done", minute];
+}
+
+/** The key of one instance's {@link ClockBeacon}. */
+export function clockKey(instance: string): Deno.KvKey {
+  return [ROOT, "clock", instance];
+}
+
+/** The prefix of every instance's {@link ClockBeacon}. */
+export function clockPrefix(): Deno.KvKey {
+  return [ROOT, "clock"];
 }
 
 /** The key holding how many distinct URLs a window has. */

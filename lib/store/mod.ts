@@ -2,7 +2,8 @@
  * The shared store: the `Store` interface every backend keeps (ids, webhook
  * URLs, report claims, the outbox and delivery records), the key layout of
  * every backend (`keys.ts`), group commit and the first-seen filter, the
- * buffered wrapper for `ACK_MODE=buffered`, and the backends: `kv/` (Deno
+ * buffered wrapper for `ACK_MODE=buffered`, the fleet's clock read through
+ * the store (`fleet_clock.ts`, `clock_probe.ts`), and the backends: `kv/` (Deno
  * KV: a per-window log of new ids) and `redis/` (one Redis or a Redis
  * Cluster). It may import `lib/minute.ts` and `lib/backoff.ts`, never HTTP,
  * reports or telemetry (observers are passed in).
@@ -11,8 +12,16 @@
  */
 export { createBufferedStore } from "./buffered_store.ts";
 export type { Store } from "./store.ts";
-export { createKvStore, idLifetime, withTimeLimit } from "./kv/mod.ts";
+export { FleetClock } from "./fleet_clock.ts";
+export type { ClockProbe, ClockReading } from "./clock_probe.ts";
 export {
+  createKvClockProbe,
+  createKvStore,
+  idLifetime,
+  withTimeLimit,
+} from "./kv/mod.ts";
+export {
+  createRedisClockProbe,
   createRedisStore,
   openRedis,
   type RedisConnection,

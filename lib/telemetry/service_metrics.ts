@@ -33,6 +33,10 @@ export interface ServiceMetrics {
   outboxDepth: Gauge;
   /** Webhook POSTs by outcome and status class (`2xx` … `5xx`, `none`). */
   webhookDeliveries: Counter;
+  /** Ids counted in a later window than this clock named: theirs was reported. */
+  idsMoved: Counter;
+  /** This instance's clock minus the fleet's, in seconds, as last read. */
+  clockSkew: Gauge;
 }
 
 /** Creates the service's metrics in a new registry. */
@@ -86,6 +90,14 @@ export function createServiceMetrics(): ServiceMetrics {
       "verve_webhook_deliveries_total",
       "Webhook POSTs by outcome and HTTP status class.",
       ["outcome", "status_class"],
+    ),
+    idsMoved: registry.counter(
+      "verve_ids_moved_total",
+      "Ids counted in the next window because the window this instance's clock named was already reported.",
+    ),
+    clockSkew: registry.gauge(
+      "verve_clock_skew_seconds",
+      "This instance's clock minus the fleet's (Redis's, or the median of the instances' on Deno KV), in seconds, as last read.",
     ),
   };
 }

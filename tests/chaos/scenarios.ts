@@ -43,28 +43,11 @@ import {
 } from "../helpers/redis_cluster.ts";
 import { type Service, startService } from "../helpers/service.ts";
 import { nextWindow } from "../helpers/windows.ts";
+import { runClockSkew } from "./clock_skew.ts";
+import { type ChaosRow, type Scenario, skipped } from "./row.ts";
+
+export type { ChaosRow, Scenario } from "./row.ts";
 import { mountSmallDisk, type SmallDisk } from "./small_disk.ts";
-
-/** One scenario's outcome: one row of the chaos table. */
-export interface ChaosRow {
-  scenario: string;
-  requests: number;
-  ok: number;
-  notOk: number;
-  ackedDistinct: number;
-  reported: number;
-  reports: number;
-  /** POSTs per webhook URL, e.g. `1,1,1`. */
-  posts: string;
-  /** `ok`, `skipped: <why>`, or the invariants that broke. */
-  verdict: string;
-}
-
-/** A scenario to run. */
-export interface Scenario {
-  name: string;
-  run(): Promise<ChaosRow>;
-}
 
 const WINDOW_MS = 14_000;
 const TRAFFIC_MS = 10_500;
@@ -417,21 +400,6 @@ function notRecordedReasons(services: Service[]): string {
   return `logged: ${JSON.stringify([...reasons].slice(0, 3))}`;
 }
 
-/** The row of a scenario that cannot run here. */
-function skipped(scenario: string, why: string): ChaosRow {
-  return {
-    scenario,
-    requests: 0,
-    ok: 0,
-    notOk: 0,
-    ackedDistinct: 0,
-    reported: 0,
-    reports: 0,
-    posts: "",
-    verdict: `skipped: ${why}`,
-  };
-}
-
 /** Scenario 5's window: short, so that two windows of outage pass soon. */
 const OUTAGE_WINDOW_MS = 3000;
 /** Scenario 5's windows with traffic. */
@@ -683,4 +651,28 @@ export const SCENARIOS: Scenario[] = [
     everyAnswerOk: true,
     reportRetried: true,
   }),
+  {
+    name: "10. clocks 5 s behind and 5 s ahead, KV file, durable",
+    run: () =>
+      runClockSkew("10. clocks 5 s behind and 5 s ahead, KV file, durable", {
+        store: "kv",
+        ackModes: ["durable", "durable", "durable"],
+      }),
+  },
+  {
+    name: "11. clocks 5 s behind and 5 s ahead, KV file, buffered",
+    run: () =>
+      runClockSkew("11. clocks 5 s behind and 5 s ahead, KV file, buffered", {
+        store: "kv",
+        ackModes: ["buffered", "buffered", "buffered"],
+      }),
+  },
+  {
+    name: "12. clocks 5 s behind and 5 s ahead, Redis, both ack modes",
+    run: () =>
+      runClockSkew(
+        "12. clocks 5 s behind and 5 s ahead, Redis, both ack modes",
+        { store: "redis", ackModes: ["durable", "buffered", "durable"] },
+      ),
+  },
 ];

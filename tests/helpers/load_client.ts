@@ -42,6 +42,13 @@ export interface TrafficOptions {
   pool?: number;
   /** The window length, to attribute requests to windows. */
   windowMs?: number;
+  /**
+   * With `windowMs`: attribute each id answered `ok` to the window this
+   * answer header names (the window the service counted it in), not to the
+   * client's clock; an id without an answer may count in the window it was
+   * sent in or the next.
+   */
+  windowHeader?: string;
   /** More query parameters for the `n`th request, e.g. `&url=…`. */
   query?: (n: number) => string;
 }
@@ -68,7 +75,7 @@ export async function sendTraffic(
     { length: options.pool ?? 20_000 },
     () => String(Math.floor(Math.random() * 2 ** 53) - 2 ** 52),
   );
-  const { windowMs, query = () => "" } = options;
+  const { windowMs, windowHeader, query = () => "" } = options;
   const windowOf = (at: number) => {
     const start = at - at % windowMs!;
     let window = traffic.windows.get(start);
@@ -84,6 +91,7 @@ export async function sendTraffic(
       const n = traffic.requests++;
       const sentAt = Date.now();
       let ok = false;
+      let countedIn: number | undefined;
       try {
         const response = await fetch(
           `${url}/api/verve/accept?id=${id}${query(n)}`,
@@ -91,6 +99,8 @@ export async function sendTraffic(
         );
         const answer = `${response.status} ${await response.text()}`;
         ok = answer === "200 ok";
+        const named = windowHeader && response.headers.get(windowHeader);
+        if (named) countedIn = Date.parse(named);
         if (ok) traffic.acked.add(id);
         else {
           traffic.refused.add(id);
@@ -102,6 +112,17 @@ export async function sendTraffic(
         traffic.lastNotOkAt = Date.now();
       }
       if (windowMs === undefined) continue;
+      if (windowHeader !== undefined) {
+        if (ok && countedIn !== undefined) {
+          const counted = windowOf(countedIn);
+          counted.acked.add(id);
+          counted.touched.add(id);
+        } else {
+          windowOf(sentAt).touched.add(id);
+          windowOf(sentAt + windowMs).touched.add(id);
+        }
+        continue;
+      }
       const sent = windowOf(sentAt);
       const answered = windowOf(Date.now());
       sent.touched.add(id);
