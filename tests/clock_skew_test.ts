@@ -2,7 +2,7 @@
  * Clocks that disagree, end to end: real service processes, one with its
  * clock shifted by libfaketime, sharing a real redis-server, whose clock is
  * the fleet's; and the first report of a service started on a fresh store.
- * The chaos scenarios 10–12 run skewed fleets under load.
+ * The chaos scenarios 10 and 11 run skewed fleets under load.
  */
 import assert from "node:assert/strict";
 import { FAKETIME_AVAILABLE, shiftedClock } from "./helpers/faketime.ts";

@@ -1,6 +1,7 @@
 /**
  * The clock skew scenarios: three processes on one port and one store, one
- * with its clock 5 s behind and one 5 s ahead (libfaketime), under
+ * with its clock 5 s behind and one 5 s ahead (libfaketime), each process
+ * in the ack mode the scenario gives it, under
  * duplicate-heavy traffic across several window ends. Every answer must be
  * `ok`; each window is reported once; per window, the ids answered `ok`
  * that the answer's `verve-window` header names it for ≤ its count ≤ those
