@@ -363,6 +363,7 @@ const server = Deno.serve(
     logger: getLogger([LOG_CATEGORY, "http"]),
     clock,
     windowMs: config.windowMs,
+    windowHeader: config.windowHeader,
     metrics,
     stats: (minutes) =>
       collectStats(minutes, {

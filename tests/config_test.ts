@@ -26,6 +26,7 @@ const DEFAULTS: Config = {
   shutdownTimeoutMs: 30_000,
   openTelemetry: false,
   reportGraceMs: 2000,
+  windowHeader: false,
   clockCheckMs: 1000,
   clockWarnMs: 1000,
   reportEmptyBeforeStart: false,

@@ -29,6 +29,12 @@ export interface HandlerOptions {
   clock?: () => number;
   /** The window length in ms. Default: 60 000. */
   windowMs?: number;
+  /**
+   * Names the window in the `verve-window` header of every `ok` answer.
+   * Default: `false`, only of an answer whose id counts in a later window
+   * than the one the request arrived in.
+   */
+  windowHeader?: boolean;
   /** How long `/readyz` waits for the store, in ms. Default: 1000. */
   readyTimeoutMs?: number;
   /**
@@ -60,6 +66,11 @@ export const HEALTH_PATH = "/healthz";
 export const READY_PATH = "/readyz";
 
 const TEXT = "text/plain; charset=utf-8";
+/**
+ * The init of an `ok` answer without the window: Deno copies the init, so
+ * one object serves, and answers fastest with one header.
+ */
+const OK_INIT: ResponseInit = { headers: { "content-type": TEXT } };
 /** The header of an `ok` answer that names the window the id counts in. */
 export const WINDOW_HEADER = "verve-window";
 /**
@@ -105,12 +116,13 @@ function respond(
  *
  * `GET /api/verve/accept?id=<int>&url=<optional>` answers `200 ok` once the
  * id is durably recorded for the window in which the request arrived, by
- * `clock`, and names that window in the `verve-window` header. Where that
- * window is already reported (another instance's clock is ahead of this
- * one's), the id counts in the next window, as does every later request
- * until this clock reaches it. `400 failed` for a bad query; `429 failed` when the window already holds
- * its maximum of webhook URLs (the id is then not recorded); `503 failed`
- * when the store cannot record it.
+ * `clock`. Where that window is already reported (another instance's clock
+ * is ahead of this one's), the id counts in the next window, as does every
+ * later request until this clock reaches it, and the answer names that
+ * window in its `verve-window` header (every answer does with
+ * `windowHeader`). `400 failed` for a bad query; `429 failed` when the
+ * window already holds its maximum of webhook URLs (the id is then not
+ * recorded); `503 failed` when the store cannot record it.
  *
  * @example
  * ```ts
@@ -125,6 +137,7 @@ export function createHandler(
     logger,
     clock = Date.now,
     windowMs = 60_000,
+    windowHeader = false,
     readyTimeoutMs = 1000,
     refuseUrl,
     metrics,
@@ -150,10 +163,12 @@ export function createHandler(
   /** The latest window this instance found already reported. */
   let reportedThrough = -Infinity;
 
-  /** The init of every `ok` answer of one window: Deno copies it. */
+  /** The init of the `ok` answers that name one window. */
   let okMinute = NaN;
   let okInit: ResponseInit = {};
-  function ok(minute: number): Response {
+  /** An `ok` answer; it names `minute` when asked to, or when it was moved. */
+  function ok(minute: number, named: number): Response {
+    if (!windowHeader && minute === named) return new Response("ok", OK_INIT);
     if (minute !== okMinute) {
       okMinute = minute;
       okInit = {
@@ -179,7 +194,7 @@ export function createHandler(
     if (parsed.url === undefined && store.knows(minute, parsed.id)) {
       metrics?.ids.inc(REPEAT);
       if (minute !== named) metrics?.idsMoved.inc();
-      return ok(minute);
+      return ok(minute, named);
     }
     if (parsed.url !== undefined && refuseUrl?.(parsed.url) !== undefined) {
       throw new HttpError(400, "failed");
@@ -205,7 +220,7 @@ export function createHandler(
         const recorded = await store.recordId(minute, query.id);
         metrics?.ids.inc(recorded ? NEW : REPEAT);
         if (minute !== named) metrics?.idsMoved.inc();
-        return ok(minute);
+        return ok(minute, named);
       } catch (error) {
         if (
           !(error instanceof WindowClosedError) || moves >= MAX_WINDOW_MOVES

@@ -65,6 +65,7 @@ export async function runClockSkew(
     REUSE_PORT: "true",
     WINDOW_MS: String(SKEW_WINDOW_MS),
     REPORT_GRACE_MS: "2000",
+    WINDOW_HEADER: "true",
   };
   const services: Service[] = [];
   const broken: string[] = [];
