@@ -8,6 +8,7 @@ import type { Logger } from "@logtape/logtape";
 import { type AcceptQuery, parseAcceptQuery } from "./accept_query.ts";
 import { METRICS_CONTENT_TYPE } from "../telemetry/metrics.ts";
 import { formatMinute, windowStart } from "../minute.ts";
+import { withinTime } from "../time_limit.ts";
 import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import { parseStatsMinutes } from "./stats.ts";
 import {
@@ -147,14 +148,11 @@ export function createHandler(
 
   /** 200 `ready` when the store answers within the time limit, else 503. */
   async function ready(method: string): Promise<Response> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const answered = await Promise.race([
-      store.ping().then(() => true, () => false),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), readyTimeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    const answered = await withinTime(
+      store.ping(),
+      readyTimeoutMs,
+      () => new Error("no answer"),
+    ).then(() => true, () => false);
     return answered
       ? respond(method, 200, "ready")
       : respond(method, 503, "not ready");

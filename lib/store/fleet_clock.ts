@@ -11,6 +11,7 @@
 import type { Logger } from "@logtape/logtape";
 import { sleep } from "../backoff.ts";
 import { formatMinute, windowStart } from "../minute.ts";
+import { withinTime } from "../time_limit.ts";
 import type { ClockProbe, ClockReading } from "./clock_probe.ts";
 
 /** Options of {@link FleetClock}. */
@@ -160,11 +161,10 @@ export class FleetClock {
    * instance then follows its own clock until there is one).
    */
   async ready(timeoutMs: number): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
+    await withinTime(
       this.#firstReading.promise,
-      new Promise((resolve) => timer = setTimeout(resolve, timeoutMs)),
-    ]);
-    clearTimeout(timer);
+      timeoutMs,
+      () => new Error("no reading yet"),
+    ).catch(() => {});
   }
 }

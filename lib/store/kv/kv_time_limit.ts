@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { withinTime } from "../../time_limit.ts";
 import { StoreUnavailableError } from "../store.ts";
 
 /**
@@ -26,21 +27,15 @@ import { StoreUnavailableError } from "../store.ts";
  * ```
  */
 export function withTimeLimit(kv: Deno.Kv, timeoutMs: number): Deno.Kv {
-  const limit = <T>(call: string, work: Promise<T>): Promise<T> => {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new StoreUnavailableError(
-              `Deno KV did not answer ${call} within ${timeoutMs} ms`,
-            ),
-          ),
-        timeoutMs,
-      );
-    });
-    return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-  };
+  const limit = <T>(call: string, work: Promise<T>): Promise<T> =>
+    withinTime(
+      work,
+      timeoutMs,
+      () =>
+        new StoreUnavailableError(
+          `Deno KV did not answer ${call} within ${timeoutMs} ms`,
+        ),
+    );
   return new Proxy(kv, {
     get(target, property) {
       switch (property) {
