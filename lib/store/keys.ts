@@ -167,6 +167,52 @@ export function urlDonePrefix(minute: number): Deno.KvKey {
   return [ROOT, "url-done", minute];
 }
 
+/**
+ * The window start that a per-window key (`verve/<kind>/<minute>/…`, every
+ * Deno KV key above but the clocks) carries.
+ *
+ * @throws {TypeError} when the key has no window start where it should.
+ */
+export function minuteOfKey(key: Deno.KvKey): number {
+  return keyPart(key, 2, "number");
+}
+
+/** The sink an outbox or delivery key (`verve/…/<minute>/<sink>`) names. */
+export function sinkOfKey(key: Deno.KvKey): string {
+  return keyPart(key, 3, "string");
+}
+
+/** The URL's hash a URL key (`verve/url…/<minute>/<sha256>`) carries. */
+export function urlHashOfKey(key: Deno.KvKey): string {
+  return keyPart(key, 3, "string");
+}
+
+/** The id of an earlier version's per-id key (`verve/id/<minute>/<id>`). */
+export function idOfLegacyIdKey(key: Deno.KvKey): string {
+  return keyPart(key, 3, "string");
+}
+
+/** The instance a clock key (`verve/clock/<instance>`) names. */
+export function instanceOfClockKey(key: Deno.KvKey): string {
+  return keyPart(key, 2, "string");
+}
+
+function keyPart<T extends "number" | "string">(
+  key: Deno.KvKey,
+  index: number,
+  type: T,
+): T extends "number" ? number : string {
+  const part = key[index];
+  if (typeof part !== type) {
+    throw new TypeError(
+      `Cannot read part ${index} of key ${
+        key.map(String).join("/")
+      }: not a ${type}`,
+    );
+  }
+  return part as T extends "number" ? number : string;
+}
+
 /** The key of one instance's {@link ClockBeacon}. */
 export function clockKey(instance: string): Deno.KvKey {
   return [ROOT, "clock", instance];

@@ -14,7 +14,12 @@
  *
  * @module
  */
-import { type ClockBeacon, clockKey, clockPrefix } from "../keys.ts";
+import {
+  type ClockBeacon,
+  clockKey,
+  clockPrefix,
+  instanceOfClockKey,
+} from "../keys.ts";
 import {
   type ClockProbe,
   type ClockReading,
@@ -115,7 +120,7 @@ class KvClockProbe implements ClockProbe {
     this.#listedAt = listedAt;
     const listed = new Set<string>();
     for (const entry of entries) {
-      const name = entry.key[2] as string;
+      const name = instanceOfClockKey(entry.key);
       if (name === this.#instanceId) continue;
       listed.add(name);
       this.#observe(name, entry, previous, readAt);

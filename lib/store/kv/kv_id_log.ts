@@ -34,6 +34,7 @@ import {
 import type { CommitObserver } from "../group_commit.ts";
 import { IdTable } from "./id_table.ts";
 import {
+  idOfLegacyIdKey,
   legacyCounterPrefix,
   legacyIdPrefix,
   logEnd,
@@ -390,7 +391,7 @@ export class KvIdLog {
       Array.fromAsync(this.#kv.list({ prefix: legacyIdPrefix(minute) }))
     );
     for (const { key } of keys) {
-      const { lo, hi } = splitId(String(key[3]), this.#scratch);
+      const { lo, hi } = splitId(idOfLegacyIdKey(key), this.#scratch);
       window.table.add(lo, hi);
     }
   }

@@ -25,13 +25,16 @@ import {
   legacyCounterPrefix,
   type LogHead,
   logHeadKey,
+  minuteOfKey,
   outboxKey,
   outboxPrefix,
   reportKey,
   type ReportRecord,
+  sinkOfKey,
   urlCountKey,
   urlDoneKey,
   urlDonePrefix,
+  urlHashOfKey,
   urlKey,
   urlPrefix,
   windowKey,
@@ -358,10 +361,10 @@ class KvStore implements Store {
         Array.fromAsync(this.#kv.list({ prefix: urlDonePrefix(minute) }))
       ),
     ]);
-    const doneHashes = new Set(done.map(({ key }) => key[3]));
-    return urls.filter(({ key }) => !doneHashes.has(key[3])).map(({ value }) =>
-      value
-    );
+    const doneHashes = new Set(done.map(({ key }) => urlHashOfKey(key)));
+    return urls.filter(({ key }) => !doneHashes.has(urlHashOfKey(key))).map((
+      { value },
+    ) => value);
   }
 
   async markUrlDone(minute: number, url: string): Promise<void> {
@@ -456,8 +459,8 @@ class KvStore implements Store {
     ) {
       entries.push({
         ...entry.value,
-        minute: entry.key[2] as number,
-        sink: entry.key[3] as string,
+        minute: minuteOfKey(entry.key),
+        sink: sinkOfKey(entry.key),
         version: entry.versionstamp,
       });
     }
@@ -518,13 +521,13 @@ class KvStore implements Store {
       })),
     ]);
     const reportOf = new Map(
-      reports.map((entry) => [entry.key[2] as number, entry.value]),
+      reports.map((entry) => [minuteOfKey(entry.key), entry.value]),
     );
     const deliveriesOf = new Map<number, Record<string, DeliveryRecord>>();
     for (const { key, value } of deliveries) {
-      const minute = key[2] as number;
+      const minute = minuteOfKey(key);
       const records = deliveriesOf.get(minute) ?? {};
-      records[key[3] as string] = value;
+      records[sinkOfKey(key)] = value;
       deliveriesOf.set(minute, records);
     }
     const stats: WindowStats[] = [];
@@ -545,7 +548,7 @@ class KvStore implements Store {
     const minutes = new Set<number>();
     for (const prefix of [allWindowsPrefix(), allLegacyCountersPrefix()]) {
       for await (const entry of this.#kv.list({ prefix })) {
-        minutes.add(entry.key[2] as number);
+        minutes.add(minuteOfKey(entry.key));
       }
     }
     return [...minutes].sort((a, b) => a - b);
