@@ -98,6 +98,26 @@ Deno.test({
       assert.ok(
         labels.includes("minute (UTC)") && labels.includes("unique ids"),
       );
+      // The value axis has round ticks: counts 5 and 3 give 0 to 5.
+      assert.deepEqual(
+        await page.$$eval(
+          "#chart .y-label",
+          (t) => t.map((e) => e.textContent),
+        ),
+        ["0", "1", "2", "3", "4", "5"],
+      );
+      assert.deepEqual(
+        await page.evaluate(
+          "[0, 1, 7, 70135, 35068].map((max) => niceTicks(max).ticks)",
+        ),
+        [
+          [0, 1],
+          [0, 1],
+          [0, 2, 4, 6, 8],
+          [0, 20000, 40000, 60000, 80000],
+          [0, 10000, 20000, 30000, 40000],
+        ],
+      );
       // The time labels stay inside the chart and clear of each other, on
       // a wide screen and (below) on a phone.
       const labelsFit = () =>

@@ -69,18 +69,29 @@ const svg = (name, attributes, text) => {
   return node;
 };
 
+// The value axis: a round step (1, 2 or 5 times a power of ten, at least 1)
+// that gives at most 5 intervals, and the first tick at or above the largest
+// count as its top.
+function niceTicks(max) {
+  const raw = Math.max(1, max) / 5;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = Math.max(1, [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw));
+  const top = Math.max(step, Math.ceil(max / step) * step);
+  return { top, ticks: Array.from({ length: top / step + 1 }, (_, i) => i * step) };
+}
+
 function drawChart(minutes) {
   const chart = document.getElementById("chart");
   for (const node of [...chart.children]) if (node.tagName !== "title") node.remove();
   const width = 960, height = 300, left = 56, bottom = 36, top = 12, right = 8;
-  const max = Math.max(1, ...minutes.map((m) => m.unique_ids ?? 0));
+  const { top: max, ticks } = niceTicks(Math.max(0, ...minutes.map((m) => m.unique_ids ?? 0)));
   const plotW = width - left - right, plotH = height - top - bottom;
   const step = plotW / Math.max(1, minutes.length);
   chart.append(svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: top + plotH }));
   chart.append(svg("line", { class: "axis", x1: left, y1: top + plotH, x2: width - right, y2: top + plotH }));
-  for (const fraction of [0, 0.5, 1]) {
-    const y = top + plotH * (1 - fraction);
-    chart.append(svg("text", { x: left - 6, y: y + 4, "text-anchor": "end" }, String(Math.round(max * fraction))));
+  for (const tick of ticks) {
+    const y = top + plotH * (1 - tick / max);
+    chart.append(svg("text", { class: "y-label", x: left - 6, y: y + 4, "text-anchor": "end" }, String(tick)));
   }
   chart.append(svg("text", { x: 12, y: top + plotH / 2, transform: "rotate(-90 12 " + (top + plotH / 2) + ")", "text-anchor": "middle" }, "unique ids"));
   minutes.forEach((m, i) => {
