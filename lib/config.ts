@@ -5,7 +5,7 @@
  * @module
  */
 import { z } from "zod";
-import { createAddressPolicy } from "./report/sinks/address_policy.ts";
+import { parseAllowlist } from "./allowlist.ts";
 
 /**
  * The validated settings of one service instance: what {@link parseConfig}
@@ -430,7 +430,7 @@ const schema = z.object({
     );
   }
   try {
-    createAddressPolicy({ allow: s.WEBHOOK_ALLOW });
+    parseAllowlist(s.WEBHOOK_ALLOW);
   } catch (error) {
     refuse("WEBHOOK_ALLOW", (error as Error).message);
   }

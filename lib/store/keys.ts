@@ -197,20 +197,21 @@ export function instanceOfClockKey(key: Deno.KvKey): string {
   return keyPart(key, 2, "string");
 }
 
-function keyPart<T extends "number" | "string">(
+function keyPart(key: Deno.KvKey, index: number, type: "number"): number;
+function keyPart(key: Deno.KvKey, index: number, type: "string"): string;
+function keyPart(
   key: Deno.KvKey,
   index: number,
-  type: T,
-): T extends "number" ? number : string {
+  type: "number" | "string",
+): number | string {
   const part = key[index];
-  if (typeof part !== type) {
-    throw new TypeError(
-      `Cannot read part ${index} of key ${
-        key.map(String).join("/")
-      }: not a ${type}`,
-    );
-  }
-  return part as T extends "number" ? number : string;
+  if (typeof part === "number" && type === "number") return part;
+  if (typeof part === "string" && type === "string") return part;
+  throw new TypeError(
+    `Cannot read part ${index} of key ${
+      key.map(String).join("/")
+    }: not a ${type}`,
+  );
 }
 
 /** The key of one instance's {@link ClockBeacon}. */

@@ -17,8 +17,12 @@
 import { isIP } from "node:net";
 import ipaddr from "ipaddr.js";
 
-type Address = ipaddr.IPv4 | ipaddr.IPv6;
-type Range = [Address, number];
+import {
+  inRange,
+  normalHost,
+  parseAddress,
+  parseAllowlist,
+} from "../../allowlist.ts";
 
 /** Words for the logs, by `ipaddr.js` range name. */
 const REASONS: Record<string, string> = {
@@ -91,28 +95,7 @@ export interface AddressPolicy {
 export function createAddressPolicy(
   options: AddressPolicyOptions = {},
 ): AddressPolicy {
-  const hosts = new Set<string>();
-  const ranges: Range[] = [];
-  for (const entry of options.allow ?? []) {
-    const value = entry.trim().toLowerCase();
-    if (value.includes("/")) {
-      const range = parseRange(value);
-      if (!range) {
-        throw new TypeError(
-          `Cannot parse allowed range: ${JSON.stringify(entry)}`,
-        );
-      }
-      ranges.push(range);
-    } else if (isIP(value) !== 0) {
-      ranges.push(parseRange(`${value}/${isIP(value) === 4 ? 32 : 128}`)!);
-    } else if (/^[a-z0-9.-]+$/.test(value)) {
-      hosts.add(value.replace(/\.$/, ""));
-    } else {
-      throw new TypeError(
-        `Cannot parse allowed host: ${JSON.stringify(entry)}`,
-      );
-    }
-  }
+  const { hosts, ranges } = parseAllowlist(options.allow ?? []);
   const hostAllowed = (hostname: string) => hosts.has(normalHost(hostname));
   const addressAllowed = (address: string) => {
     const parsed = parseAddress(address);
@@ -211,41 +194,4 @@ function carriedIpv4(
       return [ipv4(4), ipv4(12, 0xff)];
   }
   return undefined;
-}
-
-/** An address given as text, or `undefined` when it is not one. */
-function parseAddress(text: string): Address | undefined {
-  const host = normalHost(text);
-  if (isIP(host) === 0) return undefined;
-  try {
-    return ipaddr.parse(host);
-  } catch {
-    // Forms node:net accepts and ipaddr.js does not, e.g. zone names.
-    return undefined;
-  }
-}
-
-/** A CIDR range given as text, or `undefined` when it is not one. */
-function parseRange(text: string): Range | undefined {
-  const [address, prefix] = text.split("/");
-  if (parseAddress(address ?? "") === undefined) return undefined;
-  if (!/^\d{1,3}$/.test(prefix ?? "")) return undefined;
-  try {
-    return ipaddr.parseCIDR(text);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether `address` lies in `range`; IPv4-mapped IPv6 as its IPv4. */
-function inRange(address: Address, [base, bits]: Range): boolean {
-  const plain = address.kind() === "ipv6" &&
-      (address as ipaddr.IPv6).isIPv4MappedAddress()
-    ? (address as ipaddr.IPv6).toIPv4Address()
-    : address;
-  return plain.kind() === base.kind() && plain.match(base, bits);
-}
-
-function normalHost(hostname: string): string {
-  return hostname.toLowerCase().replace(/^\[|\]$/g, "").replace(/\.$/, "");
 }
