@@ -65,16 +65,26 @@ function integer(min: number, max: number, fallback: number) {
 }
 
 /**
- * Attaches a setting's documentation to its schema: its default as the
- * documentation shows it (Markdown; `-` for none) and what it means. `deno
- * task docs` writes both to `docs/configuration.md`.
+ * Attaches a setting's documentation to its schema: what it means, and its
+ * default as the documentation shows it (Markdown), where that is not the
+ * value the schema gives an unset variable (a default that depends on other
+ * settings). `deno task docs` writes both to `docs/configuration.md`.
  */
 function setting<T extends z.ZodType>(
   schema: T,
-  shownDefault: string,
   meaning: string,
+  shownDefault?: string,
 ): T {
-  return schema.meta({ shownDefault, description: meaning });
+  return schema.meta({ description: meaning, shownDefault });
+}
+
+/** A setting's default as the documentation shows it: `-` for none. */
+function defaultOf(field: z.ZodType): string {
+  const unset = field.safeParse(undefined);
+  if (!unset.success || unset.data === undefined) return "-";
+  const value = unset.data;
+  const text = Array.isArray(value) ? value.join(",") : String(value);
+  return text === "" ? "-" : `\`${text}\``;
 }
 
 /** A `true`/`false` (or `1`/`0`) setting, false when unset. */
@@ -89,34 +99,28 @@ function boolean() {
 const schema = z.object({
   HOST: setting(
     z.string().trim().min(1).default("0.0.0.0"),
-    "`0.0.0.0`",
     "Interface to listen on.",
   ),
   PORT: setting(
     integer(0, 65_535, 8000),
-    "`8000`",
     "TCP port; `0` picks a free one (logged at start).",
   ),
   REUSE_PORT: setting(
     boolean(),
-    "`false`",
     "`true` lets several processes listen on the same port; the kernel spreads connections across them (see [Several instances](deployment.md#several-instances)).",
   ),
   TLS_CERT_FILE: setting(
     z.string().trim().min(1).optional(),
-    "-",
     "A PEM certificate chain, with `TLS_KEY_FILE`: with both, the service speaks HTTPS itself.",
   ),
   TLS_KEY_FILE: setting(
     z.string().trim().min(1).optional(),
-    "-",
     "The PEM key of `TLS_CERT_FILE`: with both, the service speaks HTTPS itself.",
   ),
   STORE: setting(
     z.string().trim().toLowerCase().default("kv").pipe(
       z.enum(STORE_KINDS),
     ),
-    "`kv`",
     "The shared store: `kv` (Deno KV, see `KV_PATH`) or `redis` (see `REDIS_URL`).",
   ),
   REDIS_URL: setting(
@@ -128,22 +132,19 @@ const schema = z.object({
         error: "must be redis:// or rediss:// URLs, separated by commas",
       })),
     ),
-    "`redis://127.0.0.1:6379`",
     "With `STORE=redis`: the server, `redis://` or `rediss://` (TLS), with `user:password@` and a `/db` number if needed; with `REDIS_CLUSTER=true`, seed nodes of the cluster separated by commas (the first one's credentials and TLS serve every node).",
   ),
   REDIS_CLUSTER: setting(
     boolean(),
-    "`false`",
     "With `STORE=redis`: Redis is a Redis Cluster (see [Redis Cluster](deployment.md#redis-cluster)).",
   ),
   REDIS_WAIT_REPLICAS: setting(
     integer(0, 5, 0),
-    "`1` with `REDIS_CLUSTER`, else `0`",
     "Replicas that must have each write before it counts (0\u20135; Redis `WAIT`, within half of `REDIS_TIMEOUT_MS`); fewer get `503`. A master with fewer replicas left (after a failover) waits for those it has.",
+    "`1` with `REDIS_CLUSTER`, else `0`",
   ),
   REDIS_TIMEOUT_MS: setting(
     integer(10, 60_000, 1000),
-    "`1000`",
     "With `STORE=redis`: the time limit of one Redis command (10\u201360000); past it the request gets `503`.",
   ),
   REDIS_SHARDS: setting(
@@ -153,82 +154,68 @@ const schema = z.object({
         (/^\d+$/.test(value) && Number(value) >= 1 && Number(value) <= 256),
       "must be auto or a whole number from 1 to 256",
     ).transform((value) => value === "auto" ? "auto" as const : Number(value)),
-    "`auto`",
     "With `STORE=redis`: shards of each window's ids, `auto` or 1\u2013256. Each shard's keys sit in a hash slot of its own, the shards spread evenly over the slot range, so every master of a cluster takes an equal share of the window being counted when the masters split the slots evenly and their number divides the shards. `auto`: as many as the cluster's masters when the window starts (one script call per master for each batch), 1 on one server. The first instance to write in a window fixes its number, so instances with different values still agree. See [Redis Cluster](deployment.md#redis-cluster).",
   ),
   KV_PATH: setting(
     z.string().trim().min(1).optional(),
-    "`./data/verve.kv` (Deno Deploy: its managed KV)",
     "Deno KV database: a file path, `:memory:`, or an `https://` KV Connect URL (with `DENO_KV_ACCESS_TOKEN`).",
+    "`./data/verve.kv` (Deno Deploy: its managed KV)",
   ),
   KV_COMMIT_ATTEMPTS: setting(
     integer(1, 20, 10),
-    "`10`",
     "Attempts per Deno KV call that throws, e.g. `database is locked` while another process writes the file (each waits up to 5 s for the lock); then `503`.",
   ),
   KV_TIMEOUT_MS: setting(
     integer(100, 60_000, 2000),
-    "`2000`",
     "With a remote Deno KV (a KV Connect URL, or Deno Deploy's): the time limit of one call (100\u201360000). Deno's client retries a remote database's errors and lost connections without end; past the limit the request gets `503` and the reporter tries again on its next tick. A local file's calls wait at most for its lock.",
   ),
   WINDOW_MS: setting(
     integer(100, 3_600_000, 60_000),
-    "`60000`",
     "Counting window, 100\u20133600000 ms. Keep one minute in production; shorter windows are for tests.",
   ),
   KV_PARTITIONS: setting(
     integer(1, 256, 1),
-    "`16` on a remote Deno KV (a KV Connect URL, or Deno Deploy's), else `1`",
     "Partitions of each window's id log in Deno KV (1\u2013256). An id's partition is a hash of the id, so instances share every partition; each partition's head takes one commit at a time, and more partitions let more instances' commits through at once. A local file takes one writer at a time whatever the partitions, so there more partitions only mean smaller commits. The first instance to write in a window fixes its number, so instances with different values still agree. See [Several instances](deployment.md#several-instances).",
+    "`16` on a remote Deno KV (a KV Connect URL, or Deno Deploy's), else `1`",
   ),
   KV_MAX_WINDOW_IDS: setting(
     integer(1000, 100_000_000, 5_000_000),
-    "`5000000`",
     "The most ids of one window an instance holds in memory (1000\u2013100000000), at 11.4\u201317.1 bytes each; past it, new ids get `503 failed` (logged at error level once per window, counted in `verve_ids_refused_total`) until the next window.",
   ),
   REPORT_GRACE_MS: setting(
     integer(0, 30_000, 2000),
-    "`2000`",
     "Wait after a window ends before reporting it (0\u201330000), so requests still committing are counted.",
   ),
   WINDOW_HEADER: setting(
     boolean(),
-    "`false`",
     "`true` names the window every `ok` answer's id counts in, in its `verve-window` header; `false` names it only where it is not the window the request arrived in (see [clocks](deployment.md#clocks)). Deno answers fastest with one header: measured, the header on every answer costs a fifth of the throughput of repeated ids.",
   ),
   CLOCK_CHECK_MS: setting(
     integer(0, 60_000, 1000),
-    "`1000`",
     "How often an instance compares its clock with the fleet's, in ms (0\u201360000; 0: never, each instance follows its own clock): with Redis's clock (`TIME`), or on Deno KV with the median of the instances' clocks, which each writes at every check (one KV write and one list per check). Windows and reports follow the fleet's clock ([clocks](deployment.md#clocks)).",
   ),
   CLOCK_WARN_MS: setting(
     integer(1, 600_000, 1000),
-    "`1000`",
     "How far an instance's clock may be from the fleet's before it is logged at warning level, once per window (1\u2013600000).",
   ),
   RETENTION_WINDOWS: setting(
     integer(2, 10_080, 60),
-    "`60`",
     "Windows the webhook URLs, report records and delivery records live for, and how far back unreported windows are caught up (2\u201310080). On Deno KV, the id log of a window lives for the window plus 5 minutes (at least 2 windows, at most this); on Redis, a window's ids are deleted once it is reported.",
   ),
   MAX_URLS_PER_WINDOW: setting(
     integer(0, 100_000, 1000),
-    "`1000`",
     "Distinct webhook URLs accepted per window (0\u2013100000); further new URLs get `429`.",
   ),
   WEBHOOK_TIMEOUT_MS: setting(
     integer(100, 60_000, 5000),
-    "`5000`",
     "Time limit of one webhook attempt (100\u201360000).",
   ),
   WEBHOOK_ATTEMPTS: setting(
     integer(1, 10, 3),
-    "`3`",
     "Attempts per URL in one delivery (1\u201310); a URL that still fails is tried again on later ticks through the outbox.",
   ),
   WEBHOOK_CONCURRENCY: setting(
     integer(1, 1000, 32),
-    "`32`",
     "Webhook POSTs in flight at once, over all reports (1\u20131000).",
   ),
   WEBHOOK_ALLOW: setting(
@@ -242,34 +229,28 @@ const schema = z.object({
         ),
       ),
     ),
-    "-",
     "Hosts, addresses and CIDR ranges webhooks may reach even if internal, e.g. `hooks.internal,10.1.0.0/16`.",
   ),
   WEBHOOK_ALLOWLIST_ONLY: setting(
     boolean(),
-    "`false`",
     "`true`: webhooks may reach only what `WEBHOOK_ALLOW` lists.",
   ),
   WEBHOOK_REJECT_UNDELIVERABLE: setting(
     boolean(),
-    "`false`",
     "`true`: a request whose `url` can never be delivered to (port 0, an internal address literal, `localhost`, outside the allowlist) gets `400 failed`.",
   ),
   ACK_MODE: setting(
     z.string().trim().toLowerCase().default("durable").pipe(
       z.enum(ACK_MODES),
     ),
-    "`durable`",
     "`durable`: `ok` once the id is committed. `buffered`: `ok` once it is queued for commit (see [Acknowledgement modes](../README.md#acknowledgement-modes)).",
   ),
   BUFFER_MAX_IDS: setting(
     integer(1, 10_000_000, 2000),
-    "`2000`",
     "Buffered mode: ids acknowledged but not yet committed, at most (1\u201310000000). Past it, requests wait for their commit.",
   ),
   BUFFER_FLUSH_MS: setting(
     integer(1, 10_000, 100),
-    "`100`",
     "Buffered mode: how long an acknowledged id may wait for its commit (1\u201310000); while the oldest has waited longer, requests wait for their commit. Must be below `REPORT_GRACE_MS`.",
   ),
   REPORT_SINKS: setting(
@@ -285,22 +266,18 @@ const schema = z.object({
             "names a sink twice",
           ),
       ),
-    "`log,webhook`",
     "Where reports go, comma-separated: `log`, `webhook`, `kafka-rest`, `kafka` (see [Kafka](kafka.md)).",
   ),
   OUTBOX_MAX_AGE_MS: setting(
     integer(1000, 604_800_000, 3_600_000),
-    "`3600000`",
     "How long a report waits in the outbox for a sink that keeps failing before it is dropped (logged at error level).",
   ),
   SINK_RETRY_BASE_MS: setting(
     integer(10, 3_600_000, 10_000),
-    "`10000`",
     "First retry delay of a failed delivery; doubles per attempt.",
   ),
   SINK_RETRY_MAX_MS: setting(
     integer(10, 3_600_000, 300_000),
-    "`300000`",
     "Longest retry delay of a failed delivery.",
   ),
   KAFKA_TOPIC: setting(
@@ -308,7 +285,6 @@ const schema = z.object({
       /^[A-Za-z0-9._-]{1,249}$/,
       "must be a Kafka topic name (letters, digits, . _ -)",
     ).default("verve-unique-ids"),
-    "`verve-unique-ids`",
     "The topic both Kafka sinks produce to.",
   ),
   KAFKA_REST_URL: setting(
@@ -316,39 +292,32 @@ const schema = z.object({
       protocol: /^https?$/,
       error: "must be an http:// or https:// URL",
     }).optional(),
-    "-",
     "`kafka-rest`: the proxy's base URL, e.g. `http://rest-proxy:8082`; Confluent Cloud: the REST endpoint with `/kafka`.",
   ),
   KAFKA_REST_API: setting(
     z.string().trim().toLowerCase().default("v2").pipe(
       z.enum(["v2", "v3"]),
     ),
-    "`v2`",
     "`kafka-rest`: `v2` (Confluent v2, Redpanda, Karapace, Strimzi Bridge) or `v3` (Confluent Platform and Cloud).",
   ),
   KAFKA_REST_CLUSTER_ID: setting(
     z.string().trim().min(1).optional(),
-    "-",
     "`kafka-rest` with `v3`: the Kafka cluster id.",
   ),
   KAFKA_REST_USERNAME: setting(
     z.string().optional(),
-    "-",
     "`kafka-rest`: the HTTP Basic user name (or API key), with `KAFKA_REST_PASSWORD`.",
   ),
   KAFKA_REST_PASSWORD: setting(
     z.string().optional(),
-    "-",
     "`kafka-rest`: the HTTP Basic password (or API secret), with `KAFKA_REST_USERNAME`.",
   ),
   KAFKA_REST_TOKEN: setting(
     z.string().optional(),
-    "-",
     "`kafka-rest`: a bearer token instead.",
   ),
   KAFKA_REST_TIMEOUT_MS: setting(
     integer(100, 60_000, 5000),
-    "`5000`",
     "`kafka-rest`: the time limit of one request.",
   ),
   KAFKA_BROKERS: setting(
@@ -360,51 +329,43 @@ const schema = z.object({
       )
         .min(1),
     ).optional(),
-    "-",
     "`kafka`: bootstrap brokers, `host:port,host:port`.",
   ),
   KAFKA_CLIENT_ID: setting(
     z.string().trim().min(1).default("verve"),
-    "`verve`",
     "`kafka`: the client id.",
   ),
   KAFKA_SSL: setting(
     boolean(),
-    "`false`",
     "`kafka`: connect with TLS.",
   ),
   KAFKA_SASL_MECHANISM: setting(
     z.string().trim().toLowerCase().pipe(
       z.enum(["plain", "scram-sha-256", "scram-sha-512"]),
     ).optional(),
-    "-",
     "`kafka`: SASL `plain`, `scram-sha-256` or `scram-sha-512`.",
   ),
   KAFKA_SASL_USERNAME: setting(
     z.string().optional(),
-    "-",
     "`kafka`: the SASL user name, required with `KAFKA_SASL_MECHANISM`.",
   ),
   KAFKA_SASL_PASSWORD: setting(
     z.string().optional(),
-    "-",
     "`kafka`: the SASL password, required with `KAFKA_SASL_MECHANISM`.",
   ),
   KAFKA_TIMEOUT_MS: setting(
     integer(100, 120_000, 10_000),
-    "`10000`",
     "`kafka`: the time limit of connecting and of one request.",
   ),
   SHUTDOWN_TIMEOUT_MS: setting(
     integer(1000, 600_000, 30_000),
-    "`30000` (Deno Deploy: `4000`)",
     "How long a shutdown may take (1000\u2013600000). Deno Deploy stops an app with SIGINT and kills it 5 s later, so there the default leaves a second to spare. Past it, the service logs at error level what it abandons (ids not yet committed, deliveries in progress, which stay in the outbox for a later attempt) and exits 1.",
+    "`30000` (Deno Deploy: `4000`)",
   ),
   LOG_LEVEL: setting(
     z.string().trim().toLowerCase().default("info").pipe(
       z.enum(LOG_LEVELS),
     ),
-    "`info`",
     "`trace`, `debug`, `info`, `warning`, `error` or `fatal`.",
   ),
 }).superRefine((s, ctx) => {
@@ -517,12 +478,6 @@ export function isRemoteKv(path: string | undefined): boolean {
 }
 
 /**
- * The settings' documentation in Markdown, from the schema: every variable,
- * its default and what it means, in the schema's order. `deno task docs`
- * writes it to `docs/configuration.md`, so links in the meanings are
- * relative to `docs/`.
- */
-/**
  * Every setting as documented: its name, its default as shown, and what it
  * means, in the schema's order.
  */
@@ -537,12 +492,18 @@ export function settingDocs(): {
       | undefined;
     return {
       name,
-      shownDefault: meta?.shownDefault ?? "-",
+      shownDefault: meta?.shownDefault ?? defaultOf(field),
       meaning: meta?.description ?? "",
     };
   });
 }
 
+/**
+ * The settings' documentation in Markdown, from the schema: every variable,
+ * its default and what it means, in the schema's order. `deno task docs`
+ * writes it to `docs/configuration.md`, so links in the meanings are
+ * relative to `docs/`.
+ */
 export function configurationDoc(): string {
   const lines = [
     "# Configuration",

@@ -4,6 +4,7 @@ import {
   ConfigError,
   DEFAULT_KV_PATH,
   parseConfig,
+  settingDocs,
 } from "../lib/config.ts";
 
 const DEFAULTS: Config = {
@@ -551,4 +552,23 @@ Deno.test("parseConfig() wants both TLS files or neither", () => {
     (error) =>
       error instanceof ConfigError && error.variable === "TLS_CERT_FILE",
   );
+});
+
+Deno.test("settingDocs() shows the default the schema gives an unset variable, or the rule where it depends on others", () => {
+  const shown = new Map(
+    settingDocs().map(({ name, shownDefault }) => [name, shownDefault]),
+  );
+  assert.equal(shown.get("PORT"), "`8000`");
+  assert.equal(shown.get("REUSE_PORT"), "`false`");
+  assert.equal(shown.get("REPORT_SINKS"), "`log,webhook`");
+  assert.equal(shown.get("REDIS_URL"), "`redis://127.0.0.1:6379`");
+  assert.equal(shown.get("TLS_CERT_FILE"), "-");
+  assert.equal(shown.get("WEBHOOK_ALLOW"), "-");
+  assert.equal(
+    shown.get("REDIS_WAIT_REPLICAS"),
+    "`1` with `REDIS_CLUSTER`, else `0`",
+  );
+  // Every shown default of a plain setting is what parseConfig({}) gives.
+  assert.equal(shown.get("WINDOW_MS"), `\`${DEFAULTS.windowMs}\``);
+  assert.equal(shown.get("CLOCK_CHECK_MS"), `\`${DEFAULTS.clockCheckMs}\``);
 });
