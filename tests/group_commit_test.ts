@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import { GroupCommit, type IdOutcome } from "../lib/store/group_commit.ts";
+import {
+  GroupCommit,
+  type IdOutcome,
+} from "../lib/store/redis/group_commit.ts";
 import {
   StoreUnavailableError,
   WindowClosedError,
@@ -8,13 +11,12 @@ import {
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
 
 /** A backend function that records ids in a Set and logs each batch. */
-function setBackend(options: { batchSize?: number; maxRounds?: number } = {}) {
+function setBackend(options: { batchSize?: number } = {}) {
   const stored = new Set<string>();
   const batches: string[][] = [];
   const script: ((ids: string[]) => IdOutcome[] | undefined)[] = [];
   const commits = new GroupCommit({
     batchSize: options.batchSize ?? 4,
-    ...(options.maxRounds ? { maxRounds: options.maxRounds } : {}),
     commit: async (minute, ids) => {
       await Promise.resolve();
       batches.push(ids);
@@ -45,22 +47,6 @@ Deno.test("GroupCommit collapses concurrent duplicates and batches the rest", as
   assert.equal(await commits.record(M0, "2"), false);
   assert.equal(batches.length, 3);
   await commits.drain();
-});
-
-Deno.test("GroupCommit retries ids a backend asks to retry, up to maxRounds", async (t) => {
-  await t.step("a retried id succeeds in a later batch", async () => {
-    const { commits, batches, script } = setBackend();
-    script.push((ids) => ids.map(() => "retry"));
-    assert.equal(await commits.record(M0, "7"), true);
-    assert.deepEqual(batches, [["7"], ["7"]]);
-  });
-
-  await t.step("past maxRounds the id fails as unavailable", async () => {
-    const { commits, batches, script } = setBackend({ maxRounds: 3 });
-    for (let i = 0; i < 5; i++) script.push((ids) => ids.map(() => "retry"));
-    await assert.rejects(commits.record(M0, "8"), StoreUnavailableError);
-    assert.equal(batches.length, 3);
-  });
 });
 
 Deno.test("GroupCommit passes per-id errors and fails whole batches on a throw", async (t) => {
@@ -95,48 +81,11 @@ Deno.test("GroupCommit passes per-id errors and fails whole batches on a throw",
   });
 });
 
-Deno.test("GroupCommit fails ids that waited longer than maxWaitMs, and gives each batch its deadline", async () => {
-  const deadlines: number[] = [];
-  let release = () => {};
-  const held = new Promise<void>((resolve) => release = resolve);
-  const clock = { now: 1000 };
-  const commits = new GroupCommit({
-    batchSize: 4,
-    maxInFlight: 1,
-    maxWaitMs: 30,
-    clock: () => clock.now,
-    commit: async (_minute, ids, deadline) => {
-      deadlines.push(deadline);
-      await held;
-      return ids.map(() => "recorded");
-    },
-  });
-  const first = commits.record(M0, "1");
-  clock.now = 1010;
-  const onTime = commits.record(M0, "2"); // waits behind the held commit
-  clock.now = 1020;
-  const late = commits.record(M0, "3");
-  clock.now = 1045; // "2" waited 35 ms, "3" 25 ms
-  release();
-  assert.equal(await first, true);
-  await assert.rejects(onTime, StoreUnavailableError, "not committed within");
-  assert.equal(await late, true);
-  // Each batch's deadline is its oldest id's.
-  assert.deepEqual(deadlines, [1030, 1050]);
-  // Fresh ids commit again, and drain() does not wait for failed ones.
-  assert.equal(await commits.record(M0, "4"), true);
-  await commits.drain();
-});
-
 Deno.test("GroupCommit rejects impossible options", () => {
   const commit = () => Promise.resolve([]);
   assert.throws(() => new GroupCommit({ commit, batchSize: 0 }), RangeError);
   assert.throws(
     () => new GroupCommit({ commit, batchSize: 1, maxInFlight: 1.5 }),
-    RangeError,
-  );
-  assert.throws(
-    () => new GroupCommit({ commit, batchSize: 1, maxWaitMs: 0 }),
     RangeError,
   );
 });

@@ -1,12 +1,13 @@
 /**
  * The shared store: the `Store` interface every backend keeps (ids, webhook
  * URLs, report claims, the outbox and delivery records), the key layout of
- * every backend (`keys.ts`), group commit and the first-seen filter, the
- * buffered wrapper for `ACK_MODE=buffered`, the fleet's clock read through
- * the store (`fleet_clock.ts`, `clock_probe.ts`), and the backends: `kv/` (Deno
- * KV: a per-window log of new ids) and `redis/` (one Redis or a Redis
- * Cluster). It may import `lib/minute.ts` and `lib/backoff.ts`, never HTTP,
- * reports or telemetry (observers are passed in).
+ * every backend (`keys.ts`), the buffered wrapper
+ * for `ACK_MODE=buffered`, the fleet's clock read through the store
+ * (`fleet_clock.ts`, `clock_probe.ts`), and the backends: `kv/` (Deno KV: a
+ * per-window log of new ids, batched per partition) and `redis/` (one Redis
+ * or a Redis Cluster, batched by its group commit). It may import the
+ * top-level modules of `lib/`, never HTTP, reports or telemetry (observers
+ * are passed in).
  *
  * @module
  */

@@ -246,6 +246,16 @@ export interface WindowStats {
   deliveries: Record<string, DeliveryRecord>;
 }
 
+/**
+ * Watches a backend's commits of ids, e.g. for metrics: how many ids, how
+ * long in seconds, and whether it succeeded.
+ */
+export type CommitObserver = (
+  ids: number,
+  seconds: number,
+  ok: boolean,
+) => void;
+
 /** The store could not be reached or did not commit; answer 503. */
 export class StoreUnavailableError extends Error {
   /** @param message What failed. @param options The underlying error. */

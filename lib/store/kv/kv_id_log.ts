@@ -31,7 +31,7 @@ import {
   packIds,
   splitId,
 } from "../id64.ts";
-import type { CommitObserver } from "../group_commit.ts";
+import type { CommitObserver } from "../store.ts";
 import { IdTable } from "./id_table.ts";
 import {
   idOfLegacyIdKey,

@@ -40,7 +40,7 @@ import {
   windowKey,
   type WindowLayout,
 } from "../keys.ts";
-import type { CommitObserver } from "../group_commit.ts";
+import type { CommitObserver } from "../store.ts";
 import { KvIdLog } from "./kv_id_log.ts";
 import {
   deliveryRecord,

@@ -1,6 +1,7 @@
 /**
  * The Redis store, on one Redis or a Redis Cluster: the store and why it is
- * exact and slot-safe (`store_redis.ts`), its commands with their time
+ * exact and slot-safe (`store_redis.ts`), its batches of ids
+ * (`group_commit.ts`, with the first-seen filter `seen_ids.ts`), its commands with their time
  * limit and replication wait (`commands.ts`), its Lua scripts
  * (`scripts.ts`), hash slots and the shards' tags (`slots.ts`), the
  * one-slot layout of earlier versions (`one_slot_layout.ts`), the server's

@@ -47,11 +47,7 @@
  *
  * @module
  */
-import {
-  type CommitObserver,
-  GroupCommit,
-  type IdOutcome,
-} from "../group_commit.ts";
+import { GroupCommit, type IdOutcome } from "./group_commit.ts";
 import {
   REDIS_OUTBOX_KEY,
   REDIS_WINDOWS_KEY,
@@ -66,6 +62,7 @@ import {
 } from "../outbox.ts";
 import {
   type ClaimOutcome,
+  type CommitObserver,
   type DeliveryOutcome,
   type NewOutboxEntries,
   type OutboxChange,

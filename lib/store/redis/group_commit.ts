@@ -1,60 +1,39 @@
 /**
- * Group commit for recording ids, shared by the store backends: requests
- * queue per window and are committed in batches by a backend function, with
- * concurrent requests for one id collapsed into one entry and ids already
- * committed answered from the local first-seen filter.
+ * The Redis store's group commit: requests queue per window and are
+ * committed in batches by the store's script calls, with concurrent
+ * requests for one id collapsed into one entry and ids already committed
+ * answered from the local first-seen filter. (Deno KV batches inside its id
+ * log, `kv/kv_id_log.ts`: there a commit can lose its partition to another
+ * instance's and must read what that one wrote before it goes on.)
  *
  * @module
  */
-import { aboveZero, wholeNumber } from "./checks.ts";
+import { wholeNumber } from "../checks.ts";
 import { SeenIds } from "./seen_ids.ts";
-import { StoreUnavailableError } from "./store.ts";
+import { type CommitObserver, StoreUnavailableError } from "../store.ts";
 
 /**
  * What a backend made of one id of a batch: newly `recorded`, already
- * `known`, to `retry` in a later batch (its commit lost a race), or an error
- * for that id alone.
+ * `known`, or an error for that id alone.
  */
-export type IdOutcome = "recorded" | "known" | "retry" | Error;
+export type IdOutcome = "recorded" | "known" | Error;
 
 /** Options of {@link GroupCommit}. */
 export interface GroupCommitOptions {
   /**
    * Commits a batch of distinct ids of one window, resolving one outcome per
-   * id in order. A thrown error fails the whole batch. The batch must not be
-   * committed after `deadline` (a time of `clock`; `Infinity` without
-   * `maxWaitMs`): the backend throws instead.
+   * id in order. A thrown error fails the whole batch.
    */
-  commit(minute: number, ids: string[], deadline: number): Promise<IdOutcome[]>;
+  commit(minute: number, ids: string[]): Promise<IdOutcome[]>;
   /** The most ids in one batch. */
   batchSize: number;
   /** Batches committing at once. Default: 4. */
   maxInFlight?: number;
-  /** Batches an id may be retried in before it fails. Default: 8. */
-  maxRounds?: number;
   /** Ids remembered by the first-seen filter. Default: 100 000. */
   seenIdsLimit?: number;
   /** Told about every commit: its size, duration in seconds, and success. */
   onCommit?: CommitObserver;
-  /**
-   * The longest an id may wait from `record` to its commit, in ms: an id
-   * older than this fails as unavailable instead of starting a batch, and a
-   * batch's deadline is its oldest id's. Default: no limit.
-   */
-  maxWaitMs?: number;
-  /**
-   * The current time in ms, for `maxWaitMs` and the deadlines. Default:
-   * `performance.now`.
-   */
-  clock?: () => number;
 }
-
-/** Watches commits, e.g. for metrics. */
-export type CommitObserver = (
-  ids: number,
-  seconds: number,
-  ok: boolean,
-) => void;
 
 interface Waiter {
   resolve(recorded: boolean): void;
@@ -65,9 +44,6 @@ interface Entry {
   minute: number;
   id: string;
   waiters: Waiter[];
-  rounds: number;
-  /** When the id was first asked for, by the clock. */
-  since: number;
 }
 
 const RESOLVED_REPEAT = Promise.resolve(false);
@@ -93,11 +69,8 @@ export class GroupCommit {
   readonly #commit: GroupCommitOptions["commit"];
   readonly #batchSize: number;
   readonly #maxInFlight: number;
-  readonly #maxRounds: number;
   readonly #seen: SeenIds;
   readonly #onCommit: CommitObserver | undefined;
-  readonly #maxWaitMs: number;
-  readonly #clock: () => number;
 
   /** Entries not yet settled, by window and id (queued or committing). */
   readonly #entries = new Map<number, Map<string, Entry>>();
@@ -111,14 +84,8 @@ export class GroupCommit {
     this.#commit = options.commit;
     this.#batchSize = positive("batchSize", options.batchSize);
     this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
-    this.#maxRounds = positive("maxRounds", options.maxRounds ?? 8);
-    this.#maxWaitMs = aboveZero(options.maxWaitMs ?? Infinity, {
-      part: "group commit",
-      name: "maxWaitMs",
-    });
     this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
     this.#onCommit = options.onCommit;
-    this.#clock = options.clock ?? (() => performance.now());
   }
 
   /**
@@ -136,7 +103,7 @@ export class GroupCommit {
     }
     let entry = byId.get(id);
     if (entry === undefined) {
-      entry = { minute, id, waiters: [], rounds: 0, since: this.#clock() };
+      entry = { minute, id, waiters: [] };
       byId.set(id, entry);
       this.#enqueue(entry);
     }
@@ -184,10 +151,8 @@ export class GroupCommit {
       const batch = queue.splice(0, this.#batchSize);
       if (queue.length === 0) this.#queues.delete(minute);
       this.#queued -= batch.length;
-      const deadline = this.#dropLate(batch);
-      if (batch.length === 0) continue;
       this.#inFlight++;
-      this.#commitBatch(minute, batch, deadline).finally(() => {
+      this.#commitBatch(minute, batch).finally(() => {
         this.#inFlight--;
         this.#flush();
       });
@@ -199,45 +164,11 @@ export class GroupCommit {
     }
   }
 
-  /**
-   * Fails the ids of `batch` that waited longer than `maxWaitMs`, removing
-   * them, and returns the deadline of the rest: their oldest id's.
-   */
-  #dropLate(batch: Entry[]): number {
-    if (this.#maxWaitMs === Infinity) return Infinity;
-    const now = this.#clock();
-    let oldest = now;
-    let kept = 0;
-    for (const entry of batch) {
-      if (now - entry.since > this.#maxWaitMs) {
-        this.#reject(
-          entry,
-          new StoreUnavailableError(
-            `Cannot record id ${entry.id}: not committed within ${this.#maxWaitMs} ms`,
-          ),
-        );
-      } else {
-        batch[kept++] = entry;
-        oldest = Math.min(oldest, entry.since);
-      }
-    }
-    batch.length = kept;
-    return oldest + this.#maxWaitMs;
-  }
-
-  async #commitBatch(
-    minute: number,
-    batch: Entry[],
-    deadline: number,
-  ): Promise<void> {
+  async #commitBatch(minute: number, batch: Entry[]): Promise<void> {
     let outcomes: IdOutcome[];
     const started = performance.now();
     try {
-      outcomes = await this.#commit(
-        minute,
-        batch.map((entry) => entry.id),
-        deadline,
-      );
+      outcomes = await this.#commit(minute, batch.map((entry) => entry.id));
       this.#onCommit?.(
         batch.length,
         (performance.now() - started) / 1000,
@@ -262,22 +193,14 @@ export class GroupCommit {
       const outcome = outcomes[i];
       if (outcome === "recorded" || outcome === "known") {
         this.#settle(entry, outcome === "recorded");
-      } else if (outcome instanceof Error) {
-        this.#reject(entry, outcome);
-      } else if (outcome === undefined) {
-        this.#reject(
-          entry,
-          new StoreUnavailableError(`Cannot record id ${entry.id}: no outcome`),
-        );
-      } else if (++entry.rounds >= this.#maxRounds) {
-        this.#reject(
-          entry,
-          new StoreUnavailableError(
-            `Cannot record id ${entry.id}: too many conflicting commits`,
-          ),
-        );
       } else {
-        this.#enqueue(entry);
+        this.#reject(
+          entry,
+          outcome ??
+            new StoreUnavailableError(
+              `Cannot record id ${entry.id}: no outcome`,
+            ),
+        );
       }
     });
   }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { wholeNumber } from "./checks.ts";
+import { wholeNumber } from "../checks.ts";
 
 /**
  * Remembers committed ids of the two most recent windows, up to `limit` ids
