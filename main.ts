@@ -47,7 +47,6 @@ import {
   createReporter,
   createWebhookPost,
   createWebhookSink,
-  deliveryLeaseMs,
   type Sink,
   startWindowTimer,
 } from "./lib/report/mod.ts";
@@ -228,12 +227,12 @@ function createSink(name: SinkName): Sink {
       return createLogSink(getLogger([LOG_CATEGORY, "report"]));
     case "webhook":
       return createWebhookSink({
-        listUrls: (minute) => store.listOwedUrls(minute),
-        markDone: (minute, url) => store.markUrlDone(minute, url),
+        store,
         logger: getLogger([LOG_CATEGORY, "webhook"]),
         timeoutMs: config.webhookTimeoutMs,
         attempts: config.webhookAttempts,
         concurrency: config.webhookConcurrency,
+        maxUrls: config.maxUrlsPerWindow,
         post: createWebhookPost(addressPolicy),
         metrics,
         signal: shutdown.signal,
@@ -291,7 +290,6 @@ const reporter = createReporter({
     maxAgeMs: config.outboxMaxAgeMs,
     retryBaseMs: config.sinkRetryBaseMs,
     retryMaxMs: config.sinkRetryMaxMs,
-    leaseMs: deliveryLeaseMs(config),
   },
   metrics,
   signal: shutdown.signal,

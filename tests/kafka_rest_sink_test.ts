@@ -82,15 +82,15 @@ Deno.test({
           ? { api: options.api, clusterId: proxy.clusterId }
           : {}),
       });
-    const failure = (promise: Promise<void>) =>
+    const failure = (promise: Promise<unknown>) =>
       promise.then(() => undefined, (error: Error) => error);
-    const retriable = async (promise: Promise<void>, pattern: RegExp) => {
+    const retriable = async (promise: Promise<unknown>, pattern: RegExp) => {
       const error = await failure(promise);
       assert.ok(error instanceof Error, "expected a failure");
       assert.ok(!(error instanceof PermanentSinkError), error.message);
       assert.match(error.message, pattern);
     };
-    const permanent = async (promise: Promise<void>, pattern: RegExp) => {
+    const permanent = async (promise: Promise<unknown>, pattern: RegExp) => {
       const error = await failure(promise);
       assert.ok(error instanceof PermanentSinkError, String(error));
       assert.match(error.message, pattern);

@@ -5,11 +5,7 @@ import {
   failureAction,
   OutboxDelivery,
 } from "../lib/report/outbox_delivery.ts";
-import {
-  PermanentSinkError,
-  type Sink,
-  SinkWaitingError,
-} from "../lib/report/sink.ts";
+import { PermanentSinkError, type Sink } from "../lib/report/sink.ts";
 import type { OutboxEntry } from "../lib/store/store.ts";
 import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { captureLogs } from "./helpers/logs.ts";
@@ -41,7 +37,7 @@ function entry(
   };
 }
 
-const send = () => Promise.resolve();
+const send = () => Promise.resolve("delivered" as const);
 const SINKS = new Map<string, Sink>([
   ["kafka", { name: "kafka", send }],
   ["webhook", { name: "webhook", send, ordersPerTarget: true }],
@@ -92,13 +88,10 @@ Deno.test("dueDeliveries() hands over entries of a sink no longer configured, in
   ]);
 });
 
-Deno.test("failureAction() waits, retries with a doubling delay, or drops", async (t) => {
+Deno.test("failureAction() retries with a doubling delay, or drops", async (t) => {
   const timing = { maxAgeMs: 600_000, retryBaseMs: 1000, retryMaxMs: 5000 };
   const fresh = entry(M0, "kafka", { createdAt: NOW - 1000 });
   const cases: [string, unknown, OutboxEntry, unknown][] = [
-    ["waiting is no attempt", new SinkWaitingError("earlier"), fresh, {
-      action: "wait",
-    }],
     ["a first failure", new Error("503"), fresh, {
       action: "retry",
       delayMs: 1000,
@@ -120,12 +113,6 @@ Deno.test("failureAction() waits, retries with a doubling delay, or drops", asyn
       new Error("503"),
       { ...fresh, createdAt: NOW - 600_000 },
       { action: "drop", reason: "too old" },
-    ],
-    [
-      "waiting ages out never: the window before it does",
-      new SinkWaitingError("earlier"),
-      { ...fresh, createdAt: 0 },
-      { action: "wait" },
     ],
   ];
   for (const [name, error, failed, expected] of cases) {
@@ -189,9 +176,10 @@ Deno.test("OutboxDelivery holds an entry for leaseMs per attempt, after which an
       store,
       sinks: [{
         name: "kafka",
-        send: () => {
+        send: async () => {
           calls.push(name);
-          return send();
+          await send();
+          return "delivered" as const;
         },
       }],
       logger: logs.logger("delivery"),
@@ -240,7 +228,10 @@ Deno.test("OutboxDelivery reads the outbox once more for deliveries that finish 
   const held = new Promise<void>((resolve) => release = resolve);
   const delivery = new OutboxDelivery({
     store: counted,
-    sinks: names.map((name) => ({ name, send: () => held })),
+    sinks: names.map((name) => ({
+      name,
+      send: () => held.then(() => "delivered" as const),
+    })),
     logger: logs.logger("delivery"),
     clock: () => NOW,
   });

@@ -1,22 +1,16 @@
 import assert from "node:assert/strict";
-import {
-  createReporter,
-  deliveryLeaseMs,
-  dueWindows,
-} from "../lib/report/reporter.ts";
+import { createReporter, dueWindows } from "../lib/report/reporter.ts";
 import {
   type MinuteReport,
   PermanentSinkError,
+  type SendOutcome,
   type Sink,
 } from "../lib/report/sink.ts";
 import { createLogSink } from "../lib/report/sinks/log.ts";
-import { createWebhookSink } from "../lib/report/sinks/webhook.ts";
 import type { Store } from "../lib/store/store.ts";
 import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { tempKvPath } from "./helpers/kv.ts";
-import { freePort } from "./helpers/requirements.ts";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
-import { LOOPBACK_POST, startReceiver } from "./helpers/receiver.ts";
 
 const WINDOW = 60_000;
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
@@ -47,20 +41,6 @@ function reporterFor(
     ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}),
   });
   return { reporter, clock };
-}
-
-/**
- * The webhook sink as the service builds it, keeping which URLs each window
- * still owes in `store`; one attempt per URL and delivery.
- */
-function owedUrlWebhook(store: Store, logs: CapturedLogs): Sink {
-  return createWebhookSink({
-    post: LOOPBACK_POST,
-    listUrls: (minute) => store.listOwedUrls(minute),
-    markDone: (minute, url) => store.markUrlDone(minute, url),
-    logger: logs.logger("webhook"),
-    attempts: 1,
-  });
 }
 
 function summary(reports: MinuteReport[]) {
@@ -265,161 +245,6 @@ Deno.test("reportDue() keeps going when one window cannot be reported", async ()
   await store.close();
 });
 
-Deno.test("webhook sink POSTs the report once to every distinct URL of the window", async () => {
-  await using logs = await captureLogs();
-  await using receiver = startReceiver();
-  const store = kvStore(await Deno.openKv(":memory:"));
-  const webhook = createWebhookSink({
-    post: LOOPBACK_POST,
-    listUrls: (minute) => store.listUrls(minute),
-    logger: logs.logger("webhook"),
-  });
-  const { reporter, clock } = reporterFor(store, logs, {
-    sinks: [createLogSink(logs.logger("report")), webhook],
-  });
-  for (
-    const [id, path] of [["1", "/a"], ["2", "/b"], ["3", "/a"], ["4", "/a"]]
-  ) {
-    await store.recordUrl(M0, `${receiver.url}${path}`);
-    await store.recordId(M0, id!);
-  }
-  await store.recordUrl(M1, `${receiver.url}/next-window`);
-  clock.now = M1 + GRACE;
-  const [report] = await reporter.reportDue();
-  await reporter.idle();
-  assert.equal(receiver.received.length, 2);
-  assert.deepEqual(receiver.received.map((r) => r.path).sort(), ["/a", "/b"]);
-  for (const request of receiver.received) {
-    assert.equal(request.method, "POST");
-    assert.equal(request.contentType, "application/json");
-    assert.deepEqual(JSON.parse(request.body), report);
-  }
-  assert.deepEqual(
-    logs.of("webhook").map((r) => [r.level, r.properties.status]),
-    [["info", 204], ["info", 204]],
-  );
-  await reporter.idle();
-  await store.close();
-});
-
-Deno.test("webhook sink retries 5xx and network errors, not 4xx, and logs every attempt", async (t) => {
-  await using logs = await captureLogs();
-  const store = kvStore(await Deno.openKv(":memory:"));
-  await store.recordId(M0, "1");
-  const sink = (attempts: number) =>
-    createWebhookSink({
-      post: LOOPBACK_POST,
-      listUrls: (minute) => store.listUrls(minute),
-      logger: logs.logger("webhook"),
-      attempts,
-      retryBaseMs: 1,
-    });
-  const report: MinuteReport = {
-    minute: "2026-01-01T12:00:00.000Z",
-    unique_ids: 1,
-    window_ms: WINDOW,
-    reported_at: "2026-01-01T12:01:02.000Z",
-  };
-
-  await t.step("a 503 then a 200", async () => {
-    await using receiver = startReceiver((_, i) => i === 0 ? 503 : 200);
-    await store.recordUrl(M0, `${receiver.url}/flaky`);
-    logs.records.length = 0;
-    await sink(3).send(report, M0);
-    assert.equal(receiver.received.length, 2);
-    assert.deepEqual(
-      logs.of("webhook").map((
-        r,
-      ) => [r.level, r.properties.status, r.properties.attempt]),
-      [["warning", 503, 1], ["info", 200, 2]],
-    );
-  });
-
-  await t.step("a 404 is not retried", async () => {
-    await using receiver = startReceiver(() => 404);
-    const minute = M1;
-    await store.recordUrl(minute, `${receiver.url}/gone`);
-    logs.records.length = 0;
-    await sink(3).send(report, minute);
-    assert.equal(receiver.received.length, 1);
-    assert.deepEqual(logs.of("webhook").map((r) => r.level), [
-      "warning",
-      "error",
-    ]);
-  });
-
-  await t.step(
-    "a refused connection is retried, then left to the outbox",
-    async () => {
-      const port = freePort();
-      await store.recordUrl(M2, `http://127.0.0.1:${port}/down`);
-      logs.records.length = 0;
-      await assert.rejects(
-        sink(3).send(report, M2),
-        /1 of 1 webhook URLs not delivered yet/,
-      );
-      const records = logs.of("webhook");
-      assert.deepEqual(records.map((r) => [r.level, r.properties.attempt]), [
-        ["warning", 1],
-        ["warning", 2],
-        ["warning", 3],
-        ["warning", 3],
-      ]);
-      assert.equal(typeof records[0]!.properties.error, "string");
-    },
-  );
-  await store.close();
-});
-
-Deno.test("a webhook that never answers holds up neither other URLs nor the next window", async () => {
-  await using logs = await captureLogs();
-  await using receiver = startReceiver((request) =>
-    request.path === "/hang" ? "hang" : 204
-  );
-  const store = kvStore(await Deno.openKv(":memory:"));
-  const webhook = createWebhookSink({
-    post: LOOPBACK_POST,
-    listUrls: (minute) => store.listUrls(minute),
-    logger: logs.logger("webhook"),
-    timeoutMs: 1000,
-    attempts: 2,
-    retryBaseMs: 1,
-  });
-  const { reporter, clock } = reporterFor(store, logs, {
-    sinks: [createLogSink(logs.logger("report")), webhook],
-  });
-  await store.recordUrl(M0, `${receiver.url}/hang`);
-  await store.recordUrl(M0, `${receiver.url}/fast`);
-  await store.recordId(M0, "1");
-  await store.recordId(M1, "2");
-  clock.now = M1 + GRACE;
-  assert.equal((await reporter.reportDue()).length, 1);
-  await receiver.waitFor(2);
-  clock.now = M2 + GRACE;
-  assert.deepEqual(summary(await reporter.reportDue()), [[
-    "2026-01-01T12:01:00.000Z",
-    1,
-  ]]);
-  // The next window was reported while the hanging URL was still inside its
-  // first attempt: nothing about it has been logged yet.
-  const hangUrl = `${receiver.url}/hang`;
-  const hungLogs = () =>
-    logs.of("webhook").filter((r) => r.properties.url === hangUrl);
-  assert.deepEqual(hungLogs(), []);
-  await reporter.idle();
-  assert.deepEqual(
-    hungLogs().map((r) => [r.level, r.properties.error ?? null]),
-    [
-      ["warning", "timed out"],
-      ["warning", "timed out"],
-      ["warning", null],
-    ],
-  );
-  assert.equal(logs.of("report").length, 2);
-  await reporter.idle();
-  await store.close();
-});
-
 /**
  * A sink that records what it was given and fails while `failures` says
  * so: the reporter's side of the sink contract, not a stand-in for a real
@@ -435,12 +260,12 @@ function scriptedSink(name: string) {
     calls: 0,
     sink: {
       name,
-      send(report: MinuteReport): Promise<void> {
+      send(report: MinuteReport): Promise<SendOutcome> {
         state.calls++;
         state.tried.push(report.minute);
         if (state.failWith) return Promise.reject(state.failWith);
         delivered.push(report.minute);
-        return Promise.resolve();
+        return Promise.resolve("delivered");
       },
     } satisfies Sink,
   };
@@ -588,62 +413,6 @@ Deno.test("pending deliveries survive a restart and go out once across reporters
   for (const store of stores) await store.close();
 });
 
-Deno.test("webhook sink fails the delivery when the store cannot list the URLs", async () => {
-  await using logs = await captureLogs();
-  const sink = createWebhookSink({
-    post: LOOPBACK_POST,
-    listUrls: () => Promise.reject(new Error("store unavailable")),
-    logger: logs.logger("webhook"),
-  });
-  await assert.rejects(
-    sink.send({
-      minute: "2026-01-01T12:00:00.000Z",
-      unique_ids: 1,
-      window_ms: WINDOW,
-      reported_at: "2026-01-01T12:01:02.000Z",
-    }, M0),
-    /store unavailable/,
-  );
-});
-
-Deno.test("a webhook URL that keeps failing is retried through the outbox until delivered, without POSTing again to the URLs done", async () => {
-  await using logs = await captureLogs();
-  let failuresLeft = 2;
-  await using receiver = startReceiver((request) =>
-    request.path === "/b" && failuresLeft-- > 0 ? 503 : 204
-  );
-  const store = kvStore(await Deno.openKv(":memory:"));
-  const webhook = owedUrlWebhook(store, logs);
-  const { reporter, clock } = reporterFor(store, logs, { sinks: [webhook] });
-  await store.recordUrl(M0, `${receiver.url}/a`);
-  await store.recordUrl(M0, `${receiver.url}/b`);
-  await store.recordId(M0, "1");
-  clock.now = M1 + GRACE;
-  await reporter.reportDue();
-  await reporter.idle();
-  assert.deepEqual(await store.listOwedUrls(M0), [`${receiver.url}/b`]);
-  // Later ticks, each past the longest retry delay.
-  for (let tick = 0; tick < 3; tick++) {
-    clock.now += 300_000;
-    await reporter.reportDue();
-    await reporter.idle();
-  }
-  assert.deepEqual(
-    receiver.received.map((request) => request.path).sort(),
-    ["/a", "/b", "/b", "/b"],
-  );
-  assert.deepEqual(await store.listOwedUrls(M0), []);
-  assert.deepEqual(await store.listOutbox(), []);
-  const [stats] = await store.windowStats([M0]);
-  // Delivered on the second tick, after two failed attempts.
-  assert.deepEqual(stats?.deliveries.webhook, {
-    state: "delivered",
-    at: M1 + GRACE + 600_000,
-    attempts: 2,
-  });
-  await store.close();
-});
-
 Deno.test("a sink that comes back gets the windows it missed in order, the next one waiting for the one before", async () => {
   await using logs = await captureLogs();
   const store = kvStore(await Deno.openKv(":memory:"));
@@ -684,70 +453,6 @@ Deno.test("a sink that comes back gets the windows it missed in order, the next 
   ]);
   assert.deepEqual(await store.listOutbox(), []);
   await store.close();
-});
-
-Deno.test("a webhook URL gets the windows in order, and waiting for its earlier window holds up no other URL", async () => {
-  await using logs = await captureLogs();
-  let down = true;
-  await using receiver = startReceiver((request) =>
-    request.path === "/a" && down ? 503 : 204
-  );
-  const store = kvStore(await Deno.openKv(":memory:"));
-  const webhook = owedUrlWebhook(store, logs);
-  const { reporter, clock } = reporterFor(store, logs, { sinks: [webhook] });
-  const [a, b] = [`${receiver.url}/a`, `${receiver.url}/b`];
-  await store.recordUrl(M0, a);
-  await store.recordId(M0, "1");
-  await store.recordUrl(M1, a);
-  await store.recordUrl(M1, b);
-  await store.recordId(M1, "2");
-  clock.now = M1 + GRACE;
-  await reporter.reportDue();
-  await reporter.idle();
-  clock.now = M2 + GRACE;
-  await reporter.reportDue();
-  await reporter.idle();
-  // b had nothing earlier owed: it got its window; a got M0 only (twice:
-  // a first attempt and a retry), which failed.
-  const got = () =>
-    receiver.received.map((r) => `${r.path} ${JSON.parse(r.body).minute}`);
-  assert.deepEqual(got().sort(), [
-    "/a 2026-01-01T12:00:00.000Z",
-    "/a 2026-01-01T12:00:00.000Z",
-    "/b 2026-01-01T12:01:00.000Z",
-  ]);
-  assert.deepEqual(await store.listOwedUrls(M1), [a]);
-  // Waiting for M0 is not a failed attempt of M1.
-  const waiting = (await store.listOutbox()).find((e) => e.minute === M1);
-  assert.equal(waiting?.attempts, 0);
-  down = false;
-  // One tick: M0 reaches a, and M1, waiting for it, follows at once.
-  clock.now += 300_000;
-  await reporter.reportDue();
-  await reporter.idle();
-  assert.deepEqual(got().filter((post) => post.startsWith("/a")), [
-    ...Array(3).fill("/a 2026-01-01T12:00:00.000Z"),
-    "/a 2026-01-01T12:01:00.000Z",
-  ]);
-  assert.deepEqual(await store.listOutbox(), []);
-  const [, m1] = await store.windowStats([M0, M1]);
-  assert.equal(m1?.deliveries.webhook?.attempts, 0);
-  await store.close();
-});
-
-Deno.test("deliveryLeaseMs() outlasts the slowest webhook delivery, and two minutes at least", () => {
-  const bounds = {
-    webhookAttempts: 3,
-    webhookTimeoutMs: 5000,
-    maxUrlsPerWindow: 1000,
-    webhookConcurrency: 32,
-  };
-  // 32 rounds of 32 URLs, each tried 3 times for up to 5 s plus backoff.
-  assert.equal(deliveryLeaseMs(bounds), 60_000 + 3 * 10_000 * 32);
-  assert.equal(
-    deliveryLeaseMs({ ...bounds, maxUrlsPerWindow: 0 }),
-    120_000,
-  );
 });
 
 Deno.test("after shutdown begins, reports still enter the outbox but no delivery starts", async () => {

@@ -35,13 +35,13 @@ Deno.test("collectStats() shows counts per window, each sink's state, and the li
   const clock = { now: M0 + 2 * WINDOW + 5000 };
   let kafkaDown = true;
   const sinks: Sink[] = [
-    { name: "log", send: () => Promise.resolve() },
+    { name: "log", send: () => Promise.resolve("delivered" as const) },
     {
       name: "kafka",
       send: () =>
         kafkaDown
           ? Promise.reject(new Error("broker down"))
-          : Promise.resolve(),
+          : Promise.resolve("delivered"),
     },
   ];
   const reporter = createReporter({

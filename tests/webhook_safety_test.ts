@@ -10,11 +10,22 @@ import {
 } from "../lib/report/sinks/address_policy.ts";
 import { createHandler } from "../lib/http/handler.ts";
 import type { MinuteReport } from "../lib/report/sink.ts";
-import { createWebhookSink } from "../lib/report/sinks/webhook.ts";
+import {
+  createWebhookSink,
+  type WebhookUrls,
+} from "../lib/report/sinks/webhook.ts";
 import { createKvStore } from "../lib/store/kv/store_kv.ts";
 import { createWebhookPost } from "../lib/report/sinks/webhook_post.ts";
 import { captureLogs } from "./helpers/logs.ts";
 import { startReceiver } from "./helpers/receiver.ts";
+
+/** The URLs role of a store that owes the report to `urls`, always. */
+function urlsOf(urls: string[]): WebhookUrls {
+  return {
+    listOwedUrls: () => Promise.resolve(urls),
+    markUrlDone: () => Promise.resolve(),
+  };
+}
 
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
 const REPORT: MinuteReport = {
@@ -168,7 +179,7 @@ Deno.test("webhook sink refuses URLs whose host is or resolves to a refused addr
     await store.recordUrl(M0, url);
     logs.records.length = 0;
     await createWebhookSink({
-      listUrls: () => Promise.resolve([url]),
+      store: urlsOf([url]),
       logger: logs.logger("webhook"),
       post,
       retryBaseMs: 1,
@@ -246,7 +257,7 @@ Deno.test("webhook sink does not follow redirects", async () => {
       : 204
   );
   await createWebhookSink({
-    listUrls: () => Promise.resolve([`${receiver.url}/start`]),
+    store: urlsOf([`${receiver.url}/start`]),
     logger: logs.logger("webhook"),
     post: createWebhookPost(createAddressPolicy({ allow: ["127.0.0.1/32"] })),
     retryBaseMs: 1,

@@ -9,7 +9,7 @@
  *
  * @module
  */
-export { createReporter, deliveryLeaseMs } from "./reporter.ts";
+export { createReporter } from "./reporter.ts";
 export type { MinuteReport, Sink } from "./sink.ts";
 export { startWindowTimer } from "./window_timer.ts";
 export {

@@ -12,7 +12,7 @@
 import type { Logger } from "@logtape/logtape";
 import { backoffCap } from "../backoff.ts";
 import { formatMinute } from "../minute.ts";
-import { PermanentSinkError, type Sink, SinkWaitingError } from "./sink.ts";
+import { PermanentSinkError, type Sink } from "./sink.ts";
 import { errorMessage } from "../telemetry/logging.ts";
 import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import type {
@@ -21,40 +21,19 @@ import type {
   ReportStore,
 } from "../store/store.ts";
 
-/** What bounds the longest delivery of one window's report. */
-export interface DeliveryBounds {
-  /** Attempts per webhook URL in one delivery (`WEBHOOK_ATTEMPTS`). */
-  webhookAttempts: number;
-  /** The time limit of one webhook attempt (`WEBHOOK_TIMEOUT_MS`). */
-  webhookTimeoutMs: number;
-  /** Distinct webhook URLs a window may have (`MAX_URLS_PER_WINDOW`). */
-  maxUrlsPerWindow: number;
-  /** Webhook POSTs in flight at once (`WEBHOOK_CONCURRENCY`). */
-  webhookConcurrency: number;
-}
-
 /**
  * How long one delivery attempt holds its outbox entry before another
- * instance may take it over: long enough for the slowest sink, every webhook
- * URL of a window tried `webhookAttempts` times (each up to its time limit
- * and its backoff), `webhookConcurrency` at once, and at least two minutes.
+ * instance may take it over, by default: a minute more than the longest
+ * `send` of any sink ({@link Sink.longestSendMs}), and two minutes at least.
  *
  * @example
  * ```ts
- * deliveryLeaseMs({
- *   webhookAttempts: 3,
- *   webhookTimeoutMs: 5000,
- *   maxUrlsPerWindow: 1000,
- *   webhookConcurrency: 32,
- * }); // 60 000 + 3 × 10 000 × 32 = 1 020 000
+ * deliveryLeaseMs([{ name: "webhook", longestSendMs: 960_000, send }]); // 1 020 000
  * ```
  */
-export function deliveryLeaseMs(bounds: DeliveryBounds): number {
-  const rounds = Math.ceil(bounds.maxUrlsPerWindow / bounds.webhookConcurrency);
-  return Math.max(
-    120_000,
-    60_000 + bounds.webhookAttempts * (bounds.webhookTimeoutMs + 5000) * rounds,
-  );
+export function deliveryLeaseMs(sinks: readonly Sink[]): number {
+  const longest = Math.max(0, ...sinks.map((sink) => sink.longestSendMs ?? 0));
+  return Math.max(120_000, 60_000 + longest);
 }
 
 /** How long deliveries hold, wait and keep trying. */
@@ -70,8 +49,8 @@ export interface DeliveryTiming {
   retryMaxMs?: number;
   /**
    * How long one delivery attempt holds its outbox entry before another
-   * instance may try it, in ms (see {@link deliveryLeaseMs}). Default:
-   * 120 000.
+   * instance may try it, in ms. Default: {@link deliveryLeaseMs} of the
+   * sinks.
    */
   leaseMs?: number;
 }
@@ -120,8 +99,6 @@ export function dueDeliveries(
 
 /** What comes of a failed attempt. */
 export type FailureAction =
-  /** Not an attempt: it waits for an earlier window, due again at once. */
-  | { action: "wait" }
   /** Counted, and tried again after `delayMs`. */
   | { action: "retry"; delayMs: number }
   /** Counted, and given up: refused for good, or too old. */
@@ -145,7 +122,6 @@ export function failureAction(
   options: FailureActionOptions,
 ): FailureAction {
   const { now, ...timing } = options;
-  if (error instanceof SinkWaitingError) return { action: "wait" };
   if (error instanceof PermanentSinkError) {
     return { action: "drop", reason: "refused" };
   }
@@ -216,7 +192,7 @@ export class OutboxDelivery {
       maxAgeMs: timing.maxAgeMs ?? 3_600_000,
       retryBaseMs: timing.retryBaseMs ?? 10_000,
       retryMaxMs: timing.retryMaxMs ?? 300_000,
-      leaseMs: timing.leaseMs ?? 120_000,
+      leaseMs: timing.leaseMs ?? deliveryLeaseMs(options.sinks),
     };
     this.#metrics = options.metrics;
     this.#signal = options.signal;
@@ -330,11 +306,18 @@ export class OutboxDelivery {
     try {
       let outcome: DeliveryOutcome = "delivered";
       try {
-        await sink.send(
+        const sent = await sink.send(
           entry.report,
           entry.minute,
           ...(sink.ordersPerTarget ? [earlier] : []),
         );
+        if (sent === "waiting") {
+          // Not an attempt: due again at once, it goes as soon as the
+          // window before it is delivered (that removal starts the due ones
+          // again), or next tick.
+          await this.#store.updateOutbox(entry, { notBefore: this.#clock() });
+          return;
+        }
         this.#metrics?.reports.inc([sink.name, "delivered"]);
       } catch (error) {
         if (!await this.#failed(sink, entry, error)) return;
@@ -358,9 +341,9 @@ export class OutboxDelivery {
   }
 
   /**
-   * Acts on a failed attempt as {@link failureAction} says: a wait puts the
-   * entry back due at once, uncounted; a retry counts the attempt, logs it
-   * and puts the entry back for later; a drop counts and logs it.
+   * Acts on a failed attempt as {@link failureAction} says: a retry counts
+   * the attempt, logs it and puts the entry back for later; a drop counts
+   * and logs it.
    *
    * @returns `true` when the entry is given up and is to be removed.
    */
@@ -374,11 +357,6 @@ export class OutboxDelivery {
     const { report } = entry;
     const attempt = entry.attempts + 1;
     switch (verdict.action) {
-      case "wait":
-        // Due again at once: it goes as soon as the window before it is
-        // delivered (that removal starts the due ones again), or next tick.
-        await this.#store.updateOutbox(entry, { notBefore: now });
-        return false;
       case "retry":
         this.#metrics?.reports.inc([sink.name, "retry"]);
         this.#logger.warn(

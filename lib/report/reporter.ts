@@ -21,8 +21,6 @@ import { errorMessage } from "../telemetry/logging.ts";
 import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import type { IdStore, ReportStore } from "../store/store.ts";
 
-export { type DeliveryBounds, deliveryLeaseMs } from "./outbox_delivery.ts";
-
 /**
  * The most windows a reporter remembers to try again after their report
  * failed: a day of one-minute windows. Past it, the oldest is given up,

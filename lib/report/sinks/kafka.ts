@@ -15,7 +15,12 @@ import {
   type Producer,
   type SASLOptions,
 } from "kafkajs";
-import { type MinuteReport, PermanentSinkError, type Sink } from "../sink.ts";
+import {
+  type MinuteReport,
+  PermanentSinkError,
+  type SendOutcome,
+  type Sink,
+} from "../sink.ts";
 
 /** Options of {@link createKafkaSink}. */
 export interface KafkaSinkOptions {
@@ -125,9 +130,10 @@ export function createKafkaSink(options: KafkaSinkOptions): KafkaSink {
     });
   }
 
-  async function send(report: MinuteReport): Promise<void> {
+  async function send(report: MinuteReport): Promise<SendOutcome> {
     try {
       await produce(report);
+      return "delivered";
     } catch (error) {
       const { message, type } = error as Error & { type?: string };
       if (idempotent && /Broker \d+ not found/.test(message)) {

@@ -9,7 +9,12 @@
  *
  * @module
  */
-import { type MinuteReport, PermanentSinkError, type Sink } from "../sink.ts";
+import {
+  type MinuteReport,
+  PermanentSinkError,
+  type SendOutcome,
+  type Sink,
+} from "../sink.ts";
 
 /** Options of {@link createKafkaRestSink}. */
 export interface KafkaRestSinkOptions {
@@ -79,7 +84,7 @@ export function createKafkaRestSink(options: KafkaRestSinkOptions): Sink {
 
   return {
     name: "kafka-rest",
-    async send(report: MinuteReport): Promise<void> {
+    async send(report: MinuteReport): Promise<SendOutcome> {
       const body = api === "v2"
         ? { records: [{ key: report.minute, value: report }] }
         : {
@@ -111,6 +116,7 @@ export function createKafkaRestSink(options: KafkaRestSinkOptions): Sink {
       }
       const failure = api === "v2" ? v2Failure(answer) : v3Failure(answer);
       if (failure) throw failure;
+      return "delivered";
     },
   };
 }

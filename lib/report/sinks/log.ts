@@ -4,7 +4,7 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import type { MinuteReport, Sink } from "../sink.ts";
+import type { MinuteReport, SendOutcome, Sink } from "../sink.ts";
 
 /**
  * Creates a sink that writes each report at info level to `logger`, with the
@@ -18,12 +18,12 @@ import type { MinuteReport, Sink } from "../sink.ts";
 export function createLogSink(logger: Logger): Sink {
   return {
     name: "log",
-    send(report: MinuteReport): Promise<void> {
+    send(report: MinuteReport): Promise<SendOutcome> {
       logger.info(
         "Window {minute} had {unique_ids} unique ids",
         { ...report },
       );
-      return Promise.resolve();
+      return Promise.resolve("delivered");
     },
   };
 }

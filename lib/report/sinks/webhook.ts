@@ -23,21 +23,19 @@ import {
 } from "./webhook_post.ts";
 import { errorMessage } from "../../telemetry/logging.ts";
 import type { ServiceMetrics } from "../../telemetry/service_metrics.ts";
-import { type MinuteReport, type Sink, SinkWaitingError } from "../sink.ts";
+import type { MinuteReport, SendOutcome, Sink } from "../sink.ts";
+import type { UrlStore } from "../../store/store.ts";
+
+/** The part of the store the webhook sink uses: the URLs each report owes. */
+export type WebhookUrls = Pick<UrlStore, "listOwedUrls" | "markUrlDone">;
 
 /** Options of {@link createWebhookSink}. */
 export interface WebhookSinkOptions {
   /**
-   * Lists the URLs of a window the report is not yet done with (the store's
-   * `listOwedUrls`).
+   * The URLs of each window the report is not yet done with, and where the
+   * sink marks a URL done (delivered, or refused for good).
    */
-  listUrls(minute: number): Promise<string[]>;
-  /**
-   * Marks a URL of a window done: delivered, or refused for good (the
-   * store's `markUrlDone`). Default: nothing is kept, so a later delivery
-   * of the report POSTs to every URL again.
-   */
-  markDone?(minute: number, url: string): Promise<void>;
+  store: WebhookUrls;
   /** Where delivery attempts are logged. */
   logger: Logger;
   /** The time limit of one attempt, in ms. Default: 5000. */
@@ -46,6 +44,11 @@ export interface WebhookSinkOptions {
   attempts?: number;
   /** POSTs in flight at once, over all reports. Default: 32. */
   concurrency?: number;
+  /**
+   * The most URLs a window may have (`MAX_URLS_PER_WINDOW`), for the
+   * longest a delivery may take. Default: 1000.
+   */
+  maxUrls?: number;
   /** Base of the retry backoff, in ms. Default: 500. */
   retryBaseMs?: number;
   /**
@@ -60,24 +63,47 @@ export interface WebhookSinkOptions {
 }
 
 /**
+ * The longest one delivery of a window's report may take, in ms: every URL
+ * of a window tried `attempts` times, each up to its time limit and a
+ * backoff of at most 5 s, `concurrency` at once.
+ *
+ * @example
+ * ```ts
+ * webhookDeliveryMs({ attempts: 3, timeoutMs: 5000, concurrency: 32, maxUrls: 1000 });
+ * // 3 × 10 000 × 32 = 960 000
+ * ```
+ */
+export function webhookDeliveryMs(
+  options: Required<
+    Pick<
+      WebhookSinkOptions,
+      "attempts" | "timeoutMs" | "concurrency" | "maxUrls"
+    >
+  >,
+): number {
+  const rounds = Math.ceil(options.maxUrls / options.concurrency);
+  return options.attempts * (options.timeoutMs + 5000) * rounds;
+}
+
+/**
  * Creates the webhook sink.
  *
  * @example
  * ```ts
  * const sink = createWebhookSink({
- *   listUrls: (minute) => store.listUrls(minute),
+ *   store,
  *   logger: getLogger(["verve", "webhook"]),
  * });
  * ```
  */
 export function createWebhookSink(options: WebhookSinkOptions): Sink {
   const {
-    listUrls,
-    markDone,
+    store,
     logger,
     timeoutMs = 5000,
     attempts = 3,
     concurrency = 32,
+    maxUrls = 1000,
     retryBaseMs = 500,
     post = createWebhookPost(createAddressPolicy()),
     signal,
@@ -168,24 +194,30 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
   return {
     name: "webhook",
     ordersPerTarget: true,
+    longestSendMs: webhookDeliveryMs({
+      attempts,
+      timeoutMs,
+      concurrency,
+      maxUrls,
+    }),
     async send(
       report: MinuteReport,
       minute: number,
       earlier: number[] = [],
-    ): Promise<void> {
+    ): Promise<SendOutcome> {
       // A store that cannot list the URLs now fails the delivery, which the
       // outbox retries on a later tick.
-      const urls = await listUrls(minute);
+      const urls = await store.listOwedUrls(minute);
       // A URL still owed an earlier window gets that one first.
       const waiting = new Set<string>();
       for (const before of earlier) {
-        for (const url of await listUrls(before)) waiting.add(url);
+        for (const url of await store.listOwedUrls(before)) waiting.add(url);
       }
       const ready = urls.filter((url) => !waiting.has(url));
       const body = JSON.stringify(report);
       const done = await Promise.all(ready.map(async (url) => {
         if (!await deliver(url, body, report.minute)) return false;
-        await markDone?.(minute, url);
+        await store.markUrlDone(minute, url);
         return true;
       }));
       const failed = done.filter((isDone) => !isDone).length;
@@ -196,11 +228,7 @@ export function createWebhookSink(options: WebhookSinkOptions): Sink {
             (held > 0 ? ` (${held} wait for an earlier window)` : ""),
         );
       }
-      if (held > 0) {
-        throw new SinkWaitingError(
-          `${held} of ${urls.length} webhook URLs wait for an earlier window`,
-        );
-      }
+      return held > 0 ? "waiting" : "delivered";
     },
   };
 }
