@@ -27,7 +27,7 @@
  *
  * Earlier versions kept one key per id, `verve/id/<minute>/<id>`, and the
  * window's count in shards, `verve/count/<minute>/<shard>` (deleted once
- * reported); the store still reads them (see `store_kv.ts`).
+ * reported); the store still reads them (see `kv/per_id_layout.ts`).
  *
  * Redis: the keys of one window share the hash tag `{verve:<minute>}`, so
  * they live in one Redis Cluster slot and one script can use them all. Its

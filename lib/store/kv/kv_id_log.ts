@@ -33,10 +33,8 @@ import {
 } from "../id64.ts";
 import type { CommitObserver } from "../store.ts";
 import { IdTable } from "./id_table.ts";
+import { perIdIds } from "./per_id_layout.ts";
 import {
-  idOfLegacyIdKey,
-  legacyCounterPrefix,
-  legacyIdPrefix,
   logEnd,
   logEntryKey,
   type LogHead,
@@ -320,7 +318,13 @@ export class KvIdLog {
       // The first id's deadline bounds the wait: no other is older.
       const deadline = window.early[0]!.deadline;
       const partitions = await this.#readLayout(window.minute, deadline);
-      await this.#loadLegacyIds(window);
+      for (
+        const id of await perIdIds(this.#kv, window.minute, this.#withRetries)
+      ) {
+        // Counted through that layout's shards: here they are repeats.
+        const { lo, hi } = splitId(id, this.#scratch);
+        window.table.add(lo, hi);
+      }
       window.partitions = Array.from({ length: partitions }, (_, index) => ({
         window,
         index,
@@ -371,28 +375,6 @@ export class KvIdLog {
       );
       if (report.versionstamp !== null) throw new WindowClosedError(minute);
       if (stored.value !== null) return stored.value.partitions;
-    }
-  }
-
-  /**
-   * Adds the ids an earlier version recorded one key each in this window,
-   * when it has a count in that layout: they count through that layout's
-   * shards, so here they are repeats.
-   */
-  async #loadLegacyIds(window: Window): Promise<void> {
-    const minute = window.minute;
-    const [shard] = await this.#withRetries(() =>
-      Array.fromAsync(
-        this.#kv.list({ prefix: legacyCounterPrefix(minute) }, { limit: 1 }),
-      )
-    );
-    if (shard === undefined) return;
-    const keys = await this.#withRetries(() =>
-      Array.fromAsync(this.#kv.list({ prefix: legacyIdPrefix(minute) }))
-    );
-    for (const { key } of keys) {
-      const { lo, hi } = splitId(idOfLegacyIdKey(key), this.#scratch);
-      window.table.add(lo, hi);
     }
   }
 

@@ -18,11 +18,9 @@ import { createHash } from "node:crypto";
 import { wholeNumber } from "../checks.ts";
 import { backoffDelay, sleep } from "../../backoff.ts";
 import {
-  allLegacyCountersPrefix,
   allWindowsPrefix,
   deliveryKey,
   deliveryPrefix,
-  legacyCounterPrefix,
   type LogHead,
   logHeadKey,
   minuteOfKey,
@@ -42,6 +40,7 @@ import {
 } from "../keys.ts";
 import type { CommitObserver } from "../store.ts";
 import { KvIdLog } from "./kv_id_log.ts";
+import { perIdCount, perIdCounters, perIdWindows } from "./per_id_layout.ts";
 import {
   deliveryRecord,
   newOutboxEntry,
@@ -239,6 +238,9 @@ class KvStore implements Store {
    * Runs a KV call, retrying with jittered backoff when it throws, except
    * for {@link StoreUnavailableError}, which is final.
    */
+  /** {@link KvStore.#withRetries} as a function to pass on. */
+  readonly #retrying = <T>(call: () => Promise<T>) => this.#withRetries(call);
+
   async #withRetries<T>(call: () => Promise<T>): Promise<T> {
     for (let attempt = 0;; attempt++) {
       try {
@@ -311,17 +313,12 @@ class KvStore implements Store {
   }
 
   async countIds(minute: number): Promise<number> {
-    const [heads, legacy] = await Promise.all([
+    const [heads, perId] = await Promise.all([
       this.#readHeads(minute),
-      this.#withRetries(() =>
-        Array.fromAsync(
-          this.#kv.list<Deno.KvU64>({ prefix: legacyCounterPrefix(minute) }),
-        )
-      ),
+      perIdCount(this.#kv, minute, this.#retrying),
     ]);
-    let total = 0;
+    let total = perId;
     for (const head of heads) total += head.value?.count ?? 0;
-    for (const shard of legacy) total += Number(shard.value.value);
     return total;
   }
 
@@ -421,9 +418,7 @@ class KvStore implements Store {
     // The window's layout and heads, and any count in the per-id layout.
     const drop: Deno.KvKey[] = [windowKey(minute)];
     for (const head of await this.#readHeads(minute)) drop.push(head.key);
-    for await (
-      const shard of this.#kv.list({ prefix: legacyCounterPrefix(minute) })
-    ) {
+    for (const shard of await perIdCounters(this.#kv, minute, this.#retrying)) {
       drop.push(shard.key);
     }
     const record: ReportRecord = {
@@ -545,11 +540,9 @@ class KvStore implements Store {
   }
 
   async unreportedWindows(): Promise<number[]> {
-    const minutes = new Set<number>();
-    for (const prefix of [allWindowsPrefix(), allLegacyCountersPrefix()]) {
-      for await (const entry of this.#kv.list({ prefix })) {
-        minutes.add(minuteOfKey(entry.key));
-      }
+    const minutes = new Set(await perIdWindows(this.#kv));
+    for await (const entry of this.#kv.list({ prefix: allWindowsPrefix() })) {
+      minutes.add(minuteOfKey(entry.key));
     }
     return [...minutes].sort((a, b) => a - b);
   }
