@@ -298,8 +298,11 @@ Deno.test("handler refuses undeliverable webhook URLs at request time when asked
   assert.equal(await call("http://localhost:8080/"), "400 failed");
   assert.equal(await call("http://hooks.example.com:0/"), "400 failed");
   assert.equal(await call("https://hooks.example.com/verve"), "200 ok");
-  assert.deepEqual(await store.listUrls(Date.now() - (Date.now() % 60_000)), [
-    "https://hooks.example.com/verve",
-  ]);
+  assert.deepEqual(
+    await store.listOwedUrls(Date.now() - (Date.now() % 60_000)),
+    [
+      "https://hooks.example.com/verve",
+    ],
+  );
   await store.close();
 });

@@ -49,8 +49,6 @@ export interface UrlStore {
    * its maximum of distinct URLs.
    */
   recordUrl(minute: number, url: string): Promise<UrlOutcome>;
-  /** The webhook URLs recorded in the window. */
-  listUrls(minute: number): Promise<string[]>;
   /**
    * The webhook URLs of the window that its report is not yet done with:
    * recorded, and not marked with {@link Store.markUrlDone}.
@@ -160,7 +158,6 @@ export type IdRole = Pick<Store, typeof ID_ROLE[number]>;
 const STORE_METHODS = [
   ...ID_ROLE,
   "recordUrl",
-  "listUrls",
   "listOwedUrls",
   "markUrlDone",
   "claimReport",

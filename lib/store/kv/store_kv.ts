@@ -339,16 +339,6 @@ class KvStore implements Store {
     return (await Promise.all(chunks)).flat();
   }
 
-  async listUrls(minute: number): Promise<string[]> {
-    const urls: string[] = [];
-    for await (
-      const entry of this.#kv.list<string>({ prefix: urlPrefix(minute) })
-    ) {
-      urls.push(entry.value);
-    }
-    return urls;
-  }
-
   async listOwedUrls(minute: number): Promise<string[]> {
     const [urls, done] = await Promise.all([
       this.#withRetries(() =>

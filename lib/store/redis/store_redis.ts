@@ -356,11 +356,6 @@ class RedisStore implements Store {
     return sizes.reduce<number>((sum, size) => sum + Number(size), 0);
   }
 
-  async listUrls(minute: number): Promise<string[]> {
-    const { urls } = redisWindowKeys(minute);
-    return await this.#redis.call(["SMEMBERS", urls], urls) as string[];
-  }
-
   async listOwedUrls(minute: number): Promise<string[]> {
     const keys = redisWindowKeys(minute);
     return await this.#redis.call(
