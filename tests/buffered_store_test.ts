@@ -39,7 +39,7 @@ Deno.test("buffered recordId() answers before the commit, and the commit follows
 Deno.test("buffered recordId() waits for its commit once maxPending ids are pending", async () => {
   await using logs = await captureLogs();
   const gated = gatedCommits(await Deno.openKv(":memory:"));
-  const store = createBufferedStore(
+  await using store = createBufferedStore(
     createKvStore(gated.kv, { retentionMs: RETENTION }),
     { logger: logs.logger("store"), maxPending: 2 },
   );
@@ -51,7 +51,6 @@ Deno.test("buffered recordId() waits for its commit once maxPending ids are pend
   release();
   assert.equal(await third, true);
   assert.equal(await store.countIds(M0), 3);
-  await store.close();
 });
 
 Deno.test("buffered recordId() answers an id it knows as a repeat, even with a full buffer", async () => {
@@ -79,7 +78,7 @@ Deno.test("buffered recordId() waits for its commit while the oldest pending id 
   await using logs = await captureLogs();
   const gated = gatedCommits(await Deno.openKv(":memory:"));
   const clock = { now: 0 };
-  const store = createBufferedStore(
+  await using store = createBufferedStore(
     createKvStore(gated.kv, { retentionMs: RETENTION }),
     { logger: logs.logger("store"), maxAgeMs: 100, clock: () => clock.now },
   );
@@ -95,13 +94,12 @@ Deno.test("buffered recordId() waits for its commit while the oldest pending id 
   // Everything committed: acknowledging at once again.
   clock.now = 1000;
   assert.equal(await answeredAtOnce(store.recordId(M0, "4")), true);
-  await store.close();
 });
 
 Deno.test("buffered recordId() logs lost ids, then answers failures until the store recovers", async () => {
   await using logs = await captureLogs();
   const failures = { count: 1000 };
-  const store = createBufferedStore(
+  await using store = createBufferedStore(
     createKvStore(failingCommits(await Deno.openKv(":memory:"), failures), {
       retentionMs: RETENTION,
       commitAttempts: 2,
@@ -122,7 +120,6 @@ Deno.test("buffered recordId() logs lost ids, then answers failures until the st
   failures.count = 0;
   assert.equal(await store.recordId(M0, "4"), true); // durable, succeeded
   assert.equal(await store.recordId(M0, "5"), true); // buffered again
-  await store.close();
 });
 
 Deno.test("buffered close() commits every acknowledged id", async () => {
@@ -136,11 +133,10 @@ Deno.test("buffered close() commits every acknowledged id", async () => {
     assert.equal(await store.recordId(M0, String(i % 1500)), true);
   }
   await store.close();
-  const reopened = createKvStore(await Deno.openKv(file.path), {
+  await using reopened = createKvStore(await Deno.openKv(file.path), {
     retentionMs: RETENTION,
   });
   assert.equal(await reopened.countIds(M0), 1500);
-  await reopened.close();
 });
 
 Deno.test("buffered recordId() commits an id whose window was reported before its commit in the next window", async () => {
@@ -161,10 +157,9 @@ Deno.test("buffered recordId() commits an id whose window was reported before it
   await store.close();
   assert.equal(moved, 1);
   assert.equal(logs.of("store").length, 0, "nothing lost");
-  const reopened = createKvStore(await Deno.openKv(file.path), {
+  await using reopened = createKvStore(await Deno.openKv(file.path), {
     retentionMs: RETENTION,
   });
   assert.equal(await reopened.countIds(M0 + 60_000), 1);
   assert.equal(await reopened.countIds(M0), 0);
-  await reopened.close();
 });

@@ -214,7 +214,7 @@ Deno.test("12 000 malformed requests each get their 4xx and change no count: all
   // Every request through the service's handler, in-process.
   {
     await using logs = await captureLogs();
-    const store = createKvStore(await Deno.openKv(":memory:"), {
+    await using store = createKvStore(await Deno.openKv(":memory:"), {
       retentionMs: WINDOW_MS * 2,
     });
     const minute = Date.UTC(2026, 0, 1, 12, 0);
@@ -241,7 +241,6 @@ Deno.test("12 000 malformed requests each get their 4xx and change no count: all
       );
     }
     assert.equal(await store.countIds(minute), valid.length);
-    await store.close();
   }
 
   // A sample over HTTP to the real service: the same answers, and it stays

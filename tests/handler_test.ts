@@ -208,7 +208,7 @@ Deno.test("handler answers 500 failed without internals on an unexpected error",
 
 Deno.test("handler takes the window once, when the request arrives", async () => {
   await using logs = await captureLogs();
-  const store = createKvStore(await Deno.openKv(":memory:"), {
+  await using store = createKvStore(await Deno.openKv(":memory:"), {
     retentionMs: 600_000,
   });
   const times = [MINUTE + 59_999, MINUTE + 60_000];
@@ -222,12 +222,11 @@ Deno.test("handler takes the window once, when the request arrives", async () =>
   assert.equal(calls, 1);
   assert.equal(await store.countIds(MINUTE), 1);
   assert.equal(await store.countIds(MINUTE + 60_000), 0);
-  await store.close();
 });
 
 Deno.test("handler with windowHeader names the window of every ok answer, of a repeat and of a HEAD too", async () => {
   await using logs = await captureLogs();
-  const store = createKvStore(await Deno.openKv(":memory:"), {
+  await using store = createKvStore(await Deno.openKv(":memory:"), {
     retentionMs: 600_000,
   });
   const handle = createHandler({
@@ -243,12 +242,11 @@ Deno.test("handler with windowHeader names the window of every ok answer, of a r
     named.push(response.headers.get("verve-window"));
   }
   assert.deepEqual(named, Array(3).fill("2026-01-01T12:00:00.000Z"));
-  await store.close();
 });
 
 Deno.test("handler counts an id whose window is already reported in the next window, and names it", async () => {
   await using logs = await captureLogs();
-  const store = createKvStore(await Deno.openKv(":memory:"), {
+  await using store = createKvStore(await Deno.openKv(":memory:"), {
     retentionMs: 600_000,
   });
   const metrics = createServiceMetrics();
@@ -288,7 +286,6 @@ Deno.test("handler counts an id whose window is already reported in the next win
   await handle(new Request(`${BASE}?id=4`));
   assert.match(metrics.registry.render(), /^verve_ids_moved_total 3$/m);
   assert.equal(await store.countIds(next), 3);
-  await store.close();
 });
 
 Deno.test("handler answers the health and readiness probes", async (t) => {
@@ -305,7 +302,7 @@ Deno.test("handler answers the health and readiness probes", async (t) => {
   };
 
   await t.step("a store that answers", async () => {
-    const store = createKvStore(await Deno.openKv(":memory:"), {
+    await using store = createKvStore(await Deno.openKv(":memory:"), {
       retentionMs: 600_000,
     });
     const handle = createHandler({ store, logger: logs.logger("http") });
@@ -316,7 +313,6 @@ Deno.test("handler answers the health and readiness probes", async (t) => {
       await probe(handle, "/healthz", "POST"),
       "405 method not allowed",
     );
-    await store.close();
   });
 
   await t.step("a store that is gone", async () => {
@@ -330,7 +326,7 @@ Deno.test("handler answers the health and readiness probes", async (t) => {
   });
 
   await t.step("a store that does not answer in time", async () => {
-    const kvStore = createKvStore(await Deno.openKv(":memory:"), {
+    await using kvStore = createKvStore(await Deno.openKv(":memory:"), {
       retentionMs: 600_000,
     });
     let release!: () => void;
@@ -346,13 +342,12 @@ Deno.test("handler answers the health and readiness probes", async (t) => {
     });
     assert.equal(await probe(handle, "/readyz"), "503 not ready");
     release();
-    await kvStore.close();
   });
 });
 
 Deno.test("handler counts each request under its route, and unknown or turned-off paths as other", async (t) => {
   await using logs = await captureLogs();
-  const store = createKvStore(await Deno.openKv(":memory:"), {
+  await using store = createKvStore(await Deno.openKv(":memory:"), {
     retentionMs: 600_000,
   });
   /** `verve_http_requests_total` by `route status`, from `/metrics`. */
@@ -414,5 +409,4 @@ Deno.test("handler counts each request under its route, and unknown or turned-of
       "other 404": 3,
     });
   });
-  await store.close();
 });

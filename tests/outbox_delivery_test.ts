@@ -141,7 +141,7 @@ async function storeWithReport(sinks: string[], now: number) {
 
 Deno.test("OutboxDelivery keeps reports of a sink no longer configured until they are too old, then drops them, logged", async () => {
   await using logs = await captureLogs();
-  const store = await storeWithReport(["gone"], NOW);
+  await using store = await storeWithReport(["gone"], NOW);
   const clock = { now: NOW + 999 };
   const delivery = new OutboxDelivery({
     store,
@@ -161,12 +161,11 @@ Deno.test("OutboxDelivery keeps reports of a sink no longer configured until the
   assert.equal(line?.properties.sink, "gone");
   const [stats] = await store.windowStats([M0]);
   assert.equal(stats?.deliveries.gone?.state, "dropped");
-  await store.close();
 });
 
 Deno.test("OutboxDelivery holds an entry for leaseMs per attempt, after which another instance takes it over", async () => {
   await using logs = await captureLogs();
-  const store = await storeWithReport(["kafka"], NOW);
+  await using store = await storeWithReport(["kafka"], NOW);
   const clock = { now: NOW };
   let release = () => {};
   const held = new Promise<void>((resolve) => release = resolve);
@@ -208,13 +207,12 @@ Deno.test("OutboxDelivery holds an entry for leaseMs per attempt, after which an
     at: NOW + 5000,
     attempts: 0,
   });
-  await store.close();
 });
 
 Deno.test("OutboxDelivery reads the outbox once more for deliveries that finish together, not once each", async () => {
   await using logs = await captureLogs();
   const names = Array.from({ length: 10 }, (_, i) => `sink-${i}`);
-  const store = await storeWithReport(names, NOW);
+  await using store = await storeWithReport(names, NOW);
   let lists = 0;
   // Counts the reads of the outbox; the rest goes to the real store.
   const counted = new Proxy(store, {
@@ -241,5 +239,4 @@ Deno.test("OutboxDelivery reads the outbox once more for deliveries that finish 
   await delivery.idle();
   assert.deepEqual(await store.listOutbox(), []);
   assert.ok(lists < 1 + names.length, `${lists} reads`);
-  await store.close();
 });

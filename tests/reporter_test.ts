@@ -49,7 +49,7 @@ function summary(reports: MinuteReport[]) {
 
 Deno.test("reportDue() reports the previous window once its grace has passed", async () => {
   await using logs = await captureLogs();
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const { reporter, clock } = reporterFor(store, logs);
   await Promise.all(["1", "2", "3", "2"].map((id) => store.recordId(M0, id)));
   await store.recordId(M1, "4");
@@ -74,12 +74,11 @@ Deno.test("reportDue() reports the previous window once its grace has passed", a
   // A second tick in the same window reports nothing more.
   assert.deepEqual(await reporter.reportDue(), []);
   await reporter.idle();
-  await store.close();
 });
 
 Deno.test("reportDue() reports an empty previous window as zero", async () => {
   await using logs = await captureLogs();
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const { reporter, clock } = reporterFor(store, logs);
   clock.now = M1 + GRACE + 5;
   assert.deepEqual(summary(await reporter.reportDue()), [[
@@ -87,12 +86,11 @@ Deno.test("reportDue() reports an empty previous window as zero", async () => {
     0,
   ]]);
   await reporter.idle();
-  await store.close();
 });
 
 Deno.test("reportDue() catches up on windows missed while down, oldest first", async () => {
   await using logs = await captureLogs();
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const { reporter, clock } = reporterFor(store, logs);
   await Promise.all(["1", "2"].map((id) => store.recordId(M0, id)));
   await Promise.all(["1", "2", "3", "4"].map((id) => store.recordId(M2, id)));
@@ -109,7 +107,6 @@ Deno.test("reportDue() catches up on windows missed while down, oldest first", a
     1,
   ]]);
   await reporter.idle();
-  await store.close();
 });
 
 Deno.test("reportDue() makes exactly one report per window across reporters sharing a store", async () => {
@@ -171,7 +168,7 @@ Deno.test("reportDue() tries an empty window whose report failed again on a late
   for (const [method, second, third] of cases) {
     await t.step(`${method} failed once`, async () => {
       await using logs = await captureLogs();
-      const store = kvStore(await Deno.openKv(":memory:"));
+      await using store = kvStore(await Deno.openKv(":memory:"));
       let failures = 1;
       // A fake failure of one call; the rest goes to the real store.
       const flaky = new Proxy(store, {
@@ -202,7 +199,6 @@ Deno.test("reportDue() tries an empty window whose report failed again on a late
       clock.now = M3 + WINDOW + GRACE;
       assert.deepEqual(at(await reporter.reportDue()), third);
       await reporter.idle();
-      await store.close();
     });
   }
 });
@@ -210,7 +206,7 @@ Deno.test("reportDue() tries an empty window whose report failed again on a late
 Deno.test("reportDue() keeps going when one window cannot be reported", async () => {
   await using logs = await captureLogs();
   const kv = await Deno.openKv(":memory:");
-  const store = kvStore(kv);
+  await using store = kvStore(kv);
   await store.recordId(M0, "1");
   await store.recordId(M1, "2");
   // A fake failure of one window's claim; the rest goes to the real store.
@@ -242,7 +238,6 @@ Deno.test("reportDue() keeps going when one window cannot be reported", async ()
   ]]);
   await reporter.idle();
   await retry.reporter.idle();
-  await store.close();
 });
 
 /**
@@ -276,7 +271,7 @@ const OUTBOX_TIMING = { retryBaseMs: 1000, retryMaxMs: 4000 };
 
 Deno.test("a failing sink is retried on later ticks with backoff, without holding up the others", async () => {
   await using logs = await captureLogs();
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const good = scriptedSink("good");
   const flaky = scriptedSink("flaky");
   flaky.failWith = new Error("proxy answered 503");
@@ -325,7 +320,6 @@ Deno.test("a failing sink is retried on later ticks with backoff, without holdin
   assert.deepEqual(await store.listOutbox(), []);
   const warnings = logs.of("reporter").filter((r) => r.level === "warning");
   assert.deepEqual(warnings.map((r) => r.properties.attempt), [1, 2]);
-  await store.close();
 });
 
 Deno.test("a sink's permanent refusal and a report past the maximum age are dropped and logged with the report", async (t) => {
@@ -341,7 +335,7 @@ Deno.test("a sink's permanent refusal and a report past the maximum age are drop
   ) {
     await t.step(name, async () => {
       await using logs = await captureLogs();
-      const store = kvStore(await Deno.openKv(":memory:"));
+      await using store = kvStore(await Deno.openKv(":memory:"));
       const sink = scriptedSink("kafka-rest");
       sink.failWith = error;
       const reporter = createReporter({
@@ -364,7 +358,6 @@ Deno.test("a sink's permanent refusal and a report past the maximum age are drop
       await reporter.reportDue();
       await reporter.idle();
       assert.equal(sink.calls, 1);
-      await store.close();
     });
   }
 });
@@ -387,11 +380,10 @@ Deno.test("pending deliveries survive a restart and go out once across reporters
   const down = scriptedSink("kafka");
   down.failWith = new Error("broker unreachable");
   {
-    const store = kvStore(await Deno.openKv(file.path));
+    await using store = kvStore(await Deno.openKv(file.path));
     const reporter = reporterOn(store, down.sink, "old");
     await reporter.reportDue();
     await reporter.idle();
-    await store.close();
   }
   // Two instances start on the same store; the sink is back.
   const stores = [
@@ -415,7 +407,7 @@ Deno.test("pending deliveries survive a restart and go out once across reporters
 
 Deno.test("a sink that comes back gets the windows it missed in order, the next one waiting for the one before", async () => {
   await using logs = await captureLogs();
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const kafka = scriptedSink("kafka-rest");
   kafka.failWith = new Error("proxy down");
   const clock = { now: M1 + GRACE };
@@ -452,12 +444,11 @@ Deno.test("a sink that comes back gets the windows it missed in order, the next 
     "2026-01-01T12:02:00.000Z",
   ]);
   assert.deepEqual(await store.listOutbox(), []);
-  await store.close();
 });
 
 Deno.test("after shutdown begins, reports still enter the outbox but no delivery starts", async () => {
   await using logs = await captureLogs();
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const sink = scriptedSink("kafka-rest");
   const stopping = new AbortController();
   const reporter = createReporter({
@@ -477,5 +468,4 @@ Deno.test("after shutdown begins, reports still enter the outbox but no delivery
   // Left for the next instance, with no attempt counted.
   const [entry] = await store.listOutbox();
   assert.equal(entry?.attempts, 0);
-  await store.close();
 });

@@ -29,7 +29,7 @@ Deno.test("parseStatsMinutes() takes 1 to 1440, 60 by default", () => {
 
 Deno.test("collectStats() shows counts per window, each sink's state, and the live count", async () => {
   await using logs = await captureLogs();
-  const store = createKvStore(await Deno.openKv(":memory:"), {
+  await using store = createKvStore(await Deno.openKv(":memory:"), {
     retentionMs: 3_600_000,
   });
   const clock = { now: M0 + 2 * WINDOW + 5000 };
@@ -98,5 +98,4 @@ Deno.test("collectStats() shows counts per window, each sink's state, and the li
   const later = await collectStats(3, options);
   assert.equal(later.sink_summary.kafka!.pending, 0);
   assert.equal(later.minutes[2]!.sinks.kafka!.state, "delivered");
-  await store.close();
 });

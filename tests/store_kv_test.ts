@@ -40,44 +40,41 @@ function count(results: boolean[]): number {
 }
 
 Deno.test("recordId() counts hundreds of concurrent duplicates once", async () => {
-  const store = await memoryStore();
+  await using store = await memoryStore();
   const results = await Promise.all(
     Array.from({ length: 500 }, () => store.recordId(MINUTE, "42")),
   );
   assert.equal(count(results), 1);
   assert.equal(await store.countIds(MINUTE), 1);
   assert.equal(await store.recordId(MINUTE, "42"), false);
-  await store.close();
 });
 
 Deno.test("recordId() counts many distinct ids exactly", async (t) => {
   for (const partitions of [1, 7, 64]) {
     await t.step(`with ${partitions} partitions`, async () => {
-      const store = await memoryStore({ partitions });
+      await using store = await memoryStore({ partitions });
       const ids = Array.from({ length: 3000 }, (_, i) => String(i * 7919));
       const results = await Promise.all(
         ids.map((id) => store.recordId(MINUTE, id)),
       );
       assert.equal(count(results), 3000);
       assert.equal(await store.countIds(MINUTE), 3000);
-      await store.close();
     });
   }
 });
 
 Deno.test("recordId() counts duplicates spread over batches once", async () => {
-  const store = await memoryStore({ maxInFlight: 1 });
+  await using store = await memoryStore({ maxInFlight: 1 });
   const ids = Array.from({ length: 2000 }, (_, i) => String((i * 37) % 300));
   const first = await Promise.all(ids.map((id) => store.recordId(MINUTE, id)));
   assert.equal(count(first), 300);
   const again = await Promise.all(ids.map((id) => store.recordId(MINUTE, id)));
   assert.equal(count(again), 0);
   assert.equal(await store.countIds(MINUTE), 300);
-  await store.close();
 });
 
 Deno.test("recordId() keeps windows apart across a boundary", async () => {
-  const store = await memoryStore();
+  await using store = await memoryStore();
   const results = await Promise.all([
     ...["1", "2", "3", "1"].map((id) => store.recordId(MINUTE, id)),
     ...["1", "4", "4"].map((id) => store.recordId(NEXT, id)),
@@ -86,7 +83,6 @@ Deno.test("recordId() keeps windows apart across a boundary", async () => {
   assert.equal(await store.countIds(MINUTE), 3);
   assert.equal(await store.countIds(NEXT), 2);
   assert.deepEqual(await store.unreportedWindows(), [MINUTE, NEXT]);
-  await store.close();
 });
 
 Deno.test("two stores sharing one KV file count every id exactly once", async () => {
@@ -95,7 +91,7 @@ Deno.test("two stores sharing one KV file count every id exactly once", async ()
     ...OPTIONS,
     partitions: 1,
   });
-  const b = createKvStore(await Deno.openKv(file.path), {
+  await using b = createKvStore(await Deno.openKv(file.path), {
     ...OPTIONS,
     partitions: 1,
   });
@@ -111,23 +107,21 @@ Deno.test("two stores sharing one KV file count every id exactly once", async ()
   assert.equal(await a.countIds(MINUTE), 500);
   assert.equal(await b.countIds(NEXT), 500);
   await a.close();
-  await b.close();
 });
 
 Deno.test("recordId() retries a commit that throws", async () => {
   const kv = await Deno.openKv(":memory:");
   const failures = { count: 2 };
-  const store = createKvStore(failingCommits(kv, failures), OPTIONS);
+  await using store = createKvStore(failingCommits(kv, failures), OPTIONS);
   assert.equal(await store.recordId(MINUTE, "5"), true);
   assert.equal(failures.count, 0);
   assert.equal(await store.countIds(MINUTE), 1);
-  await store.close();
 });
 
 Deno.test("recordId() fails, and counts nothing, when commits keep throwing", async () => {
   await using file = await tempKvPath();
   const failures = { count: Infinity };
-  const store = createKvStore(
+  await using store = createKvStore(
     failingCommits(await Deno.openKv(file.path), failures),
     { ...OPTIONS, commitAttempts: 3 },
   );
@@ -143,7 +137,6 @@ Deno.test("recordId() fails, and counts nothing, when commits keep throwing", as
   assert.equal(await store.countIds(MINUTE), 0);
   assert.equal(await store.recordId(MINUTE, "2"), true);
   assert.equal(await store.countIds(MINUTE), 1);
-  await store.close();
 });
 
 Deno.test("claimReport() lets one of many instances claim a window, closes it, and only the owner completes it", async () => {
@@ -158,9 +151,8 @@ Deno.test("claimReport() lets one of many instances claim a window, closes it, a
 });
 
 Deno.test("claimReport() lets a stale claim be taken over after its lease", async () => {
-  const store = await memoryStore();
+  await using store = await memoryStore();
   await checkStaleClaimTakeover(store);
-  await store.close();
 });
 
 Deno.test("recordUrl() dedupes URLs and enforces the per-window cap across instances", async () => {
@@ -179,9 +171,8 @@ Deno.test("recordUrl() dedupes URLs and enforces the per-window cap across insta
 });
 
 Deno.test("windowStats() tells of the windows asked for, and only of those", async () => {
-  const store = await memoryStore();
+  await using store = await memoryStore();
   await checkWindowStats(store);
-  await store.close();
 });
 
 Deno.test("log entries expire after idRetentionMs, the window's other keys after retentionMs", async () => {
@@ -243,7 +234,7 @@ Deno.test("idLifetime() keeps ids for their window plus five minutes, within the
 Deno.test("recordId() refuses a commit past its deadline, and counts nothing", async () => {
   const kv = await Deno.openKv(":memory:");
   const failures = { count: 1000 };
-  const store = createKvStore(failingCommits(kv, failures), {
+  await using store = createKvStore(failingCommits(kv, failures), {
     ...OPTIONS,
     retryBaseMs: 20,
     commitAttempts: 20,
@@ -263,13 +254,15 @@ Deno.test("recordId() refuses a commit past its deadline, and counts nothing", a
   assert.equal(await store.countIds(MINUTE), 0);
   assert.equal(await store.recordId(MINUTE, "2"), true);
   assert.equal(await store.countIds(MINUTE), 1);
-  await store.close();
 });
 
 Deno.test("recordId() refuses an id asked for too late in its window's life, so no commit can miss an expired entry", async () => {
   const lifetime = idLifetime(60_000, 3_600_000);
   const clock = { now: MINUTE + 60_000 };
-  const store = await memoryStore({ ...lifetime, clock: () => clock.now });
+  await using store = await memoryStore({
+    ...lifetime,
+    clock: () => clock.now,
+  });
   assert.equal(await store.recordId(MINUTE, "1"), true);
   // A request for the window that arrives (or reaches the store, after a
   // slow URL) once its first entries have less than the wait left to live.
@@ -283,7 +276,6 @@ Deno.test("recordId() refuses an id asked for too late in its window's life, so 
   // Ids already in the log are still answered; the next window is open.
   assert.equal(await store.recordId(MINUTE, "1"), false);
   assert.equal(await store.recordId(NEXT + 60_000, "2"), true);
-  await store.close();
 });
 
 Deno.test("close() waits for queued ids to commit", async () => {
@@ -298,9 +290,8 @@ Deno.test("close() waits for queued ids to commit", async () => {
   );
   await store.close();
   assert.equal(count(await Promise.all(pending)), 300);
-  const reopened = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  await using reopened = createKvStore(await Deno.openKv(file.path), OPTIONS);
   assert.equal(await reopened.countIds(MINUTE), 300);
-  await reopened.close();
 });
 
 Deno.test("createKvStore() rejects impossible options", async () => {
@@ -392,10 +383,9 @@ Deno.test("recordId() stays exact under duplicates, two stores, a window boundar
 Deno.test("the KV outbox keeps reports per sink until removed, one lease at a time", async () => {
   await using file = await tempKvPath();
   const a = createKvStore(await Deno.openKv(file.path), OPTIONS);
-  const b = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  await using b = createKvStore(await Deno.openKv(file.path), OPTIONS);
   await checkOutboxContract(a, b);
   await a.close();
-  await b.close();
 });
 
 Deno.test("recordId() answers each id new exactly once across three instances on one KV file", async () => {
@@ -456,7 +446,7 @@ Deno.test("recordId() after a restart mid-window answers earlier ids as repeats 
   );
   await first.close();
   // A new process, with another partition setting: the window keeps its own.
-  const restarted = createKvStore(await Deno.openKv(file.path), {
+  await using restarted = createKvStore(await Deno.openKv(file.path), {
     ...OPTIONS,
     partitions: 9,
   });
@@ -469,7 +459,6 @@ Deno.test("recordId() after a restart mid-window answers earlier ids as repeats 
   assert.ok(results.slice(1000).every((isNew) => isNew));
   assert.equal(await restarted.countIds(MINUTE), 4000);
   assert.equal(restarted.knows(MINUTE, "0"), true);
-  await restarted.close();
 });
 
 Deno.test("recordId() keeps the partitions of the instance that opened the window", async () => {
@@ -478,7 +467,7 @@ Deno.test("recordId() keeps the partitions of the instance that opened the windo
     ...OPTIONS,
     partitions: 3,
   });
-  const b = createKvStore(await Deno.openKv(file.path), {
+  await using b = createKvStore(await Deno.openKv(file.path), {
     ...OPTIONS,
     partitions: 5,
   });
@@ -497,12 +486,11 @@ Deno.test("recordId() keeps the partitions of the instance that opened the windo
   );
   kv.close();
   await a.close();
-  await b.close();
 });
 
 Deno.test("recordId() commits thousands of ids at once, up to a full log entry", async () => {
   const sizes: number[] = [];
-  const store = await memoryStore({
+  await using store = await memoryStore({
     partitions: 1,
     onCommit: (ids) => sizes.push(ids),
   });
@@ -514,12 +502,11 @@ Deno.test("recordId() commits thousands of ids at once, up to a full log entry",
   assert.equal(await store.countIds(MINUTE), 20_000);
   assert.equal(Math.max(...sizes), MAX_IDS_PER_ENTRY);
   assert.ok(sizes.length <= 4, `${sizes.length} commits`);
-  await store.close();
 });
 
 Deno.test("recordId() refuses new ids past maxIdsPerWindow, and still answers known ones", async () => {
   const full: number[] = [];
-  const store = await memoryStore({
+  await using store = await memoryStore({
     maxIdsPerWindow: 1000,
     onFull: (minute) => full.push(minute),
   });
@@ -537,7 +524,6 @@ Deno.test("recordId() refuses new ids past maxIdsPerWindow, and still answers kn
   assert.equal(await store.recordId(MINUTE, "7"), false);
   assert.equal(await store.countIds(MINUTE), 1000);
   assert.equal(await store.recordId(NEXT, "5000"), true);
-  await store.close();
 });
 
 Deno.test("a KV file in the per-id layout of earlier versions is read, not miscounted", async () => {
@@ -557,7 +543,7 @@ Deno.test("a KV file in the per-id layout of earlier versions is read, not misco
   assert.ok((await op.commit()).ok);
   kv.close();
 
-  const store = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  await using store = createKvStore(await Deno.openKv(file.path), OPTIONS);
   assert.deepEqual(await store.unreportedWindows(), [older, MINUTE]);
   assert.equal(await store.countIds(older), 1);
   const results = await Promise.all(
@@ -573,22 +559,20 @@ Deno.test("a KV file in the per-id layout of earlier versions is read, not misco
     assert.equal(await store.countIds(minute), 0);
   }
   assert.deepEqual(await store.unreportedWindows(), []);
-  await store.close();
 });
 
 Deno.test("the KV store keeps which webhook URLs a report is done with, across instances", async () => {
   await using file = await tempKvPath();
   const a = createKvStore(await Deno.openKv(file.path), OPTIONS);
-  const b = createKvStore(await Deno.openKv(file.path), OPTIONS);
+  await using b = createKvStore(await Deno.openKv(file.path), OPTIONS);
   await checkOwedUrls(a, b);
   await a.close();
-  await b.close();
 });
 
 Deno.test("recordId() commits every partition at once: as many commits run together as there are partitions", async () => {
   for (const partitions of [1, 8]) {
     const gated = gatedCommits(await Deno.openKv(":memory:"));
-    const store = createKvStore(gated.kv, { ...OPTIONS, partitions });
+    await using store = createKvStore(gated.kv, { ...OPTIONS, partitions });
     // The window's layout is written first; then the ids' commits.
     await store.recordId(MINUTE, "0");
     const before = gated.commits;
@@ -600,13 +584,12 @@ Deno.test("recordId() commits every partition at once: as many commits run toget
     assert.equal(gated.commits - before, Math.max(1, partitions));
     release();
     assert.equal(count(await recorded), ids.length);
-    await store.close();
   }
 });
 
 Deno.test("the KV store keys a URL by the SHA-256 of its text, so keys written by earlier versions still match", async () => {
   const kv = await Deno.openKv(":memory:");
-  const store = createKvStore(kv, OPTIONS);
+  await using store = createKvStore(kv, OPTIONS);
   const url = "https://example.com/hook";
   assert.equal(await store.recordUrl(MINUTE, url), "recorded");
   await store.markUrlDone(MINUTE, url);
@@ -623,5 +606,4 @@ Deno.test("the KV store keys a URL by the SHA-256 of its text, so keys written b
     ["verve", "url", MINUTE, hash],
     ["verve", "url-done", MINUTE, hash],
   ]);
-  await store.close();
 });

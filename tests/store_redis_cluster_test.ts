@@ -164,7 +164,7 @@ Deno.test({
     await cluster.nodes.find((node) => node.port === master)!.kill();
     // Opened mid-failover: a client that waited for the dead master would
     // never finish connecting.
-    const store = createRedisStore(
+    await using store = createRedisStore(
       openRedis(cluster.url.split(","), logs.logger("redis"), {
         cluster: true,
         timeoutMs: 1000,
@@ -184,7 +184,6 @@ Deno.test({
       }
     }
     assert.ok(recorded, "the store never worked after the failover");
-    await store.close();
   },
 });
 

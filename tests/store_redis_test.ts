@@ -64,13 +64,12 @@ Deno.test({
   async fn() {
     await using logs = await captureLogs();
     await using server = await startRedis();
-    const store = redisStore(server, logs);
+    await using store = redisStore(server, logs);
     const results = await Promise.all(
       Array.from({ length: 300 }, () => store.recordId(MINUTE, "42")),
     );
     assert.equal(results.filter(Boolean).length, 1);
     assert.equal(await store.countIds(MINUTE), 1);
-    await store.close();
   },
 });
 
@@ -81,7 +80,7 @@ Deno.test({
   async fn() {
     await using logs = await captureLogs();
     await using server = await startRedis();
-    const store = redisStore(server, logs, { batchSize: 7 });
+    await using store = redisStore(server, logs, { batchSize: 7 });
     const calls = [];
     for (let i = 0; i < 1000; i++) {
       calls.push(store.recordId(i % 3 === 0 ? NEXT : MINUTE, String(i % 700)));
@@ -96,7 +95,6 @@ Deno.test({
     assert.equal(await store.countIds(MINUTE), minuteIds.size);
     assert.equal(await store.countIds(NEXT), nextIds.size);
     assert.deepEqual(await store.unreportedWindows(), [MINUTE, NEXT]);
-    await store.close();
   },
 });
 
@@ -138,9 +136,8 @@ Deno.test({
   async fn() {
     await using logs = await captureLogs();
     await using server = await startRedis();
-    const store = redisStore(server, logs);
+    await using store = redisStore(server, logs);
     await checkStaleClaimTakeover(store);
-    await store.close();
   },
 });
 
@@ -166,9 +163,8 @@ Deno.test({
   async fn() {
     await using logs = await captureLogs();
     await using server = await startRedis();
-    const store = redisStore(server, logs);
+    await using store = redisStore(server, logs);
     await checkWindowStats(store);
-    await store.close();
   },
 });
 
@@ -179,7 +175,7 @@ Deno.test({
   async fn() {
     await using logs = await captureLogs();
     await using server = await startRedis();
-    const store = redisStore(server, logs);
+    await using store = redisStore(server, logs);
     await store.recordId(MINUTE, "1");
     await store.recordUrl(MINUTE, "https://example.com/");
     await store.claimReport(MINUTE, "r", MINUTE + 62_000, 60_000);
@@ -201,7 +197,6 @@ Deno.test({
       assert.ok(ttl > 0 && ttl <= RETENTION, `${key} ttl ${ttl}`);
     }
     await redis.close();
-    await store.close();
   },
 });
 
@@ -212,13 +207,12 @@ Deno.test({
     await using logs = await captureLogs();
     await using server = await startRedis();
     const clock = { now: MINUTE + 60_000 };
-    const store = redisStore(server, logs, { clock: () => clock.now });
+    await using store = redisStore(server, logs, { clock: () => clock.now });
     await store.recordId(MINUTE, "1");
     await store.recordId(NEXT, "2");
     assert.deepEqual(await store.unreportedWindows(), [MINUTE, NEXT]);
     clock.now = NEXT + RETENTION - 1;
     assert.deepEqual(await store.unreportedWindows(), [NEXT]);
-    await store.close();
   },
 });
 
@@ -229,7 +223,7 @@ Deno.test({
   async fn() {
     await using logs = await captureLogs();
     await using server = await startRedis();
-    const store = redisStore(server, logs);
+    await using store = redisStore(server, logs);
     assert.equal(await store.recordId(MINUTE, "1"), true);
     await server.stop();
     await assert.rejects(store.recordId(MINUTE, "2"), StoreUnavailableError);
@@ -249,7 +243,6 @@ Deno.test({
     assert.equal(await store.countIds(MINUTE), 1); // the server lost "1" with its memory
     const warnings = logs.of("redis").filter((r) => r.level === "warning");
     assert.ok(warnings.length >= 1);
-    await store.close();
   },
 });
 
@@ -287,10 +280,9 @@ Deno.test({
     await using logs = await captureLogs();
     await using server = await startRedis();
     const a = redisStore(server, logs);
-    const b = redisStore(server, logs);
+    await using b = redisStore(server, logs);
     await checkOutboxContract(a, b);
     await a.close();
-    await b.close();
   },
 });
 
@@ -309,9 +301,8 @@ Deno.test({
     await store.close();
     assert.deepEqual(await recorded, [true, true, false]);
     assert.equal(store.queuedIds(), 0);
-    const again = redisStore(server, logs);
+    await using again = redisStore(server, logs);
     assert.equal(await again.countIds(MINUTE), 2);
-    await again.close();
   },
 });
 
@@ -323,10 +314,9 @@ Deno.test({
     await using logs = await captureLogs();
     await using server = await startRedis();
     const a = redisStore(server, logs);
-    const b = redisStore(server, logs);
+    await using b = redisStore(server, logs);
     await checkOwedUrls(a, b);
     await a.close();
-    await b.close();
   },
 });
 
@@ -452,7 +442,7 @@ Deno.test({
     await using logs = await captureLogs();
     await using server = await startRedis();
     const first = shardedStore(server, logs, 4);
-    const second = shardedStore(server, logs, 7);
+    await using second = shardedStore(server, logs, 7);
     const ids = Array.from({ length: 400 }, (_, i) => String(i * 7919 - 1000));
     await first.recordId(MINUTE, "0");
     const answers = await Promise.all(
@@ -504,7 +494,6 @@ Deno.test({
     }
     await redis.close();
     await first.close();
-    await second.close();
   },
 });
 
@@ -552,7 +541,7 @@ Deno.test({
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
 
-    const store = shardedStore(server, logs, 4);
+    await using store = shardedStore(server, logs, 4);
     // A window written by the earlier version alone.
     assert.deepEqual(await store.unreportedWindows(), [MINUTE]);
     assert.equal(await store.countIds(MINUTE), 3);
@@ -576,7 +565,6 @@ Deno.test({
     await store.completeReport(NEXT, "r", 5);
     assert.deepEqual(await store.unreportedWindows(), []);
     await redis.close();
-    await store.close();
   },
 });
 

@@ -168,7 +168,7 @@ const toLoopback = ((
 Deno.test("webhook sink refuses URLs whose host is or resolves to a refused address", async (t) => {
   await using logs = await captureLogs();
   await using receiver = startReceiver();
-  const store = createKvStore(await Deno.openKv(":memory:"), {
+  await using store = createKvStore(await Deno.openKv(":memory:"), {
     retentionMs: 600_000,
   });
   const port = new URL(receiver.url).port;
@@ -246,7 +246,6 @@ Deno.test("webhook sink refuses URLs whose host is or resolves to a refused addr
       assert.deepEqual(JSON.parse(receiver.received[0]!.body), REPORT);
     },
   );
-  await store.close();
 });
 
 Deno.test("webhook sink does not follow redirects", async () => {
@@ -271,7 +270,7 @@ Deno.test("webhook sink does not follow redirects", async () => {
 
 Deno.test("handler refuses undeliverable webhook URLs at request time when asked", async () => {
   await using logs = await captureLogs();
-  const store = createKvStore(await Deno.openKv(":memory:"), {
+  await using store = createKvStore(await Deno.openKv(":memory:"), {
     retentionMs: 600_000,
   });
   const policy = createAddressPolicy();
@@ -304,5 +303,4 @@ Deno.test("handler refuses undeliverable webhook URLs at request time when asked
       "https://hooks.example.com/verve",
     ],
   );
-  await store.close();
 });

@@ -66,7 +66,7 @@ function summary(reports: MinuteReport[]) {
 Deno.test("webhook sink POSTs the report once to every distinct URL of the window", async () => {
   await using logs = await captureLogs();
   await using receiver = startReceiver();
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const webhook = createWebhookSink({
     post: LOOPBACK_POST,
     store,
@@ -97,12 +97,11 @@ Deno.test("webhook sink POSTs the report once to every distinct URL of the windo
     [["info", 204], ["info", 204]],
   );
   await reporter.idle();
-  await store.close();
 });
 
 Deno.test("webhook sink retries 5xx and network errors, not 4xx, and logs every attempt", async (t) => {
   await using logs = await captureLogs();
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   await store.recordId(M0, "1");
   const sink = (attempts: number) =>
     createWebhookSink({
@@ -166,7 +165,6 @@ Deno.test("webhook sink retries 5xx and network errors, not 4xx, and logs every 
       assert.equal(typeof records[0]!.properties.error, "string");
     },
   );
-  await store.close();
 });
 
 Deno.test("a webhook that never answers holds up neither other URLs nor the next window", async () => {
@@ -174,7 +172,7 @@ Deno.test("a webhook that never answers holds up neither other URLs nor the next
   await using receiver = startReceiver((request) =>
     request.path === "/hang" ? "hang" : 204
   );
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const webhook = createWebhookSink({
     post: LOOPBACK_POST,
     store,
@@ -215,7 +213,6 @@ Deno.test("a webhook that never answers holds up neither other URLs nor the next
   );
   assert.equal(logs.of("report").length, 2);
   await reporter.idle();
-  await store.close();
 });
 
 Deno.test("webhook sink fails the delivery when the store cannot list the URLs", async () => {
@@ -245,7 +242,7 @@ Deno.test("a webhook URL that keeps failing is retried through the outbox until 
   await using receiver = startReceiver((request) =>
     request.path === "/b" && failuresLeft-- > 0 ? 503 : 204
   );
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const webhook = owedUrlWebhook(store, logs);
   const { reporter, clock } = reporterFor(store, logs, { sinks: [webhook] });
   await store.recordUrl(M0, `${receiver.url}/a`);
@@ -274,7 +271,6 @@ Deno.test("a webhook URL that keeps failing is retried through the outbox until 
     at: M1 + GRACE + 600_000,
     attempts: 2,
   });
-  await store.close();
 });
 
 Deno.test("a webhook URL gets the windows in order, and waiting for its earlier window holds up no other URL", async () => {
@@ -283,7 +279,7 @@ Deno.test("a webhook URL gets the windows in order, and waiting for its earlier 
   await using receiver = startReceiver((request) =>
     request.path === "/a" && down ? 503 : 204
   );
-  const store = kvStore(await Deno.openKv(":memory:"));
+  await using store = kvStore(await Deno.openKv(":memory:"));
   const webhook = owedUrlWebhook(store, logs);
   const { reporter, clock } = reporterFor(store, logs, { sinks: [webhook] });
   const [a, b] = [`${receiver.url}/a`, `${receiver.url}/b`];
@@ -323,7 +319,6 @@ Deno.test("a webhook URL gets the windows in order, and waiting for its earlier 
   assert.deepEqual(await store.listOutbox(), []);
   const [, m1] = await store.windowStats([M0, M1]);
   assert.equal(m1?.deliveries.webhook?.attempts, 0);
-  await store.close();
 });
 
 Deno.test("deliveryLeaseMs() outlasts the longest send of any sink by a minute, and is two minutes at least", () => {

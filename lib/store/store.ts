@@ -125,7 +125,8 @@ export interface ReportStore {
  * Shared per-window state, every role of it: what the handler and the
  * reporter need from the database, whatever the backend.
  */
-export interface Store extends IdStore, UrlStore, ReportStore {
+export interface Store
+  extends IdStore, UrlStore, ReportStore, AsyncDisposable {
   /**
    * Checks that the backend answers.
    *
@@ -134,7 +135,7 @@ export interface Store extends IdStore, UrlStore, ReportStore {
   ping(): Promise<void>;
   /**
    * Finishes pending writes, then releases the backend. Later calls wait
-   * for the first one.
+   * for the first one; `await using` calls it too.
    */
   close(): Promise<void>;
 }
@@ -173,7 +174,7 @@ const STORE_METHODS = [
 /** `true` only when {@link STORE_METHODS} names every method of `Store`. */
 const ALL_METHODS_LISTED: Exclude<
   keyof Store,
-  typeof STORE_METHODS[number]
+  typeof STORE_METHODS[number] | typeof Symbol.asyncDispose
 > extends never ? true : false = true;
 
 /**
@@ -192,7 +193,9 @@ export function withIdRole(store: Store, ids: IdRole): Store {
     >;
     methods[name] = source[name]!.bind(source);
   }
-  return methods as unknown as Store;
+  const wrapped = methods as unknown as Store;
+  wrapped[Symbol.asyncDispose] = () => wrapped.close();
+  return wrapped;
 }
 
 /** A report to put in the outbox, once per sink. */

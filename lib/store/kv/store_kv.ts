@@ -552,6 +552,10 @@ class KvStore implements Store {
     return this.#ids.queued;
   }
 
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   close(): Promise<void> {
     this.#closed ??= this.#ids.drain().then(() => this.#kv.close());
     return this.#closed;

@@ -575,6 +575,10 @@ class RedisStore implements Store {
     return this.#ids.queued;
   }
 
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   close(): Promise<void> {
     this.#closed ??= this.#ids.drain().then(() => this.#redis.close());
     return this.#closed;
