@@ -55,3 +55,26 @@ Deno.test("lib/ imports point one way: http and report to store and telemetry, n
     assert.match(doc, /import/, folder);
   }
 });
+
+Deno.test("tests/ mirrors lib/: every folder of tests but helpers and chaos is a folder of lib", async () => {
+  const TESTS = new URL("./", import.meta.url).pathname;
+  const strays: string[] = [];
+  async function walk(dir: string): Promise<void> {
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.isDirectory) continue;
+      const path = join(dir, entry.name);
+      const folder = relative(TESTS, path);
+      if (folder === "helpers" || folder === "chaos") continue;
+      try {
+        if (!(await Deno.stat(join(LIB, folder))).isDirectory) {
+          strays.push(folder);
+        }
+      } catch {
+        strays.push(folder);
+      }
+      await walk(path);
+    }
+  }
+  await walk(TESTS);
+  assert.deepEqual(strays, []);
+});

@@ -125,8 +125,7 @@ export interface ReportStore {
  * Shared per-window state, every role of it: what the handler and the
  * reporter need from the database, whatever the backend.
  */
-export interface Store
-  extends IdStore, UrlStore, ReportStore, AsyncDisposable {
+export interface Store extends IdStore, UrlStore, ReportStore, AsyncDisposable {
   /**
    * Checks that the backend answers.
    *

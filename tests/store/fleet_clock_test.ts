@@ -4,9 +4,9 @@
  * once per window, and only for the instance whose clock it is.
  */
 import assert from "node:assert/strict";
-import { FleetClock } from "../lib/store/fleet_clock.ts";
-import { createKvClockProbe } from "../lib/store/kv/kv_clock.ts";
-import { captureLogs } from "./helpers/logs.ts";
+import { FleetClock } from "../../lib/store/fleet_clock.ts";
+import { createKvClockProbe } from "../../lib/store/kv/kv_clock.ts";
+import { captureLogs } from "../helpers/logs.ts";
 
 const WINDOW_MS = 5000;
 

@@ -5,13 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { tempKvPath } from "./helpers/kv.ts";
-import { skipUnless } from "./helpers/requirements.ts";
-import { type LogLine, startService } from "./helpers/service.ts";
-import { withinOneWindow } from "./helpers/windows.ts";
+import { tempKvPath } from "../helpers/kv.ts";
+import { skipUnless } from "../helpers/requirements.ts";
+import { type LogLine, startService } from "../helpers/service.ts";
+import { withinOneWindow } from "../helpers/windows.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
-const SCREENSHOT_DIR = new URL("../test-output/", import.meta.url).pathname;
+const SCREENSHOT_DIR = new URL("../../test-output/", import.meta.url).pathname;
 const WINDOW_MS = 1000;
 
 const ignore = skipUnless(

@@ -7,17 +7,17 @@ import type { lookup } from "node:dns";
 import {
   blockedReason,
   createAddressPolicy,
-} from "../lib/report/sinks/address_policy.ts";
-import { createHandler } from "../lib/http/handler.ts";
-import type { MinuteReport } from "../lib/report/sink.ts";
+} from "../../../lib/report/sinks/address_policy.ts";
+import { createHandler } from "../../../lib/http/handler.ts";
+import type { MinuteReport } from "../../../lib/report/sink.ts";
 import {
   createWebhookSink,
   type WebhookUrls,
-} from "../lib/report/sinks/webhook.ts";
-import { createKvStore } from "../lib/store/kv/store_kv.ts";
-import { createWebhookPost } from "../lib/report/sinks/webhook_post.ts";
-import { captureLogs } from "./helpers/logs.ts";
-import { startReceiver } from "./helpers/receiver.ts";
+} from "../../../lib/report/sinks/webhook.ts";
+import { createKvStore } from "../../../lib/store/kv/store_kv.ts";
+import { createWebhookPost } from "../../../lib/report/sinks/webhook_post.ts";
+import { captureLogs } from "../../helpers/logs.ts";
+import { startReceiver } from "../../helpers/receiver.ts";
 
 /** The URLs role of a store that owes the report to `urls`, always. */
 function urlsOf(urls: string[]): WebhookUrls {

@@ -9,7 +9,7 @@ import {
   hashTag,
   shardTags,
   SLOTS,
-} from "../lib/store/redis/slots.ts";
+} from "../../../lib/store/redis/slots.ts";
 
 Deno.test("hashSlot() is CRC16/XMODEM of the hash tag, modulo 16384", () => {
   assert.equal(hashSlot("123456789"), 0x31c3);

@@ -6,20 +6,20 @@
  * fails: answering `5xx`, never answering, and going away.
  */
 import assert from "node:assert/strict";
-import { withTimeLimit } from "../lib/store/kv/kv_time_limit.ts";
-import type { MinuteReport } from "../lib/report/sink.ts";
-import { type Store, StoreUnavailableError } from "../lib/store/store.ts";
+import { withTimeLimit } from "../../../lib/store/kv/kv_time_limit.ts";
+import type { MinuteReport } from "../../../lib/report/sink.ts";
+import { type Store, StoreUnavailableError } from "../../../lib/store/store.ts";
 import {
   createKvStore,
   type KvStoreOptions,
-} from "../lib/store/kv/store_kv.ts";
-import { MAX_IDS_PER_ENTRY } from "../lib/store/kv/kv_id_log.ts";
+} from "../../../lib/store/kv/store_kv.ts";
+import { MAX_IDS_PER_ENTRY } from "../../../lib/store/kv/kv_id_log.ts";
 import {
   KV_CONNECT_LIMITS,
   type KvConnectServer,
   remoteFaults,
   startKvConnect,
-} from "./helpers/kv_connect.ts";
+} from "../../helpers/kv_connect.ts";
 import {
   checkOutboxContract,
   checkOwedUrls,
@@ -27,7 +27,7 @@ import {
   checkStaleClaimTakeover,
   checkUrlCap,
   checkWindowStats,
-} from "./helpers/store_contract.ts";
+} from "../../helpers/store_contract.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const NEXT = MINUTE + 60_000;

@@ -5,8 +5,8 @@ import {
   type Id64,
   packIds,
   splitId,
-} from "../lib/store/id64.ts";
-import { IdTable } from "../lib/store/kv/id_table.ts";
+} from "../../lib/store/id64.ts";
+import { IdTable } from "../../lib/store/kv/id_table.ts";
 
 /** The halves by BigInt, the slow way `splitId` must agree with. */
 function bySlowWay(id: string): Id64 {

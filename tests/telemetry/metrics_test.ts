@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Registry } from "../lib/telemetry/metrics.ts";
+import { Registry } from "../../lib/telemetry/metrics.ts";
 
 Deno.test("Registry renders counters, gauges and histograms in the Prometheus text format", () => {
   const registry = new Registry();

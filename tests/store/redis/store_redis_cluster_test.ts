@@ -8,22 +8,22 @@
  * under load are chaos scenarios 7 and 8 (`tests/chaos_test.ts`).
  */
 import assert from "node:assert/strict";
-import { createRedisStore, openRedis } from "../lib/store/redis/mod.ts";
-import type { Store } from "../lib/store/store.ts";
-import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
-import { REDIS_AVAILABLE } from "./helpers/redis.ts";
+import { createRedisStore, openRedis } from "../../../lib/store/redis/mod.ts";
+import type { Store } from "../../../lib/store/store.ts";
+import { type CapturedLogs, captureLogs } from "../../helpers/logs.ts";
+import { REDIS_AVAILABLE } from "../../helpers/redis.ts";
 import {
   REDIS_CLI_AVAILABLE,
   redisCli,
   type RedisCluster,
   startRedisCluster,
-} from "./helpers/redis_cluster.ts";
-import { skipUnless } from "./helpers/requirements.ts";
-import { startService } from "./helpers/service.ts";
-import { createReporter } from "../lib/report/reporter.ts";
-import { redisShardKeys } from "../lib/store/keys.ts";
-import { hashSlot } from "../lib/store/redis/slots.ts";
-import { WindowClosedError } from "../lib/store/store.ts";
+} from "../../helpers/redis_cluster.ts";
+import { skipUnless } from "../../helpers/requirements.ts";
+import { startService } from "../../helpers/service.ts";
+import { createReporter } from "../../../lib/report/reporter.ts";
+import { redisShardKeys } from "../../../lib/store/keys.ts";
+import { hashSlot } from "../../../lib/store/redis/slots.ts";
+import { WindowClosedError } from "../../../lib/store/store.ts";
 import {
   checkOutboxContract,
   checkOwedUrls,
@@ -31,7 +31,7 @@ import {
   checkStaleClaimTakeover,
   checkUrlCap,
   checkWindowStats,
-} from "./helpers/store_contract.ts";
+} from "../../helpers/store_contract.ts";
 
 const ignore = skipUnless(
   REDIS_AVAILABLE && REDIS_CLI_AVAILABLE,

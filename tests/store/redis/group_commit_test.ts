@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import {
   GroupCommit,
   type IdOutcome,
-} from "../lib/store/redis/group_commit.ts";
+} from "../../../lib/store/redis/group_commit.ts";
 import {
   StoreUnavailableError,
   WindowClosedError,
-} from "../lib/store/store.ts";
+} from "../../../lib/store/store.ts";
 
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
 

@@ -4,17 +4,17 @@
  * may take.
  */
 import assert from "node:assert/strict";
-import { createReporter } from "../lib/report/reporter.ts";
-import { deliveryLeaseMs } from "../lib/report/outbox_delivery.ts";
-import { type MinuteReport, type Sink } from "../lib/report/sink.ts";
+import { createReporter } from "../../../lib/report/reporter.ts";
+import { deliveryLeaseMs } from "../../../lib/report/outbox_delivery.ts";
+import { type MinuteReport, type Sink } from "../../../lib/report/sink.ts";
 import { getLogger } from "@logtape/logtape";
-import { createLogSink } from "../lib/report/sinks/log.ts";
-import { createWebhookSink } from "../lib/report/sinks/webhook.ts";
-import type { Store } from "../lib/store/store.ts";
-import { createKvStore } from "../lib/store/kv/store_kv.ts";
-import { freePort } from "./helpers/requirements.ts";
-import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
-import { LOOPBACK_POST, startReceiver } from "./helpers/receiver.ts";
+import { createLogSink } from "../../../lib/report/sinks/log.ts";
+import { createWebhookSink } from "../../../lib/report/sinks/webhook.ts";
+import type { Store } from "../../../lib/store/store.ts";
+import { createKvStore } from "../../../lib/store/kv/store_kv.ts";
+import { freePort } from "../../helpers/requirements.ts";
+import { type CapturedLogs, captureLogs } from "../../helpers/logs.ts";
+import { LOOPBACK_POST, startReceiver } from "../../helpers/receiver.ts";
 
 const WINDOW = 60_000;
 const M0 = Date.UTC(2026, 0, 1, 12, 0);

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { createReporter } from "../lib/report/reporter.ts";
-import type { Sink } from "../lib/report/sink.ts";
-import { collectStats, parseStatsMinutes } from "../lib/http/stats.ts";
-import { createKvStore } from "../lib/store/kv/store_kv.ts";
-import { captureLogs } from "./helpers/logs.ts";
+import { createReporter } from "../../lib/report/reporter.ts";
+import type { Sink } from "../../lib/report/sink.ts";
+import { collectStats, parseStatsMinutes } from "../../lib/http/stats.ts";
+import { createKvStore } from "../../lib/store/kv/store_kv.ts";
+import { captureLogs } from "../helpers/logs.ts";
 
 const WINDOW = 60_000;
 const M0 = Date.UTC(2026, 0, 1, 12, 0);

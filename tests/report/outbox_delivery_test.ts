@@ -4,11 +4,11 @@ import {
   dueDeliveries,
   failureAction,
   OutboxDelivery,
-} from "../lib/report/outbox_delivery.ts";
-import { PermanentSinkError, type Sink } from "../lib/report/sink.ts";
-import type { OutboxEntry } from "../lib/store/store.ts";
-import { createKvStore } from "../lib/store/kv/store_kv.ts";
-import { captureLogs } from "./helpers/logs.ts";
+} from "../../lib/report/outbox_delivery.ts";
+import { PermanentSinkError, type Sink } from "../../lib/report/sink.ts";
+import type { OutboxEntry } from "../../lib/store/store.ts";
+import { createKvStore } from "../../lib/store/kv/store_kv.ts";
+import { captureLogs } from "../helpers/logs.ts";
 
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
 const M1 = M0 + 60_000;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { SeenIds } from "../lib/store/redis/seen_ids.ts";
+import { SeenIds } from "../../../lib/store/redis/seen_ids.ts";
 
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
 const M1 = M0 + 60_000;

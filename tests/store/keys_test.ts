@@ -14,7 +14,7 @@ import {
   urlHashOfKey,
   urlKey,
   windowKey,
-} from "../lib/store/keys.ts";
+} from "../../lib/store/keys.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12);
 

@@ -6,23 +6,27 @@ import {
   checkStaleClaimTakeover,
   checkUrlCap,
   checkWindowStats,
-} from "./helpers/store_contract.ts";
+} from "../../helpers/store_contract.ts";
 import { DatabaseSync } from "node:sqlite";
 import {
   createKvStore,
   idLifetime,
   type KvStoreOptions,
-} from "../lib/store/kv/store_kv.ts";
-import { StoreUnavailableError } from "../lib/store/store.ts";
+} from "../../../lib/store/kv/store_kv.ts";
+import { StoreUnavailableError } from "../../../lib/store/store.ts";
 import {
   everyNthCommitFails,
   failingCommits,
   gatedCommits,
   readIdLog,
   tempKvPath,
-} from "./helpers/kv.ts";
-import { MAX_IDS_PER_ENTRY } from "../lib/store/kv/kv_id_log.ts";
-import { legacyCounterKey, legacyIdKey, windowKey } from "../lib/store/keys.ts";
+} from "../../helpers/kv.ts";
+import { MAX_IDS_PER_ENTRY } from "../../../lib/store/kv/kv_id_log.ts";
+import {
+  legacyCounterKey,
+  legacyIdKey,
+  windowKey,
+} from "../../../lib/store/keys.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const NEXT = MINUTE + 60_000;

@@ -1,16 +1,16 @@
 import assert from "node:assert/strict";
-import { createReporter, dueWindows } from "../lib/report/reporter.ts";
+import { createReporter, dueWindows } from "../../lib/report/reporter.ts";
 import {
   type MinuteReport,
   PermanentSinkError,
   type SendOutcome,
   type Sink,
-} from "../lib/report/sink.ts";
-import { createLogSink } from "../lib/report/sinks/log.ts";
-import type { Store } from "../lib/store/store.ts";
-import { createKvStore } from "../lib/store/kv/store_kv.ts";
-import { tempKvPath } from "./helpers/kv.ts";
-import { type CapturedLogs, captureLogs } from "./helpers/logs.ts";
+} from "../../lib/report/sink.ts";
+import { createLogSink } from "../../lib/report/sinks/log.ts";
+import type { Store } from "../../lib/store/store.ts";
+import { createKvStore } from "../../lib/store/kv/store_kv.ts";
+import { tempKvPath } from "../helpers/kv.ts";
+import { type CapturedLogs, captureLogs } from "../helpers/logs.ts";
 
 const WINDOW = 60_000;
 const M0 = Date.UTC(2026, 0, 1, 12, 0);

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { createBufferedStore } from "../lib/store/buffered_store.ts";
-import { StoreUnavailableError } from "../lib/store/store.ts";
-import { createKvStore } from "../lib/store/kv/store_kv.ts";
-import { failingCommits, gatedCommits, tempKvPath } from "./helpers/kv.ts";
-import { captureLogs } from "./helpers/logs.ts";
+import { createBufferedStore } from "../../lib/store/buffered_store.ts";
+import { StoreUnavailableError } from "../../lib/store/store.ts";
+import { createKvStore } from "../../lib/store/kv/store_kv.ts";
+import { failingCommits, gatedCommits, tempKvPath } from "../helpers/kv.ts";
+import { captureLogs } from "../helpers/logs.ts";
 
 const M0 = Date.UTC(2026, 0, 1, 12, 0);
 const RETENTION = 3_600_000;

@@ -5,16 +5,16 @@ import assert from "node:assert/strict";
 import {
   StoreUnavailableError,
   WindowClosedError,
-} from "../lib/store/store.ts";
+} from "../../../lib/store/store.ts";
 import {
   createRedisStore,
   openRedis,
   windowOfEarlierVersion,
-} from "../lib/store/redis/mod.ts";
-import { runServiceToExit, startService } from "./helpers/service.ts";
-import type { Store } from "../lib/store/store.ts";
-import { redisShardKeys } from "../lib/store/keys.ts";
-import { captureLogs } from "./helpers/logs.ts";
+} from "../../../lib/store/redis/mod.ts";
+import { runServiceToExit, startService } from "../../helpers/service.ts";
+import type { Store } from "../../../lib/store/store.ts";
+import { redisShardKeys } from "../../../lib/store/keys.ts";
+import { captureLogs } from "../../helpers/logs.ts";
 import {
   checkOutboxContract,
   checkOwedUrls,
@@ -22,12 +22,12 @@ import {
   checkStaleClaimTakeover,
   checkUrlCap,
   checkWindowStats,
-} from "./helpers/store_contract.ts";
+} from "../../helpers/store_contract.ts";
 import {
   type RedisServer,
   skipWithoutRedis,
   startRedis,
-} from "./helpers/redis.ts";
+} from "../../helpers/redis.ts";
 
 const ignore = skipWithoutRedis();
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);

@@ -4,13 +4,16 @@
  * cluster, and the service delivering through it across an outage.
  */
 import assert from "node:assert/strict";
-import type { MinuteReport } from "../lib/report/sink.ts";
-import { PermanentSinkError } from "../lib/report/sink.ts";
-import { createKafkaRestSink } from "../lib/report/sinks/kafka_rest.ts";
-import { startFakeKafkaRestProxy } from "./helpers/fake_kafka_rest_proxy.ts";
-import { skipWithoutKafkaMock, startKafkaMock } from "./helpers/kafka_mock.ts";
-import { tempKvPath } from "./helpers/kv.ts";
-import { startService } from "./helpers/service.ts";
+import type { MinuteReport } from "../../../lib/report/sink.ts";
+import { PermanentSinkError } from "../../../lib/report/sink.ts";
+import { createKafkaRestSink } from "../../../lib/report/sinks/kafka_rest.ts";
+import { startFakeKafkaRestProxy } from "../../helpers/fake_kafka_rest_proxy.ts";
+import {
+  skipWithoutKafkaMock,
+  startKafkaMock,
+} from "../../helpers/kafka_mock.ts";
+import { tempKvPath } from "../../helpers/kv.ts";
+import { startService } from "../../helpers/service.ts";
 
 const ignore = skipWithoutKafkaMock();
 const M0 = Date.UTC(2026, 0, 1, 12, 0);

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { createHandler } from "../lib/http/handler.ts";
-import type { Store } from "../lib/store/store.ts";
-import { createKvStore } from "../lib/store/kv/store_kv.ts";
-import { failingCommits } from "./helpers/kv.ts";
-import { captureLogs } from "./helpers/logs.ts";
-import { createServiceMetrics } from "../lib/telemetry/service_metrics.ts";
-import { formatMinute } from "../lib/minute.ts";
+import { createHandler } from "../../lib/http/handler.ts";
+import type { Store } from "../../lib/store/store.ts";
+import { createKvStore } from "../../lib/store/kv/store_kv.ts";
+import { failingCommits } from "../helpers/kv.ts";
+import { captureLogs } from "../helpers/logs.ts";
+import { createServiceMetrics } from "../../lib/telemetry/service_metrics.ts";
+import { formatMinute } from "../../lib/minute.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const BASE = "http://service.test/api/verve/accept";

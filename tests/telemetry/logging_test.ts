@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { getLogger } from "@logtape/logtape";
-import { configureLogging } from "../lib/telemetry/logging.ts";
+import { configureLogging } from "../../lib/telemetry/logging.ts";
 
 /** Collects what the logger writes to its stream. */
 function memoryStream() {

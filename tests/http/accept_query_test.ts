@@ -6,7 +6,7 @@ import {
   parseAcceptQuery,
   parseId,
   parseWebhookUrl,
-} from "../lib/http/accept_query.ts";
+} from "../../lib/http/accept_query.ts";
 
 /** An `http://example.com/aaa…` URL of exactly `length` characters. */
 function urlOfLength(length: number): string {

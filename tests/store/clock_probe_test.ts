@@ -8,12 +8,12 @@ import {
   type ClockReading,
   fleetOffset,
   offsetWithin,
-} from "../lib/store/clock_probe.ts";
-import { createKvClockProbe } from "../lib/store/kv/kv_clock.ts";
-import { createRedisClockProbe } from "../lib/store/redis/redis_clock.ts";
-import { openRedis } from "../lib/store/redis/open_redis.ts";
-import { captureLogs } from "./helpers/logs.ts";
-import { skipWithoutRedis, startRedis } from "./helpers/redis.ts";
+} from "../../lib/store/clock_probe.ts";
+import { createKvClockProbe } from "../../lib/store/kv/kv_clock.ts";
+import { createRedisClockProbe } from "../../lib/store/redis/redis_clock.ts";
+import { openRedis } from "../../lib/store/redis/open_redis.ts";
+import { captureLogs } from "../helpers/logs.ts";
+import { skipWithoutRedis, startRedis } from "../helpers/redis.ts";
 
 Deno.test("fleetOffset() is the median, and of the middle two the one nearer this clock", () => {
   assert.equal(fleetOffset([0]), 0);

@@ -3,14 +3,17 @@
  * Kafka-protocol peer.
  */
 import assert from "node:assert/strict";
-import { createReporter } from "../lib/report/reporter.ts";
-import { PermanentSinkError } from "../lib/report/sink.ts";
-import { createKafkaSink } from "../lib/report/sinks/kafka.ts";
-import { createKvStore } from "../lib/store/kv/store_kv.ts";
-import { skipWithoutKafkaMock, startKafkaMock } from "./helpers/kafka_mock.ts";
-import { tempKvPath } from "./helpers/kv.ts";
-import { freePort } from "./helpers/requirements.ts";
-import { captureLogs } from "./helpers/logs.ts";
+import { createReporter } from "../../../lib/report/reporter.ts";
+import { PermanentSinkError } from "../../../lib/report/sink.ts";
+import { createKafkaSink } from "../../../lib/report/sinks/kafka.ts";
+import { createKvStore } from "../../../lib/store/kv/store_kv.ts";
+import {
+  skipWithoutKafkaMock,
+  startKafkaMock,
+} from "../../helpers/kafka_mock.ts";
+import { tempKvPath } from "../../helpers/kv.ts";
+import { freePort } from "../../helpers/requirements.ts";
+import { captureLogs } from "../../helpers/logs.ts";
 
 const ignore = skipWithoutKafkaMock();
 const WINDOW = 60_000;
