@@ -4,8 +4,8 @@ import {
   ConfigError,
   DEFAULT_KV_PATH,
   parseConfig,
-  settingDocs,
 } from "../lib/config.ts";
+import { settingDocs } from "../lib/config_docs.ts";
 
 const DEFAULTS: Config = {
   host: "0.0.0.0",

@@ -2,7 +2,7 @@
  * The documentation derived from the code stays current.
  */
 import assert from "node:assert/strict";
-import { configurationDoc, settingDocs } from "../lib/config.ts";
+import { configurationDoc, settingDocs } from "../lib/config_docs.ts";
 
 Deno.test("docs/configuration.md is what `deno task docs` writes from the settings schema", async () => {
   const written = await Deno.readTextFile(

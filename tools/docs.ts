@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { configurationDoc } from "../lib/config.ts";
+import { configurationDoc } from "../lib/config_docs.ts";
 
 const target = new URL("../docs/configuration.md", import.meta.url);
 await Deno.writeTextFile(target, configurationDoc());
