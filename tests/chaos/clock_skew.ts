@@ -15,6 +15,7 @@ import { WINDOW_HEADER } from "../../lib/http/handler.ts";
 import { tempKvPath } from "../helpers/kv.ts";
 import { FAKETIME_AVAILABLE, shiftedClock } from "../helpers/faketime.ts";
 import {
+  answersNotOk,
   countFaults,
   reportedCount,
   sendTraffic,
@@ -91,8 +92,7 @@ export async function runClockSkew(
       first + SKEW_WINDOWS * SKEW_WINDOW_MS,
       { pool: 10_000, windowMs: SKEW_WINDOW_MS, windowHeader: WINDOW_HEADER },
     );
-    const notOk = [...traffic.other.values()].reduce((a, b) => a + b, 0) +
-      traffic.unanswered.size;
+    const notOk = answersNotOk(traffic);
     if (notOk > 0) {
       broken.push(
         `${notOk} answers not ok: ${

@@ -25,6 +25,7 @@ import { tempKvPath } from "../helpers/kv.ts";
 import { KAFKA_MOCK_AVAILABLE, startKafkaMock } from "../helpers/kafka_mock.ts";
 import { startFakeKafkaRestProxy } from "../helpers/fake_kafka_rest_proxy.ts";
 import {
+  answersNotOk,
   countFaults,
   reportedCount,
   sendTraffic,
@@ -296,8 +297,7 @@ async function runFleet(
     ) {
       broken.push("no report attempt failed");
     }
-    const notOk = [...traffic.other.values()].reduce((a, b) => a + b, 0) +
-      traffic.unanswered.size;
+    const notOk = answersNotOk(traffic);
     const faults = answerFaults(traffic, options, end, fleet.storeBackAt);
     if (faults.length > 0) faults.push(notRecordedReasons(services));
     broken.push(...faults);
@@ -358,8 +358,7 @@ function answerFaults(
   storeBackAt = end,
 ): string[] {
   const faults: string[] = [];
-  const notOk = [...traffic.other.values()].reduce((a, b) => a + b, 0) +
-    traffic.unanswered.size;
+  const notOk = answersNotOk(traffic);
   if (options.everyAnswerOk && notOk > 0) {
     faults.push(`${notOk} answers not ok`);
   }
@@ -530,8 +529,7 @@ async function runSinkOutage(scenario: string): Promise<ChaosRow> {
       ),
     );
 
-    const notOk = [...traffic.other.values()].reduce((a, b) => a + b, 0) +
-      traffic.unanswered.size;
+    const notOk = answersNotOk(traffic);
     if (notOk > 0) {
       broken.push(
         `${notOk} answers not ok: ${

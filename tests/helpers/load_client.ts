@@ -53,6 +53,13 @@ export interface TrafficOptions {
   query?: (n: number) => string;
 }
 
+/** How many requests got an answer other than `200 ok`, or none. */
+export function answersNotOk(traffic: Traffic): number {
+  let count = traffic.unanswered.size;
+  for (const times of traffic.other.values()) count += times;
+  return count;
+}
+
 /**
  * Sends ids drawn at random from a pool to `url`'s accept endpoint until
  * `until` (epoch ms), recording every answer.

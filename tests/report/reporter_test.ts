@@ -6,46 +6,20 @@ import {
   type SendOutcome,
   type Sink,
 } from "../../lib/report/sink.ts";
-import { createLogSink } from "../../lib/report/sinks/log.ts";
 import type { Store } from "../../lib/store/store.ts";
-import { createKvStore } from "../../lib/store/kv/store_kv.ts";
 import { tempKvPath } from "../helpers/kv.ts";
-import { type CapturedLogs, captureLogs } from "../helpers/logs.ts";
-
-const WINDOW = 60_000;
-const M0 = Date.UTC(2026, 0, 1, 12, 0);
-const M1 = M0 + WINDOW;
-const M2 = M1 + WINDOW;
-const M3 = M2 + WINDOW;
-const GRACE = 2000;
-
-function kvStore(kv: Deno.Kv): Store {
-  return createKvStore(kv, { retentionMs: 3_600_000, retryBaseMs: 1 });
-}
-
-/** A reporter with a log sink and a clock the test moves. */
-function reporterFor(
-  store: Store,
-  logs: CapturedLogs,
-  options: { sinks?: Sink[]; instanceId?: string; leaseMs?: number } = {},
-) {
-  const clock = { now: M0 };
-  const reporter = createReporter({
-    store,
-    logger: logs.logger("reporter"),
-    sinks: options.sinks ?? [createLogSink(logs.logger("report"))],
-    clock: () => clock.now,
-    windowMs: WINDOW,
-    graceMs: GRACE,
-    ...(options.instanceId ? { instanceId: options.instanceId } : {}),
-    ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}),
-  });
-  return { reporter, clock };
-}
-
-function summary(reports: MinuteReport[]) {
-  return reports.map((r) => [r.minute, r.unique_ids]);
-}
+import { captureLogs } from "../helpers/logs.ts";
+import {
+  GRACE,
+  kvStore,
+  M0,
+  M1,
+  M2,
+  M3,
+  reporterFor,
+  summary,
+  WINDOW,
+} from "../helpers/reporting.ts";
 
 Deno.test("reportDue() reports the previous window once its grace has passed", async () => {
   await using logs = await captureLogs();

@@ -4,47 +4,25 @@
  * may take.
  */
 import assert from "node:assert/strict";
-import { createReporter } from "../../../lib/report/reporter.ts";
 import { deliveryLeaseMs } from "../../../lib/report/outbox_delivery.ts";
 import { type MinuteReport, type Sink } from "../../../lib/report/sink.ts";
 import { getLogger } from "@logtape/logtape";
 import { createLogSink } from "../../../lib/report/sinks/log.ts";
 import { createWebhookSink } from "../../../lib/report/sinks/webhook.ts";
 import type { Store } from "../../../lib/store/store.ts";
-import { createKvStore } from "../../../lib/store/kv/store_kv.ts";
 import { freePort } from "../../helpers/requirements.ts";
 import { type CapturedLogs, captureLogs } from "../../helpers/logs.ts";
 import { LOOPBACK_POST, startReceiver } from "../../helpers/receiver.ts";
-
-const WINDOW = 60_000;
-const M0 = Date.UTC(2026, 0, 1, 12, 0);
-const M1 = M0 + WINDOW;
-const M2 = M1 + WINDOW;
-const GRACE = 2000;
-
-function kvStore(kv: Deno.Kv): Store {
-  return createKvStore(kv, { retentionMs: 3_600_000, retryBaseMs: 1 });
-}
-
-/** A reporter with a log sink and a clock the test moves. */
-function reporterFor(
-  store: Store,
-  logs: CapturedLogs,
-  options: { sinks?: Sink[]; instanceId?: string; leaseMs?: number } = {},
-) {
-  const clock = { now: M0 };
-  const reporter = createReporter({
-    store,
-    logger: logs.logger("reporter"),
-    sinks: options.sinks ?? [createLogSink(logs.logger("report"))],
-    clock: () => clock.now,
-    windowMs: WINDOW,
-    graceMs: GRACE,
-    ...(options.instanceId ? { instanceId: options.instanceId } : {}),
-    ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}),
-  });
-  return { reporter, clock };
-}
+import {
+  GRACE,
+  kvStore,
+  M0,
+  M1,
+  M2,
+  reporterFor,
+  summary,
+  WINDOW,
+} from "../../helpers/reporting.ts";
 
 /**
  * The webhook sink as the service builds it, keeping which URLs each window
@@ -57,10 +35,6 @@ function owedUrlWebhook(store: Store, logs: CapturedLogs): Sink {
     logger: logs.logger("webhook"),
     attempts: 1,
   });
-}
-
-function summary(reports: MinuteReport[]) {
-  return reports.map((r) => [r.minute, r.unique_ids]);
 }
 
 Deno.test("webhook sink POSTs the report once to every distinct URL of the window", async () => {
