@@ -31,6 +31,7 @@ Deno.test({
       WINDOW_MS: "2000",
       REPORT_GRACE_MS: "500",
       CLOCK_CHECK_MS: "200",
+      WINDOW_HEADER: "true",
     };
     await using right = await startService(env);
     await using behind = await startService({ ...env, ...shiftedClock(-3000) });
