@@ -181,18 +181,25 @@ export function createHandler(
 
   /**
    * The accept endpoint. An id without a URL that this instance already
-   * knows in the current window is answered at once, without a promise, so
-   * repeat traffic costs a parse and a lookup.
+   * knows in the current window, or that a buffered store takes at once, is
+   * answered without a promise, so repeat traffic costs a parse and a
+   * lookup, and buffered traffic a queue entry more.
    */
   function accept(query: string): Response | Promise<Response> {
     const named = windowStart(clock(), windowMs);
     const minute = named > reportedThrough ? named : reportedThrough + windowMs;
     const parsed = parseAcceptQuery(query);
     if (parsed === undefined) throw new HttpError(400, "failed");
-    if (parsed.url === undefined && store.knows(minute, parsed.id)) {
-      metrics?.ids.inc(REPEAT);
-      if (minute !== named) metrics?.idsMoved.inc();
-      return ok(minute, named);
+    if (parsed.url === undefined) {
+      // Known here, or taken at once by a buffered store: no promise.
+      const taken = store.knows(minute, parsed.id)
+        ? "repeat"
+        : store.takeId(minute, parsed.id);
+      if (taken !== undefined) {
+        metrics?.ids.inc(taken === "new" ? NEW : REPEAT);
+        if (minute !== named) metrics?.idsMoved.inc();
+        return ok(minute, named);
+      }
     }
     if (parsed.url !== undefined && refuseUrl?.(parsed.url) !== undefined) {
       throw new HttpError(400, "failed");

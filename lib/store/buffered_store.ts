@@ -56,6 +56,7 @@ export interface BufferedStoreOptions {
 const MAX_WINDOW_MOVES = 3;
 
 const ACCEPTED = Promise.resolve(true);
+const REPEAT = Promise.resolve(false);
 
 /** One acknowledged id waiting for its commit. */
 interface Pending {
@@ -123,19 +124,24 @@ class BufferedIds implements IdRole {
   }
 
   recordId(minute: number, id: string): Promise<boolean> {
-    if (this.#store.knows(minute, id)) return this.#store.recordId(minute, id);
+    const taken = this.takeId(minute, id);
+    if (taken === "new") return ACCEPTED;
+    if (taken === "repeat") return REPEAT;
+    return this.#store.recordId(minute, id).then((recorded) => {
+      this.#failing = false;
+      return recorded;
+    });
+  }
+
+  takeId(minute: number, id: string): "new" | "repeat" | undefined {
+    if (this.#store.knows(minute, id)) return "repeat";
     const now = this.#clock();
-    if (this.#failing || !this.#hasRoom(now)) {
-      return this.#store.recordId(minute, id).then((recorded) => {
-        this.#failing = false;
-        return recorded;
-      });
-    }
+    if (this.#failing || !this.#hasRoom(now)) return undefined;
     const pending: Pending = { since: now, done: false };
     this.#pending.push(pending);
     this.#count++;
     this.#commit(minute, id, pending, 0);
-    return ACCEPTED;
+    return "new";
   }
 
   /** Commits an acknowledged id, in the next window where `minute` is reported. */

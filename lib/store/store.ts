@@ -28,6 +28,13 @@ export interface IdStore {
    */
   recordId(minute: number, id: string): Promise<boolean>;
   /**
+   * Takes `id` for the window at once, without a promise, where this store
+   * acknowledges ids before their commit (buffered) and has room: `new` or
+   * `repeat` as {@link IdStore.recordId} would resolve, or `undefined` when
+   * the caller must await `recordId` (always, for a durable store).
+   */
+  takeId(minute: number, id: string): "new" | "repeat" | undefined;
+  /**
    * Whether this instance already knows `id` is recorded in the window
    * starting at `minute`, from memory alone: no store round trip. `false`
    * means only "not known here"; `recordId` has the answer.
@@ -145,6 +152,7 @@ export interface Store extends IdStore, UrlStore, ReportStore, AsyncDisposable {
  */
 export const ID_ROLE = [
   "recordId",
+  "takeId",
   "knows",
   "countIds",
   "queuedIds",

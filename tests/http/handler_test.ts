@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHandler } from "../../lib/http/handler.ts";
 import type { Store } from "../../lib/store/store.ts";
 import { createKvStore } from "../../lib/store/kv/store_kv.ts";
+import { createBufferedStore } from "../../lib/store/buffered_store.ts";
 import { failingCommits } from "../helpers/kv.ts";
 import { captureLogs } from "../helpers/logs.ts";
 import { createServiceMetrics } from "../../lib/telemetry/service_metrics.ts";
@@ -286,6 +287,28 @@ Deno.test("handler counts an id whose window is already reported in the next win
   await handle(new Request(`${BASE}?id=4`));
   assert.match(metrics.registry.render(), /^verve_ids_moved_total 3$/m);
   assert.equal(await store.countIds(next), 3);
+});
+
+Deno.test("handler answers a new id a buffered store takes at once without a promise, and records it", async () => {
+  await using logs = await captureLogs();
+  await using store = createBufferedStore(
+    createKvStore(await Deno.openKv(":memory:"), { retentionMs: 600_000 }),
+    { logger: logs.logger("store") },
+  );
+  const handle = createHandler({
+    store,
+    logger: logs.logger("http"),
+    clock: () => MINUTE + 1234,
+  });
+  const answer = handle(new Request(`${BASE}?id=9`));
+  assert.ok(answer instanceof Response, "answered without a promise");
+  assert.equal(await answer.text(), "ok");
+  // With a URL it waits for the URL's record.
+  const withUrl = handle(new Request(`${BASE}?id=10&url=https://a.example/`));
+  assert.ok(withUrl instanceof Promise);
+  assert.equal((await withUrl).status, 200);
+  while (store.queuedIds() > 0) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(await store.countIds(MINUTE), 2);
 });
 
 Deno.test("handler answers the health and readiness probes", async (t) => {

@@ -163,3 +163,29 @@ Deno.test("buffered recordId() commits an id whose window was reported before it
   assert.equal(await reopened.countIds(M0 + 60_000), 1);
   assert.equal(await reopened.countIds(M0), 0);
 });
+
+Deno.test("buffered takeId() takes a new id at once and commits it, says repeat for a known id, and leaves a full buffer to recordId()", async () => {
+  await using logs = await captureLogs();
+  const gated = gatedCommits(await Deno.openKv(":memory:"));
+  await using store = createBufferedStore(
+    createKvStore(gated.kv, { retentionMs: RETENTION }),
+    { logger: logs.logger("store"), maxPending: 1 },
+  );
+  const release = gated.hold();
+  assert.equal(store.takeId(M0, "1"), "new");
+  // The buffer holds its one id: the next must wait for a commit.
+  assert.equal(store.takeId(M0, "2"), undefined);
+  assert.equal(store.queuedIds(), 1);
+  release();
+  await store.recordId(M0, "2");
+  assert.equal(store.takeId(M0, "1"), "repeat");
+  assert.equal(await store.countIds(M0), 2);
+});
+
+Deno.test("a durable store's takeId() leaves every id to recordId()", async () => {
+  await using store = createKvStore(await Deno.openKv(":memory:"), {
+    retentionMs: RETENTION,
+  });
+  assert.equal(store.takeId(M0, "1"), undefined);
+  assert.equal(await store.countIds(M0), 0);
+});

@@ -548,6 +548,11 @@ class KvStore implements Store {
     }
   }
 
+  /** Durable: every id waits for its commit. */
+  takeId(): undefined {
+    return undefined;
+  }
+
   queuedIds(): number {
     return this.#ids.queued;
   }

@@ -571,6 +571,11 @@ class RedisStore implements Store {
     await this.#redis.call(["PING"], REDIS_WINDOWS_KEY);
   }
 
+  /** Durable: every id waits for its commit. */
+  takeId(): undefined {
+    return undefined;
+  }
+
   queuedIds(): number {
     return this.#ids.queued;
   }
