@@ -200,6 +200,10 @@ async function openKv(path: string | undefined): Promise<Deno.Kv> {
   if (path?.startsWith("./data/")) {
     await Deno.mkdir("./data", { recursive: true });
   }
+  // Deno's KV Connect client reads its token from DENO_KV_ACCESS_TOKEN only.
+  if (config.kvAccessToken !== undefined && isRemoteKv(path)) {
+    Deno.env.set("DENO_KV_ACCESS_TOKEN", config.kvAccessToken);
+  }
   let kv: Deno.Kv;
   try {
     kv = await Deno.openKv(path);

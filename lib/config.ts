@@ -153,8 +153,12 @@ export const schema = z.object({
   ),
   KV_PATH: setting(
     z.string().trim().min(1).optional(),
-    "Deno KV database: a file path, `:memory:`, or an `https://` KV Connect URL (with `DENO_KV_ACCESS_TOKEN`).",
+    "Deno KV database: a file path, `:memory:`, or an `https://` KV Connect URL (with `KV_ACCESS_TOKEN` or `DENO_KV_ACCESS_TOKEN`).",
     "`./data/verve.kv` (Deno Deploy: its managed KV)",
+  ),
+  KV_ACCESS_TOKEN: setting(
+    z.string().trim().min(1).optional(),
+    "The access token of the KV Connect database of `KV_PATH`, where `DENO_KV_ACCESS_TOKEN` cannot be set (Deno Deploy refuses variables whose names start with `DENO_`); when both are set, this one counts.",
   ),
   KV_COMMIT_ATTEMPTS: setting(
     integer(1, 20, 10),
@@ -510,6 +514,7 @@ function toConfig(
     redisTimeoutMs: s.REDIS_TIMEOUT_MS,
     redisShards: s.REDIS_SHARDS,
     kvPath,
+    kvAccessToken: s.KV_ACCESS_TOKEN,
     kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,
     kvTimeoutMs: s.KV_TIMEOUT_MS,
     windowMs: s.WINDOW_MS,

@@ -19,6 +19,7 @@ const DEFAULTS: Config = {
   redisTimeoutMs: 1000,
   redisShards: "auto",
   kvPath: "./data/verve.kv",
+  kvAccessToken: undefined,
   kvCommitAttempts: 10,
   kvTimeoutMs: 2000,
   windowMs: 60_000,
@@ -112,6 +113,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     ["KAFKA_TOPIC", "unique.ids-1", { kafkaTopic: "unique.ids-1" }],
     ["KV_PATH", ":memory:", { kvPath: ":memory:" }],
     ["KV_PATH", "/tmp/x.kv", { kvPath: "/tmp/x.kv" }],
+    ["KV_ACCESS_TOKEN", " t0ken ", { kvAccessToken: "t0ken" }],
     [
       "KV_PATH",
       "https://api.deno.com/databases/x/connect",

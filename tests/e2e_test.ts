@@ -47,11 +47,11 @@ Deno.test("the service counts unique ids per window and reports each window once
   await countsAndReports(serviceEnv(file.path));
 });
 
-Deno.test("on a remote Deno KV over KV Connect the service counts and reports the same", async () => {
+Deno.test("on a remote Deno KV over KV Connect, its token in KV_ACCESS_TOKEN as on Deno Deploy, the service counts and reports the same", async () => {
   await using remote = await startKvConnect();
   await countsAndReports({
     ...serviceEnv(remote.url),
-    DENO_KV_ACCESS_TOKEN: remote.token,
+    KV_ACCESS_TOKEN: remote.token,
   });
   assert.ok(remote.stats.atomicWrites > 0);
   assert.deepEqual(remote.stats.refused, []);
