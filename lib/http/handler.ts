@@ -12,6 +12,7 @@ import { withinTime } from "../time_limit.ts";
 import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import { parseStatsMinutes } from "./stats.ts";
 import {
+  MAX_WINDOW_MOVES,
   type Store,
   StoreUnavailableError,
   WindowClosedError,
@@ -74,11 +75,6 @@ const TEXT = "text/plain; charset=utf-8";
 const OK_INIT: ResponseInit = { headers: { "content-type": TEXT } };
 /** The header of an `ok` answer that names the window the id counts in. */
 export const WINDOW_HEADER = "verve-window";
-/**
- * How many later windows a request whose window is already reported may
- * move on to, each found reported too, before it is answered 503.
- */
-const MAX_WINDOW_MOVES = 3;
 const NEW = ["new"];
 const REPEAT = ["repeat"];
 
@@ -192,9 +188,7 @@ export function createHandler(
     if (parsed === undefined) throw new HttpError(400, "failed");
     if (parsed.url === undefined) {
       // Known here, or taken at once by a buffered store: no promise.
-      const taken = store.knows(minute, parsed.id)
-        ? "repeat"
-        : store.takeId(minute, parsed.id);
+      const taken = store.takeId(minute, parsed.id);
       if (taken !== undefined) {
         metrics?.ids.inc(taken === "new" ? NEW : REPEAT);
         if (minute !== named) metrics?.idsMoved.inc();

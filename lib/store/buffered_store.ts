@@ -22,6 +22,7 @@ import type { Logger } from "@logtape/logtape";
 import { aboveZero, wholeNumber } from "./checks.ts";
 import {
   type IdRole,
+  MAX_WINDOW_MOVES,
   type Store,
   WindowClosedError,
   withIdRole,
@@ -51,9 +52,6 @@ export interface BufferedStoreOptions {
   /** Called for each id committed in a later window than it was given. */
   onMoved?: () => void;
 }
-
-/** How many later windows an id may move on to before it is lost. */
-const MAX_WINDOW_MOVES = 3;
 
 const ACCEPTED = Promise.resolve(true);
 const REPEAT = Promise.resolve(false);

@@ -28,10 +28,11 @@ export interface IdStore {
    */
   recordId(minute: number, id: string): Promise<boolean>;
   /**
-   * Takes `id` for the window at once, without a promise, where this store
-   * acknowledges ids before their commit (buffered) and has room: `new` or
-   * `repeat` as {@link IdStore.recordId} would resolve, or `undefined` when
-   * the caller must await `recordId` (always, for a durable store).
+   * Answers `id` for the window at once, without a promise, where memory
+   * alone can: `repeat` for an id this instance knows (as
+   * {@link IdStore.knows}), `new` for one a store that acknowledges before
+   * the commit (buffered) took into its queue; `undefined` when the caller
+   * must await `recordId` (a new id, on a durable store).
    */
   takeId(minute: number, id: string): "new" | "repeat" | undefined;
   /**
@@ -271,6 +272,12 @@ export class StoreUnavailableError extends Error {
     this.name = "StoreUnavailableError";
   }
 }
+
+/**
+ * How many later windows an id whose window is already reported may move
+ * on to, each found reported too, before it fails.
+ */
+export const MAX_WINDOW_MOVES = 3;
 
 /** The window was already reported, so nothing more can be recorded in it. */
 export class WindowClosedError extends Error {

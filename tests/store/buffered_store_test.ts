@@ -182,10 +182,13 @@ Deno.test("buffered takeId() takes a new id at once and commits it, says repeat 
   assert.equal(await store.countIds(M0), 2);
 });
 
-Deno.test("a durable store's takeId() leaves every id to recordId()", async () => {
+Deno.test("a durable store's takeId() leaves every new id to recordId(), and answers one it knows as a repeat", async () => {
   await using store = createKvStore(await Deno.openKv(":memory:"), {
     retentionMs: RETENTION,
   });
   assert.equal(store.takeId(M0, "1"), undefined);
   assert.equal(await store.countIds(M0), 0);
+  assert.equal(await store.recordId(M0, "1"), true);
+  assert.equal(store.takeId(M0, "1"), "repeat");
+  assert.equal(store.takeId(M0 + 60_000, "1"), undefined);
 });

@@ -208,7 +208,7 @@ class KvStore implements Store {
         "maxInFlight",
         options.maxInFlight ?? Math.max(4, options.partitions ?? 1),
       ),
-      withRetries: (call) => this.#withRetries(call),
+      withRetries: this.#retrying,
       ...(options.maxCommitWaitMs !== undefined
         ? { maxCommitWaitMs: options.maxCommitWaitMs }
         : {}),
@@ -548,9 +548,9 @@ class KvStore implements Store {
     }
   }
 
-  /** Durable: every id waits for its commit. */
-  takeId(): undefined {
-    return undefined;
+  /** Durable: an id known here is a repeat; any other waits for its commit. */
+  takeId(minute: number, id: string): "repeat" | undefined {
+    return this.knows(minute, id) ? "repeat" : undefined;
   }
 
   queuedIds(): number {

@@ -571,9 +571,9 @@ class RedisStore implements Store {
     await this.#redis.call(["PING"], REDIS_WINDOWS_KEY);
   }
 
-  /** Durable: every id waits for its commit. */
-  takeId(): undefined {
-    return undefined;
+  /** Durable: an id known here is a repeat; any other waits for its commit. */
+  takeId(minute: number, id: string): "repeat" | undefined {
+    return this.knows(minute, id) ? "repeat" : undefined;
   }
 
   queuedIds(): number {
