@@ -98,6 +98,7 @@ const backend: Store = redis !== undefined
     retentionMs,
     ...idLifetime(config.windowMs, retentionMs),
     partitions: config.kvPartitions,
+    depth: config.kvCommitDepth,
     maxIdsPerWindow: config.kvMaxWindowIds,
     maxUrlsPerWindow: config.maxUrlsPerWindow,
     commitAttempts: config.kvCommitAttempts,

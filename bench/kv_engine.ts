@@ -4,10 +4,10 @@
  *
  * 1. The engine: the store's atomic operations committed straight to a KV
  *    file, per batch size and commits in flight, in both layouts side by
- *    side. `log`: the store's layout, one check of a partition's head, the
- *    window's report check, the next head and one entry with the batch's
- *    ids packed 8 bytes each (each commit in flight on a partition of its
- *    own). `per-id`: the layout of earlier versions, a check and a set per
+ *    side. `log`: the store's layout, an owner's commit (checks of the
+ *    partition's owner, of the entry and of the window's report, the count
+ *    added to the head, and one entry with the batch's ids packed 8 bytes
+ *    each; each commit in flight on a partition of its own). `per-id`: the layout of earlier versions, a check and a set per
  *    id and one counter `sum`. Ids are random 63-bit numbers, as in
  *    `deno task bench`'s workload b, or sequential for contrast: random ids
  *    land on random B-tree pages, sequential ones on the same few.
@@ -37,6 +37,7 @@ import {
   legacyIdKey,
   logEntryKey,
   logHeadKey,
+  logOwnerKey,
   reportKey,
 } from "../lib/store/keys.ts";
 import type { Store } from "../lib/store/store.ts";
@@ -112,7 +113,8 @@ async function engine(
       if (result.ok) {
         recorded += batch;
         head.seq++;
-        head.versionstamp = result.versionstamp;
+        // The owner key's versionstamp: the first commit wrote it.
+        head.versionstamp ??= result.versionstamp;
       }
     }
   }
@@ -128,7 +130,12 @@ async function engine(
   };
 }
 
-/** The store's commit: a partition's next head and entry, as in `kv_id_log.ts`. */
+/**
+ * The store's commit, as in `kv_id_log.ts`: the first takes the partition
+ * (checks its head, writes it and the owner), the next ones commit as its
+ * owner (check the owner key and that the entry is new, add to the head);
+ * each writes one entry.
+ */
 function logCommit(
   kv: Deno.Kv,
   minute: number,
@@ -141,19 +148,23 @@ function logCommit(
     { length: batch },
     () => splitId(nextId(), { lo: 0, hi: 0 }),
   );
-  return kv.atomic()
-    .check({
-      key: logHeadKey(minute, partition),
+  const seq = head.seq + 1;
+  const op = kv.atomic().check({ key: reportKey(minute), versionstamp: null });
+  if (head.versionstamp === null) {
+    op.check({ key: logHeadKey(minute, partition), versionstamp: null })
+      .set(logHeadKey(minute, partition), new Deno.KvU64(BigInt(batch)))
+      .set(logOwnerKey(minute, partition), "bench");
+  } else {
+    op.check({
+      key: logOwnerKey(minute, partition),
       versionstamp: head.versionstamp,
     })
-    .check({ key: reportKey(minute), versionstamp: null })
-    .set(logHeadKey(minute, partition), {
-      seq: head.seq + 1,
-      count: (head.seq + 1) * batch,
-    }, { expireIn: RETENTION_MS })
-    .set(logEntryKey(minute, partition, head.seq + 1), packIds(ids), {
-      expireIn: RETENTION_MS,
-    });
+      .check({ key: logEntryKey(minute, partition, seq), versionstamp: null })
+      .sum(logHeadKey(minute, partition), BigInt(batch));
+  }
+  return op.set(logEntryKey(minute, partition, seq), packIds(ids), {
+    expireIn: RETENTION_MS,
+  });
 }
 
 /** The per-id layout's commit: a check and a set per id, one counter sum. */

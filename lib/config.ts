@@ -177,6 +177,11 @@ export const schema = z.object({
     "Partitions of each window's id log in Deno KV (1\u2013256). An id's partition is a hash of the id, so instances share every partition; each partition's head takes one commit at a time, and more partitions let more instances' commits through at once. A local file takes one writer at a time whatever the partitions, so there more partitions only mean smaller commits. The first instance to write in a window fixes its number, so instances with different values still agree. See [Several instances](deployment.md#several-instances).",
     "`16` on a remote Deno KV (a KV Connect URL, or Deno Deploy's), else `1`",
   ),
+  KV_COMMIT_DEPTH: setting(
+    integer(1, 16, 1),
+    "Commits of ids in flight at once in one partition of a window's Deno KV log while this instance owns it (1\u201316): the last instance to commit there owns it, and another instance's commit takes it over. On a remote database each commit waits a round trip, and more in flight cut the wait for one's turn; a local file takes one writer at a time, and there more in flight only mean smaller commits. See [Several instances](deployment.md#several-instances).",
+    "`2` on a remote Deno KV, else `1`",
+  ),
   KV_MAX_WINDOW_IDS: setting(
     integer(1000, 100_000_000, 5_000_000),
     "The most ids of one window an instance holds in memory (1000\u2013100000000), at 11.4\u201317.1 bytes each; past it, new ids get `503 failed` (logged at error level once per window, counted in `verve_ids_refused_total`) until the next window.",
@@ -469,6 +474,12 @@ export const DEPLOY_SHUTDOWN_TIMEOUT_MS = 4000;
 export const REMOTE_KV_PARTITIONS = 16;
 
 /**
+ * Commits in flight per owned partition on a remote Deno KV when
+ * `KV_COMMIT_DEPTH` is not given (measured at +80 ms, BENCHMARKS.md).
+ */
+export const REMOTE_KV_COMMIT_DEPTH = 2;
+
+/**
  * Whether the Deno KV at `path` is remote: a KV Connect URL, or Deno
  * Deploy's own (`undefined`), rather than a local file.
  */
@@ -481,8 +492,8 @@ export function isRemoteKv(path: string | undefined): boolean {
  *
  * @param s The schema's output.
  * @param context Where the service runs, whether OpenTelemetry is on, and
- *   which settings were given: `REDIS_WAIT_REPLICAS`, `KV_PARTITIONS` and
- *   `SHUTDOWN_TIMEOUT_MS` have defaults that depend on other settings or on
+ *   which settings were given: `REDIS_WAIT_REPLICAS`, `KV_PARTITIONS`,
+ *   `KV_COMMIT_DEPTH` and `SHUTDOWN_TIMEOUT_MS` have defaults that depend on other settings or on
  *   the platform.
  */
 function toConfig(
@@ -524,6 +535,11 @@ function toConfig(
       ? s.KV_PARTITIONS
       : isRemoteKv(kvPath)
       ? REMOTE_KV_PARTITIONS
+      : 1,
+    kvCommitDepth: context.given.has("KV_COMMIT_DEPTH")
+      ? s.KV_COMMIT_DEPTH
+      : isRemoteKv(kvPath)
+      ? REMOTE_KV_COMMIT_DEPTH
       : 1,
     kvMaxWindowIds: s.KV_MAX_WINDOW_IDS,
     reportGraceMs: s.REPORT_GRACE_MS,

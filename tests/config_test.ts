@@ -24,6 +24,7 @@ const DEFAULTS: Config = {
   kvTimeoutMs: 2000,
   windowMs: 60_000,
   kvPartitions: 1,
+  kvCommitDepth: 1,
   kvMaxWindowIds: 5_000_000,
   shutdownTimeoutMs: 30_000,
   openTelemetry: false,
@@ -117,7 +118,11 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     [
       "KV_PATH",
       "https://api.deno.com/databases/x/connect",
-      { kvPath: "https://api.deno.com/databases/x/connect", kvPartitions: 16 },
+      {
+        kvPath: "https://api.deno.com/databases/x/connect",
+        kvPartitions: 16,
+        kvCommitDepth: 2,
+      },
     ],
     ["REDIS_SHARDS", "auto", { redisShards: "auto" }],
     ["REDIS_SHARDS", " AUTO ", { redisShards: "auto" }],
@@ -129,6 +134,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     ["WINDOW_MS", "3600000", { windowMs: 3_600_000 }],
     ["KV_PARTITIONS", "1", { kvPartitions: 1 }],
     ["KV_PARTITIONS", "256", { kvPartitions: 256 }],
+    ["KV_COMMIT_DEPTH", "16", { kvCommitDepth: 16 }],
     ["KV_MAX_WINDOW_IDS", "1000", { kvMaxWindowIds: 1000 }],
     ["SHUTDOWN_TIMEOUT_MS", "1000", { shutdownTimeoutMs: 1000 }],
     ["SHUTDOWN_TIMEOUT_MS", "600000", { shutdownTimeoutMs: 600_000 }],
@@ -253,6 +259,24 @@ Deno.test("parseConfig() gives a remote Deno KV 16 partitions by default, a file
   );
 });
 
+Deno.test("parseConfig() gives a remote Deno KV 2 commits in flight per partition by default, a file 1, and KV_COMMIT_DEPTH wherever it is set", () => {
+  const remote = "https://api.deno.com/v2/databases/x/connect";
+  assert.equal(parseConfig({ KV_PATH: remote }).kvCommitDepth, 2);
+  assert.equal(parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).kvCommitDepth, 2);
+  assert.equal(parseConfig({ KV_PATH: "/data/verve.kv" }).kvCommitDepth, 1);
+  assert.equal(parseConfig({}).kvCommitDepth, 1);
+  assert.equal(
+    parseConfig({ KV_PATH: "/data/verve.kv", KV_COMMIT_DEPTH: "3" })
+      .kvCommitDepth,
+    3,
+  );
+  assert.equal(
+    parseConfig({ DENO_DEPLOYMENT_ID: "d1", KV_COMMIT_DEPTH: "1" })
+      .kvCommitDepth,
+    1,
+  );
+});
+
 Deno.test("parseConfig() turns OpenTelemetry on with OTEL_DENO or on Deno Deploy, where a shutdown has 4 s by default", () => {
   assert.equal(parseConfig({ OTEL_DENO: "true" }).openTelemetry, true);
   assert.equal(parseConfig({ OTEL_DENO: "1" }).openTelemetry, true);
@@ -337,6 +361,7 @@ Deno.test("parseConfig() leaves kvPath undefined on Deno Deploy", async (t) => {
         ...DEFAULTS,
         kvPath: undefined,
         kvPartitions: 16,
+        kvCommitDepth: 2,
         shutdownTimeoutMs: 4000,
         openTelemetry: true,
         reportEmptyBeforeStart: true,
@@ -400,6 +425,8 @@ Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) 
     ["WINDOW_MS", "3600001"],
     ["KV_PARTITIONS", "0"],
     ["KV_PARTITIONS", "257"],
+    ["KV_COMMIT_DEPTH", "0"],
+    ["KV_COMMIT_DEPTH", "17"],
     ["REDIS_SHARDS", "0"],
     ["REDIS_SHARDS", "257"],
     ["REDIS_SHARDS", "some"],

@@ -99,11 +99,13 @@ export const ID_BYTES = 8;
 /**
  * Reads ids packed {@link ID_BYTES} each (low half, then high half, little
  * endian) and calls `each` with their halves.
+ *
+ * @returns How many ids there were.
  */
 export function forEachPackedId(
   packed: Uint8Array,
   each: (lo: number, hi: number) => void,
-): void {
+): number {
   if (packed.byteLength % ID_BYTES !== 0) {
     throw new RangeError(
       `Cannot read packed ids: ${packed.byteLength} bytes is not a multiple of ${ID_BYTES}`,
@@ -117,6 +119,7 @@ export function forEachPackedId(
   for (let at = 0; at < packed.byteLength; at += ID_BYTES) {
     each(view.getUint32(at, true), view.getUint32(at + 4, true));
   }
+  return packed.byteLength / ID_BYTES;
 }
 
 /** Packs ids given as halves into {@link ID_BYTES} each, little endian. */

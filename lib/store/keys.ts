@@ -10,7 +10,8 @@
  * | key | value | lifetime |
  * | --- | --- | --- |
  * | `verve/window/<minute>` | {@link WindowLayout}: the window's partitions | deleted once reported |
- * | `verve/log/<minute>/<partition>/true` | {@link LogHead}: last `seq`, ids so far | deleted once reported |
+ * | `verve/log/<minute>/<partition>/true` | the partition's head: its ids so far, a `Deno.KvU64` ({@link LogHead} in earlier versions) | deleted once reported |
+ * | `verve/log/<minute>/<partition>/false` | the partition's owner: the instance that may append without reading first | deleted once reported |
  * | `verve/log/<minute>/<partition>/<seq>` | the ids new in commit `seq`, packed 8 bytes each | `expireIn` the window plus 5 minutes (`idLifetime`) |
  * | `verve/url/<minute>/<sha256>` | the URL | `expireIn` retention |
  * | `verve/urls/<minute>` | number of URLs | `expireIn` retention |
@@ -20,10 +21,18 @@
  * | `verve/delivery/<minute>/<sink>` | what became of the report | `expireIn` retention |
  * | `verve/clock/<instance>` | {@link ClockBeacon}: the instance's clock at its last check | `expireIn` a minute; deleted at shutdown |
  *
- * A partition's head sorts after its entries (`true` sorts after numbers),
- * so one range read from an entry onwards returns the entries after it and
- * then the head: whatever head it returns, every entry up to that head's
- * `seq` was returned too.
+ * A partition's owner and head sort after its entries (`false` and `true`
+ * sort after numbers, in that order), so one range read from an entry
+ * onwards returns the entries after it, then the owner and the head. The
+ * head's count is the sum of the ids in the partition's entries: a read
+ * whose entries add up to less has missed one that landed behind it.
+ *
+ * A commit appends an entry and adds its ids to the head. An instance that
+ * does not own the partition checks the head it read and takes the
+ * partition (writes the owner); the owner checks only the owner key, which
+ * its own commits leave alone, so it can have several commits in flight,
+ * while another instance's takeover fails every one of them. Sums clear a
+ * key's expiry in Deno KV, so a head lives until its window is reported.
  *
  * Earlier versions kept one key per id, `verve/id/<minute>/<id>`, and the
  * window's count in shards, `verve/count/<minute>/<shard>` (deleted once
@@ -85,7 +94,7 @@ export interface WindowLayout {
   partitions: number;
 }
 
-/** The head of one partition of a window's id log. */
+/** The head of one partition of a window's id log, as earlier versions wrote it. */
 export interface LogHead {
   /** The `seq` of the partition's last entry; entries count from 1. */
   seq: number;
@@ -103,9 +112,23 @@ export function allWindowsPrefix(): Deno.KvKey {
   return [ROOT, "window"];
 }
 
-/** The key of one partition's {@link LogHead}. */
+/** The key of one partition's head. */
 export function logHeadKey(minute: number, partition: number): Deno.KvKey {
   return [ROOT, "log", minute, partition, true];
+}
+
+/** The key of one partition's owner. */
+export function logOwnerKey(minute: number, partition: number): Deno.KvKey {
+  return [ROOT, "log", minute, partition, false];
+}
+
+/**
+ * The ids a partition's head counts, in either form: a `Deno.KvU64`, or an
+ * earlier version's {@link LogHead}; 0 for no head.
+ */
+export function countOfHead(value: Deno.KvU64 | LogHead | null): number {
+  if (value === null) return 0;
+  return value instanceof Deno.KvU64 ? Number(value.value) : value.count;
 }
 
 /** The key of one entry of a partition's log. */
@@ -185,6 +208,11 @@ export function sinkOfKey(key: Deno.KvKey): string {
 /** The URL's hash a URL key (`verve/url…/<minute>/<sha256>`) carries. */
 export function urlHashOfKey(key: Deno.KvKey): string {
   return keyPart(key, 3, "string");
+}
+
+/** The `seq` of a log entry's key (`verve/log/<minute>/<partition>/<seq>`). */
+export function seqOfLogEntryKey(key: Deno.KvKey): number {
+  return keyPart(key, 4, "number");
 }
 
 /** The id of an earlier version's per-id key (`verve/id/<minute>/<id>`). */

@@ -120,6 +120,41 @@ export function everyNthCommitFails(kv: Deno.Kv, n: number): Deno.Kv {
   });
 }
 
+/**
+ * Wraps a real KV so that every `n`th atomic commit is written and then
+ * throws, as a database does whose answer is lost on the way back: the
+ * caller cannot tell whether it was written.
+ */
+export function everyNthCommitLost(
+  kv: Deno.Kv,
+  n: number,
+): { kv: Deno.Kv; lost: number } {
+  let commits = 0;
+  const wrapped = {
+    lost: 0,
+    kv: new Proxy(kv, {
+      get(target, property) {
+        if (property === "atomic") {
+          return () => {
+            const op = target.atomic();
+            const commit = op.commit.bind(op);
+            op.commit = async () => {
+              const result = await commit();
+              if (++commits % n !== 0) return result;
+              wrapped.lost++;
+              throw new TypeError("connection reset after the write");
+            };
+            return op;
+          };
+        }
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }),
+  };
+  return wrapped;
+}
+
 /** One id found in a window's log. */
 export interface LoggedId {
   /** The id, as a canonical decimal string. */

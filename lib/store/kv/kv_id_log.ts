@@ -1,26 +1,36 @@
 /**
  * The KV store's ids: per window, a log of new ids split into partitions.
- * Each partition has a head, `{ seq, count }`, and entries `1..seq`, each
- * holding the ids that became new in one commit, packed 8 bytes each. The
- * heads are the window's sharded counter: its unique count is the sum of
- * their counts.
+ * Each partition has a head, the count of its ids, an owner, and entries
+ * numbered from 1, each holding the ids that became new in one commit,
+ * packed 8 bytes each. The heads are the window's sharded counter: its
+ * unique count is the sum of their counts.
  *
  * In memory, per open window, an {@link IdTable} holds every id this
  * instance has read in or written to the log, and each partition remembers
- * the head it has read up to. A new id joins its partition's queue; a
- * commit takes the queue (up to {@link MAX_IDS_PER_ENTRY} ids), and in one
- * atomic operation checks that the head is the one read, checks that the
- * window is not reported, and writes the next head and entry. When another
- * instance moved the head first, one range read brings the entries after
- * the cursor and the new head; the ids found there are repeats, the rest is
- * committed at once against the new head. A failed check always brings
- * another instance's commit, so there is no limit on rounds: an id fails
- * only when its commit deadline passes, the store throws, or the window is
- * reported.
+ * how far it has read. A new id joins its partition's queue; a commit takes
+ * the queue (up to {@link MAX_IDS_PER_ENTRY} ids) and, in one atomic
+ * operation, checks that the window is not reported, writes the next entry
+ * and adds its ids to the head:
  *
- * One commit runs per partition at a time (a second would fail its check),
- * up to `maxInFlight` over all partitions. A process that starts mid-window
- * reads a partition's log on its first commit there, whose check fails.
+ * - An instance that does not own the partition checks that the head is the
+ *   one it read, and takes the partition: it writes the owner key.
+ * - The owner checks only the owner key, which its own commits leave alone,
+ *   so up to `depth` of its commits run at once. Another instance's takeover
+ *   moves the owner key and fails all of them.
+ *
+ * A commit that fails its check, or throws (it may have been written), ends
+ * the ownership: the partition's log is read from the first entry not read
+ * yet (the head sorts last), the ids found there are repeats, and the rest
+ * is committed again as a takeover. A read whose entries add up to less than
+ * the head's count has missed an entry that landed behind it and reads
+ * again. A failed check always brings a commit that landed (another
+ * instance's, or this one's whose answer was lost), so there is no limit on
+ * rounds: an id fails only when its commit deadline passes, the store
+ * throws, or the window is reported.
+ *
+ * At most `maxInFlight` commits and reads run over all partitions. A process
+ * that starts mid-window reads a partition's log on its first commit there,
+ * whose check fails.
  *
  * @module
  */
@@ -35,11 +45,14 @@ import type { CommitObserver } from "../store.ts";
 import { IdTable } from "./id_table.ts";
 import { perIdIds } from "./per_id_layout.ts";
 import {
+  countOfHead,
   logEnd,
   logEntryKey,
   type LogHead,
   logHeadKey,
+  logOwnerKey,
   reportKey,
+  seqOfLogEntryKey,
   windowKey,
   type WindowLayout,
 } from "../keys.ts";
@@ -70,8 +83,10 @@ export interface KvIdLogOptions {
   maxCommitWaitMs?: number;
   /** The current time in epoch ms, for the window's deadline. Default: `Date.now`. */
   clock?: () => number;
-  /** Commits running at once, over all partitions. Default: 4. */
+  /** Commits and reads running at once, over all partitions. Default: 4. */
   maxInFlight?: number;
+  /** Commits running at once in one partition this instance owns. Default: 1. */
+  depth?: number;
   /** Runs a KV call, retrying it while it throws. */
   withRetries<T>(call: () => Promise<T>): Promise<T>;
   /** Told about every commit of ids, e.g. for metrics. */
@@ -101,12 +116,27 @@ interface Pending extends Id64 {
 interface Partition {
   window: Window;
   index: number;
-  /** The head this instance has read up to: its `seq`, count and version. */
+  /** The highest entry number this instance has read, written or tried. */
   seq: number;
-  count: number;
-  versionstamp: string | null;
+  /**
+   * Entry numbers up to `seq` not read: commits that failed, or another
+   * owner's that may still land.
+   */
+  holes: Set<number>;
+  /** The ids in the entries read or written. */
+  known: number;
+  /** The head as last read or written by a takeover. */
+  headCount: number;
+  headVersionstamp: string | null;
+  /** The owner key's versionstamp while this instance owns the partition. */
+  owned: string | null;
+  /** Whether the log must be read before the next commit. */
+  stale: boolean;
   queue: Pending[];
-  committing: boolean;
+  /** Commits running. */
+  committing: number;
+  /** Whether a read of the log is running. */
+  reading: boolean;
   scheduled: boolean;
 }
 
@@ -125,6 +155,9 @@ interface Window {
 }
 
 const RESOLVED_REPEAT = Promise.resolve(false);
+
+/** The most reads in a row that find the head ahead of its entries. */
+const MAX_READS = 100;
 
 /**
  * Records ids in the per-window, partitioned log of a Deno KV database.
@@ -151,6 +184,9 @@ export class KvIdLog {
   readonly #entryRetentionMs: number;
   readonly #clock: () => number;
   readonly #maxInFlight: number;
+  readonly #depth: number;
+  /** This instance's name in the owner keys it writes. */
+  readonly #owner = crypto.randomUUID();
   readonly #withRetries: KvIdLogOptions["withRetries"];
   readonly #onCommit: KvIdLogOptions["onCommit"];
   readonly #onConflict: KvIdLogOptions["onConflict"];
@@ -178,6 +214,7 @@ export class KvIdLog {
     this.#entryRetentionMs = options.entryRetentionMs;
     this.#clock = options.clock ?? Date.now;
     this.#maxInFlight = options.maxInFlight ?? 4;
+    this.#depth = options.depth ?? 1;
     this.#withRetries = options.withRetries;
     this.#onCommit = options.onCommit;
     this.#onConflict = options.onConflict;
@@ -329,10 +366,15 @@ export class KvIdLog {
         window,
         index,
         seq: 0,
-        count: 0,
-        versionstamp: null,
+        holes: new Set(),
+        known: 0,
+        headCount: 0,
+        headVersionstamp: null,
+        owned: null,
+        stale: false,
         queue: [],
-        committing: false,
+        committing: 0,
+        reading: false,
         scheduled: false,
       }));
     } catch (error) {
@@ -385,101 +427,158 @@ export class KvIdLog {
     this.#flush();
   }
 
+  /**
+   * Whether the partition can start a commit or a read now: an owner up to
+   * `depth` commits, anyone else one at a time, after reading what it missed.
+   */
+  #canStart(part: Partition): boolean {
+    if (part.reading) return false;
+    if (part.owned !== null) {
+      return part.committing < this.#depth && part.queue.length > 0;
+    }
+    return part.committing === 0 && part.queue.length > 0;
+  }
+
   #schedule(part: Partition): void {
-    if (part.scheduled || part.committing) return;
+    if (part.scheduled || !this.#canStart(part)) return;
     part.scheduled = true;
     this.#ready.push(part);
   }
 
-  /** Starts commits while partitions wait and commit slots are free. */
+  /** Starts commits and reads while partitions wait and slots are free. */
   #flush(): void {
     while (this.#inFlight < this.#maxInFlight && this.#ready.length > 0) {
       const part = this.#ready.shift()!;
       part.scheduled = false;
-      if (part.committing || part.queue.length === 0) continue;
-      part.committing = true;
-      this.#inFlight++;
-      // The next commit starts before the callers of this one run, so the
-      // database does not wait for them.
-      void this.#commitPartition(part).then((finish) => {
-        this.#release(part);
-        finish();
-      }, (error) => {
-        this.#release(part);
-        throw error;
-      });
+      if (!this.#canStart(part)) continue;
+      if (part.owned === null && part.stale) {
+        this.#startRead(part);
+      } else {
+        this.#startCommit(part);
+        // An owner may start another commit with what is left.
+        this.#schedule(part);
+      }
     }
   }
 
-  /** Ends a partition's commit and starts whatever can start. */
-  #release(part: Partition): void {
-    part.committing = false;
-    this.#inFlight--;
-    if (part.queue.length > 0) this.#schedule(part);
-    this.#flush();
+  #startCommit(part: Partition): void {
+    const batch = this.#take(part);
+    if (batch.length === 0) return;
+    const takeover = part.owned === null;
+    const seq = ++part.seq;
+    part.committing++;
+    this.#inFlight++;
+    // The next commit starts before the callers of this one run, so the
+    // database does not wait for them.
+    const release = () => {
+      part.committing--;
+      this.#inFlight--;
+      this.#schedule(part);
+      this.#flush();
+    };
+    void this.#commit(part, batch, seq, takeover).then((finish) => {
+      release();
+      finish();
+    }, (error) => {
+      release();
+      throw error;
+    });
   }
 
-  /**
-   * Commits the partition's queue, catching up with the log on conflicts.
-   *
-   * @returns What settles the last batch's callers, to run once the
-   *   partition is free for its next commit.
-   */
-  async #commitPartition(part: Partition): Promise<() => void> {
+  #startRead(part: Partition): void {
+    part.reading = true;
+    this.#inFlight++;
     const window = part.window;
-    let batch = this.#take(part, []);
-    while (batch.length > 0) {
-      let deadline = Infinity;
-      for (const entry of batch) deadline = Math.min(deadline, entry.deadline);
-      const started = performance.now();
-      let result: Deno.KvCommitResult | Deno.KvCommitError;
-      try {
-        result = await this.#withRetries(() =>
-          this.#append(part, batch, deadline)
-        );
-      } catch (error) {
-        this.#onCommit?.(batch.length, elapsed(started), false);
-        const failure = unavailable(error);
-        return () => this.#failAll(window, batch, failure);
+    void this.#read(part).then(() => {
+      part.stale = false;
+      if (window.closed) {
+        this.#failAll(window, part.queue.splice(0), window.closed);
       }
-      if (result.ok) {
-        this.#onCommit?.(batch.length, elapsed(started), true);
-        part.seq++;
-        part.count += batch.length;
-        part.versionstamp = result.versionstamp;
-        for (const entry of batch) window.table.add(entry.lo, entry.hi);
-        const recorded = batch;
-        return () => {
-          for (const entry of recorded) this.#settle(window, entry, true);
-        };
-      }
-      this.#onConflict?.();
-      try {
-        await this.#catchUp(part);
-      } catch (error) {
-        const failure = unavailable(error);
-        return () => this.#failAll(window, batch, failure);
-      }
-      const closed = window.closed;
-      if (closed) {
-        const failed = [...batch, ...part.queue.splice(0)];
-        return () => this.#failAll(window, failed, closed);
-      }
-      batch = this.#take(part, batch);
-    }
-    return () => {};
+    }, (error) => {
+      this.#failAll(
+        window,
+        part.queue.splice(0),
+        unavailable(error, "Cannot read the window's id log"),
+      );
+    }).finally(() => {
+      part.reading = false;
+      this.#inFlight--;
+      this.#schedule(part);
+      this.#flush();
+    });
   }
 
   /**
-   * Takes the ids to commit next: those of `kept` still new, then the
-   * queue's, up to {@link MAX_IDS_PER_ENTRY}. Ids found in the log are
-   * settled as repeats, ids past their deadline fail.
+   * One commit of `batch` as entry `seq`, as the owner or as a takeover.
+   *
+   * @returns What settles the batch's callers, to run once the next commits
+   *   have started.
    */
-  #take(part: Partition, kept: Pending[]): Pending[] {
+  async #commit(
+    part: Partition,
+    batch: Pending[],
+    seq: number,
+    takeover: boolean,
+  ): Promise<() => void> {
+    const window = part.window;
+    let deadline = Infinity;
+    for (const entry of batch) deadline = Math.min(deadline, entry.deadline);
+    const owner = part.owned;
+    const started = performance.now();
+    let result: Deno.KvCommitResult | Deno.KvCommitError;
+    try {
+      result = await this.#withRetries(() =>
+        this.#append(part, batch, seq, takeover ? undefined : owner, deadline)
+      );
+    } catch (error) {
+      this.#onCommit?.(batch.length, elapsed(started), false);
+      // It may have been written: read the log before the next commit.
+      this.#lose(part, seq);
+      const failure = unavailable(error);
+      return () => this.#failAll(window, batch, failure);
+    }
+    if (!result.ok) {
+      this.#onConflict?.();
+      this.#lose(part, seq);
+      // Committed again after the read, unless found there.
+      part.queue = batch.concat(part.queue);
+      return () => {};
+    }
+    this.#onCommit?.(batch.length, elapsed(started), true);
+    part.known += batch.length;
+    if (takeover) {
+      part.owned = result.versionstamp;
+      part.headCount += batch.length;
+      part.headVersionstamp = result.versionstamp;
+      // Whoever owned the partition before can no longer write.
+      part.holes.clear();
+    }
+    for (const entry of batch) window.table.add(entry.lo, entry.hi);
+    return () => {
+      for (const entry of batch) this.#settle(window, entry, true);
+    };
+  }
+
+  /** Ends the ownership after a failed commit of entry `seq`. */
+  #lose(part: Partition, seq: number): void {
+    part.owned = null;
+    part.stale = true;
+    part.holes.add(seq);
+  }
+
+  /**
+   * Takes the ids to commit next from the queue, up to
+   * {@link MAX_IDS_PER_ENTRY}. Ids found in the log are settled as repeats,
+   * ids past their deadline fail.
+   */
+  #take(part: Partition): Pending[] {
     const window = part.window;
     const now = performance.now();
     const batch: Pending[] = [];
-    const consider = (entry: Pending) => {
+    let taken = 0;
+    const queue = part.queue;
+    while (taken < queue.length && batch.length < MAX_IDS_PER_ENTRY) {
+      const entry = queue[taken++]!;
       if (window.table.has(entry.lo, entry.hi)) {
         this.#settle(window, entry, false);
       } else if (now > entry.deadline) {
@@ -493,40 +592,48 @@ export class KvIdLog {
       } else {
         batch.push(entry);
       }
-    };
-    kept.forEach(consider);
-    let taken = 0;
-    const queue = part.queue;
-    while (taken < queue.length && batch.length < MAX_IDS_PER_ENTRY) {
-      consider(queue[taken++]!);
     }
     queue.splice(0, taken);
     return batch;
   }
 
-  /** One commit: the next entry and head, if the head is the one read. */
+  /**
+   * One attempt of a commit: entry `seq` and its count added to the head,
+   * checked by the owner key's versionstamp `owner`, or, for a takeover
+   * (`undefined`), by the head read, writing the owner key.
+   */
   #append(
     part: Partition,
     batch: Pending[],
+    seq: number,
+    owner: string | null | undefined,
     deadline: number,
   ): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
     // Checked on every attempt: past the deadline, entries of this window
     // may have expired, and a commit could count an id twice.
     checkDeadline(deadline);
     const { minute } = part.window;
-    const head: LogHead = {
-      seq: part.seq + 1,
-      count: part.count + batch.length,
-    };
-    return this.#kv.atomic()
-      .check({
-        key: logHeadKey(minute, part.index),
-        versionstamp: part.versionstamp,
-      })
-      .check({ key: reportKey(minute), versionstamp: null })
-      .set(logHeadKey(minute, part.index), head, this.#headOptions)
+    const headKey = logHeadKey(minute, part.index);
+    const op = this.#kv.atomic()
+      .check({ key: reportKey(minute), versionstamp: null });
+    if (owner === undefined) {
+      const count = new Deno.KvU64(BigInt(part.headCount + batch.length));
+      op.check({ key: headKey, versionstamp: part.headVersionstamp })
+        .set(headKey, count, this.#headOptions)
+        .set(logOwnerKey(minute, part.index), this.#owner, this.#headOptions);
+    } else {
+      // The owner's own commits leave both keys alone: a retry of one that
+      // was written finds its entry, not the sum twice.
+      op.check({ key: logOwnerKey(minute, part.index), versionstamp: owner })
+        .check({
+          key: logEntryKey(minute, part.index, seq),
+          versionstamp: null,
+        })
+        .sum(headKey, BigInt(batch.length));
+    }
+    return op
       .set(
-        logEntryKey(minute, part.index, head.seq),
+        logEntryKey(minute, part.index, seq),
         packIds(batch),
         this.#entryOptions,
       )
@@ -534,48 +641,80 @@ export class KvIdLog {
   }
 
   /**
-   * Reads the partition's entries after the cursor and its head, in one
-   * range read (the head sorts last), adding their ids to the table. A head
-   * that did not move means the report check failed: the window is closed.
+   * Reads the partition's entries not read yet, its owner and its head, in
+   * one range read from the first of them (the head sorts last), adding
+   * their ids to the table; again while the entries read add up to less
+   * than the head. Nothing new means the report check failed, or a commit
+   * that threw was not written.
    */
-  async #catchUp(part: Partition): Promise<void> {
+  async #read(part: Partition): Promise<void> {
     const { minute, table } = part.window;
-    const entries = await this.#withRetries(() =>
-      Array.fromAsync(
-        this.#kv.list<Uint8Array | LogHead>({
-          start: logEntryKey(minute, part.index, part.seq + 1),
-          end: logEnd(minute, part.index),
-        }),
-      )
-    );
-    let head: Deno.KvEntry<LogHead> | undefined;
-    for (const entry of entries) {
-      if (entry.value instanceof Uint8Array) {
-        forEachPackedId(entry.value, (lo, hi) => table.add(lo, hi));
-      } else {
-        head = entry as Deno.KvEntry<LogHead>;
-      }
-    }
-    if (head === undefined || head.versionstamp === part.versionstamp) {
-      const report = await this.#withRetries(() =>
-        this.#kv.get(reportKey(minute))
+    let moved = false;
+    for (let reads = 0; reads < MAX_READS; reads++) {
+      let start = part.seq + 1;
+      for (const hole of part.holes) start = Math.min(start, hole);
+      const entries = await this.#withRetries(() =>
+        Array.fromAsync(
+          this.#kv.list<Uint8Array | string | Deno.KvU64 | LogHead>({
+            start: logEntryKey(minute, part.index, start),
+            end: logEnd(minute, part.index),
+          }),
+        )
       );
-      if (report.versionstamp !== null) {
-        part.window.closed = new WindowClosedError(minute);
+      let head: Deno.KvEntry<Deno.KvU64 | LogHead> | undefined;
+      for (const entry of entries) {
+        const value = entry.value;
+        if (value instanceof Uint8Array) {
+          const seq = seqOfLogEntryKey(entry.key);
+          // Read before, unless it was a hole.
+          if (seq <= part.seq && !part.holes.delete(seq)) continue;
+          for (let missing = part.seq + 1; missing < seq; missing++) {
+            part.holes.add(missing);
+          }
+          part.seq = Math.max(part.seq, seq);
+          part.known += forEachPackedId(
+            value,
+            (lo, hi) => table.add(lo, hi),
+          );
+          moved = true;
+        } else if (typeof value !== "string") {
+          head = entry as Deno.KvEntry<Deno.KvU64 | LogHead>;
+        }
+      }
+      const versionstamp = head?.versionstamp ?? null;
+      const gone = head === undefined && part.headVersionstamp !== null;
+      if (versionstamp !== part.headVersionstamp) moved = true;
+      if (gone || !moved) {
+        const report = await this.#withRetries(() =>
+          this.#kv.get(reportKey(minute))
+        );
+        if (report.versionstamp !== null) {
+          part.window.closed = new WindowClosedError(minute);
+          return;
+        }
+        if (gone) {
+          // Heads outlive every commit the deadline allows; one that is gone
+          // cannot be written again without overwriting its entries.
+          throw new StoreUnavailableError(
+            `Cannot record ids: the head of partition ${part.index} has expired`,
+          );
+        }
+        // Nothing new: a commit that threw was not written.
         return;
       }
-      if (head === undefined && part.versionstamp !== null) {
-        // Heads outlive every commit the deadline allows; one that is gone
-        // cannot be written again without overwriting its entries.
+      part.headVersionstamp = versionstamp;
+      part.headCount = countOfHead(head?.value ?? null);
+      if (part.known > part.headCount) {
         throw new StoreUnavailableError(
-          `Cannot record ids: the head of partition ${part.index} has expired`,
+          `Cannot record ids: partition ${part.index} holds more ids than its head counts`,
         );
       }
+      if (part.known < part.headCount) continue;
       return;
     }
-    part.seq = head.value.seq;
-    part.count = head.value.count;
-    part.versionstamp = head.versionstamp;
+    throw new StoreUnavailableError(
+      `Cannot record ids: partition ${part.index}'s entries kept landing behind its reads`,
+    );
   }
 
   #settle(window: Window, entry: Pending, recorded: boolean): void {

@@ -19,10 +19,12 @@ import { wholeNumber } from "../checks.ts";
 import { backoffDelay, sleep } from "../../backoff.ts";
 import {
   allWindowsPrefix,
+  countOfHead,
   deliveryKey,
   deliveryPrefix,
   type LogHead,
   logHeadKey,
+  logOwnerKey,
   minuteOfKey,
   outboxKey,
   outboxPrefix,
@@ -132,8 +134,14 @@ export interface KvStoreOptions {
   /** Distinct webhook URLs accepted per window. Default: 1000. */
   maxUrlsPerWindow?: number;
   /**
-   * Commits of ids running at once, over all partitions. Default: the
-   * partitions, at least 4, so that every partition can commit at once.
+   * Commits of ids running at once in one partition this instance owns (the
+   * last instance to commit there). Default: 1.
+   */
+  depth?: number;
+  /**
+   * Commits of ids and reads of the log running at once, over all
+   * partitions. Default: the partitions times `depth`, at least 4, so that
+   * every partition can commit at once.
    */
   maxInFlight?: number;
   /**
@@ -204,9 +212,11 @@ class KvStore implements Store {
         "maxIdsPerWindow",
         options.maxIdsPerWindow ?? 5_000_000,
       ),
+      depth: positive("depth", options.depth ?? 1),
       maxInFlight: positive(
         "maxInFlight",
-        options.maxInFlight ?? Math.max(4, options.partitions ?? 1),
+        options.maxInFlight ??
+          Math.max(4, (options.partitions ?? 1) * (options.depth ?? 1)),
       ),
       withRetries: this.#retrying,
       ...(options.maxCommitWaitMs !== undefined
@@ -318,12 +328,14 @@ class KvStore implements Store {
       perIdCount(this.#kv, minute, this.#retrying),
     ]);
     let total = perId;
-    for (const head of heads) total += head.value?.count ?? 0;
+    for (const head of heads) total += countOfHead(head.value);
     return total;
   }
 
   /** The heads of the window's partitions; none once it is reported. */
-  async #readHeads(minute: number): Promise<Deno.KvEntryMaybe<LogHead>[]> {
+  async #readHeads(
+    minute: number,
+  ): Promise<Deno.KvEntryMaybe<Deno.KvU64 | LogHead>[]> {
     const layout = await this.#withRetries(() =>
       this.#kv.get<WindowLayout>(windowKey(minute))
     );
@@ -331,10 +343,14 @@ class KvStore implements Store {
       { length: layout.value?.partitions ?? 0 },
       (_, partition) => logHeadKey(minute, partition),
     );
-    const chunks: Promise<Deno.KvEntryMaybe<LogHead>[]>[] = [];
+    const chunks: Promise<Deno.KvEntryMaybe<Deno.KvU64 | LogHead>[]>[] = [];
     for (let at = 0; at < keys.length; at += MAX_GET_MANY) {
       const chunk = keys.slice(at, at + MAX_GET_MANY);
-      chunks.push(this.#withRetries(() => this.#kv.getMany<LogHead[]>(chunk)));
+      chunks.push(
+        this.#withRetries(() =>
+          this.#kv.getMany<(Deno.KvU64 | LogHead)[]>(chunk)
+        ),
+      );
     }
     return (await Promise.all(chunks)).flat();
   }
@@ -405,9 +421,13 @@ class KvStore implements Store {
         }: not claimed by ${owner}`,
       );
     }
-    // The window's layout and heads, and any count in the per-id layout.
+    // The window's layout, heads and owners, and any count in the per-id
+    // layout.
     const drop: Deno.KvKey[] = [windowKey(minute)];
-    for (const head of await this.#readHeads(minute)) drop.push(head.key);
+    const heads = await this.#readHeads(minute);
+    heads.forEach((head, partition) => {
+      drop.push(head.key, logOwnerKey(minute, partition));
+    });
     for (const shard of await perIdCounters(this.#kv, minute, this.#retrying)) {
       drop.push(shard.key);
     }

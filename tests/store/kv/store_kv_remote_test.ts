@@ -91,17 +91,26 @@ Deno.test("over KV Connect the KV store keeps the store contract", async (t) => 
   await step("owed webhook URLs", 2, ([a, b]) => checkOwedUrls(a!, b!));
 });
 
-Deno.test("over KV Connect three instances count every id exactly once, with 20 ms to the database", async () => {
-  await using server = await startKvConnect();
-  server.faults.latencyMs = 20;
-  const stores = await remoteStores(server, 3);
-  const ids = Array.from({ length: 6000 }, (_, i) => String((i % 2000) * 7919));
-  const results = await Promise.all(
-    ids.map((id, i) => stores[i % 3]!.recordId(MINUTE, id)),
-  );
-  assert.equal(results.filter(Boolean).length, 2000);
-  for (const store of stores) assert.equal(await store.countIds(MINUTE), 2000);
-  for (const store of stores) await store.close();
+Deno.test("over KV Connect three instances count every id exactly once, with 20 ms to the database", async (t) => {
+  for (const depth of [1, 2]) {
+    await t.step(`with ${depth} commits in flight per partition`, async () => {
+      await using server = await startKvConnect();
+      server.faults.latencyMs = 20;
+      const stores = await remoteStores(server, 3, { depth, partitions: 4 });
+      const ids = Array.from(
+        { length: 6000 },
+        (_, i) => String((i % 2000) * 7919),
+      );
+      const results = await Promise.all(
+        ids.map((id, i) => stores[i % 3]!.recordId(MINUTE, id)),
+      );
+      assert.equal(results.filter(Boolean).length, 2000);
+      for (const store of stores) {
+        assert.equal(await store.countIds(MINUTE), 2000);
+      }
+      for (const store of stores) await store.close();
+    });
+  }
 });
 
 Deno.test("every write the KV store makes stays within the KV Connect limits, at the largest settings", async () => {

@@ -16,6 +16,7 @@ import {
 import { StoreUnavailableError } from "../../../lib/store/store.ts";
 import {
   everyNthCommitFails,
+  everyNthCommitLost,
   failingCommits,
   gatedCommits,
   readIdLog,
@@ -25,8 +26,11 @@ import { MAX_IDS_PER_ENTRY } from "../../../lib/store/kv/kv_id_log.ts";
 import {
   legacyCounterKey,
   legacyIdKey,
+  logEntryKey,
+  logHeadKey,
   windowKey,
 } from "../../../lib/store/keys.ts";
+import { packIds } from "../../../lib/store/id64.ts";
 
 const MINUTE = Date.UTC(2026, 0, 1, 12, 0);
 const NEXT = MINUTE + 60_000;
@@ -192,23 +196,25 @@ Deno.test("log entries expire after idRetentionMs, the window's other keys after
   await store.close();
   // Deno KV keeps each key's expiry in its SQLite file; keys are encoded as
   // tuples, so a log key starts with the bytes of ("verve", "log"), and an
-  // entry's key ends with its number, a head's with `true`.
+  // entry's key ends with its number, an owner's with `false`, a head's with
+  // `true`.
   const db = new DatabaseSync(file.path, { readOnly: true });
   const rows = db.prepare(
     "SELECT hex(k) AS key, expiration_ms AS expires FROM kv",
   ).all() as { key: string; expires: number }[];
   db.close();
   const logPrefix = "02766572766500026C6F6700";
-  const isHead = (key: string) => key.endsWith("27");
+  const isHeadOrOwner = (key: string) => /2[67]$/.test(key);
   const entries = rows.filter((row) =>
-    row.key.startsWith(logPrefix) && !isHead(row.key)
+    row.key.startsWith(logPrefix) && !isHeadOrOwner(row.key)
   );
   const others = rows.filter((row) =>
     !entries.includes(row) && row.expires >= 0
   );
   assert.equal(entries.length, 1);
-  // The URL, the URL count, the window's layout and the partition's head.
-  assert.equal(others.length, 4);
+  // The URL, the URL count, the window's layout, the partition's head and
+  // its owner.
+  assert.equal(others.length, 5);
   for (const { expires } of entries) {
     assert.ok(expires >= before + 360_000 && expires <= after + 360_000);
   }
@@ -392,13 +398,22 @@ Deno.test("the KV outbox keeps reports per sink until removed, one lease at a ti
   await a.close();
 });
 
-Deno.test("recordId() answers each id new exactly once across three instances on one KV file", async () => {
+Deno.test("recordId() answers each id new exactly once across three instances on one KV file", async (t) => {
+  for (const depth of [1, 4]) {
+    await t.step(`with ${depth} commits in flight per partition`, async () => {
+      await checkThreeInstances(depth);
+    });
+  }
+});
+
+async function checkThreeInstances(depth: number): Promise<void> {
   await using file = await tempKvPath();
   let conflicts = 0;
   const stores = await Promise.all(
     [0, 1, 2].map(async () =>
       createKvStore(await Deno.openKv(file.path), {
         ...OPTIONS,
+        depth,
         onConflict: () => conflicts++,
       })
     ),
@@ -438,7 +453,7 @@ Deno.test("recordId() answers each id new exactly once across three instances on
   );
   kv.close();
   for (const store of stores) await store.close();
-});
+}
 
 Deno.test("recordId() after a restart mid-window answers earlier ids as repeats and counts them once", async () => {
   await using file = await tempKvPath();
@@ -589,6 +604,84 @@ Deno.test("recordId() commits every partition at once: as many commits run toget
     release();
     assert.equal(count(await recorded), ids.length);
   }
+});
+
+Deno.test("recordId() runs up to depth commits at once in a partition it owns, and one at a time until it owns it", async () => {
+  await using file = await tempKvPath();
+  const owner = gatedCommits(await Deno.openKv(file.path));
+  await using a = createKvStore(owner.kv, { ...OPTIONS, depth: 3 });
+  // The layout, then the commit that takes the partition.
+  await a.recordId(MINUTE, "0");
+  let release = owner.hold();
+  let before = owner.commits;
+  const ids = Array.from({ length: 400 }, (_, i) => String(i * 7919 + 1));
+  let recorded = Promise.all(ids.map((id) => a.recordId(MINUTE, id)));
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(owner.commits - before, 3);
+  release();
+  assert.equal(count(await recorded), ids.length);
+
+  // Another instance must read what the owner wrote before its first
+  // commit there counts: one commit at a time, whatever its depth.
+  const other = gatedCommits(await Deno.openKv(file.path));
+  await using b = createKvStore(other.kv, { ...OPTIONS, depth: 3 });
+  release = other.hold();
+  before = other.commits;
+  const more = Array.from({ length: 400 }, (_, i) => String(-i - 1));
+  recorded = Promise.all(more.map((id) => b.recordId(MINUTE, id)));
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(other.commits - before, 1);
+  release();
+  assert.equal(count(await recorded), more.length);
+  // b took the partition: a's next commit fails its check, a reads b's
+  // entries, and b's ids are repeats there.
+  assert.equal(
+    count(await Promise.all(more.map((id) => a.recordId(MINUTE, id)))),
+    0,
+  );
+  assert.equal(await a.countIds(MINUTE), 801);
+});
+
+Deno.test("recordId() counts once an owner's commits that were written but answered with an error", async () => {
+  await using file = await tempKvPath();
+  const lossy = everyNthCommitLost(await Deno.openKv(file.path), 7);
+  await using store = createKvStore(lossy.kv, { ...OPTIONS, depth: 4 });
+  const ids = Array.from({ length: 20_000 }, (_, i) => String(i % 5000));
+  const answers: Promise<boolean>[] = [];
+  for (let i = 0; i < ids.length; i++) {
+    answers.push(store.recordId(MINUTE, ids[i]!));
+    if (i % 50 === 49) await new Promise((r) => setTimeout(r, 0));
+  }
+  // A retry finds its own entry written: a repeat, not a second sum.
+  await Promise.all(answers);
+  assert.ok(lossy.lost > 10, `only ${lossy.lost} commits lost their answer`);
+  assert.equal(await store.countIds(MINUTE), 5000);
+  const kv = await Deno.openKv(file.path);
+  const logged = (await readIdLog(kv, MINUTE)).map(({ id }) => id);
+  kv.close();
+  assert.equal(logged.length, 5000);
+  assert.equal(new Set(logged).size, 5000);
+});
+
+Deno.test("recordId() goes on with a window whose heads an earlier version wrote as { seq, count }", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const earlier = Array.from({ length: 300 }, (_, i) => ({ lo: i, hi: 0 }));
+  await kv.atomic()
+    .set(windowKey(MINUTE), { partitions: 1 })
+    .set(logEntryKey(MINUTE, 0, 1), packIds(earlier.slice(0, 100)))
+    .set(logEntryKey(MINUTE, 0, 2), packIds(earlier.slice(100)))
+    .set(logHeadKey(MINUTE, 0), { seq: 2, count: 300 })
+    .commit();
+  await using store = createKvStore(kv, { ...OPTIONS, depth: 2 });
+  assert.equal(await store.countIds(MINUTE), 300);
+  const ids = Array.from({ length: 500 }, (_, i) => String(i));
+  const results = await Promise.all(
+    ids.map((id) => store.recordId(MINUTE, id)),
+  );
+  assert.equal(count(results), 200);
+  assert.equal(await store.countIds(MINUTE), 500);
+  const head = await kv.get(logHeadKey(MINUTE, 0));
+  assert.ok(head.value instanceof Deno.KvU64);
 });
 
 Deno.test("the KV store keys a URL by the SHA-256 of its text, so keys written by earlier versions still match", async () => {
