@@ -24,6 +24,32 @@ export async function tempKvPath(): Promise<TempKvPath> {
   };
 }
 
+type CommitOutcome = Deno.KvCommitResult | Deno.KvCommitError;
+
+/**
+ * A proxy of the real `kv` whose atomic commits go through `commit`, which
+ * gets the real commit to call (or not). Everything else goes to `kv`.
+ */
+function interceptCommits(
+  kv: Deno.Kv,
+  commit: (real: () => Promise<CommitOutcome>) => Promise<CommitOutcome>,
+): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, property) {
+      if (property === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const real = op.commit.bind(op);
+          op.commit = () => commit(real);
+          return op;
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
 /**
  * Wraps a real KV so that the next `failures` atomic commits throw, as a
  * database under lock contention or an unreachable server would. Everything
@@ -33,25 +59,12 @@ export function failingCommits(
   kv: Deno.Kv,
   failures: { count: number },
 ): Deno.Kv {
-  return new Proxy(kv, {
-    get(target, property) {
-      if (property === "atomic") {
-        return () => {
-          const op = target.atomic();
-          const commit = op.commit.bind(op);
-          op.commit = () => {
-            if (failures.count > 0) {
-              failures.count--;
-              return Promise.reject(new TypeError("database is locked"));
-            }
-            return commit();
-          };
-          return op;
-        };
-      }
-      const value = Reflect.get(target, property, target);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
+  return interceptCommits(kv, (real) => {
+    if (failures.count > 0) {
+      failures.count--;
+      return Promise.reject(new TypeError("database is locked"));
+    }
+    return real();
   });
 }
 
@@ -77,23 +90,10 @@ export function gatedCommits(kv: Deno.Kv): GatedKv {
       gate = new Promise((resolve) => release = resolve);
       return release;
     },
-    kv: new Proxy(kv, {
-      get(target, property) {
-        if (property === "atomic") {
-          return () => {
-            const op = target.atomic();
-            const commit = op.commit.bind(op);
-            op.commit = async () => {
-              gated.commits++;
-              await gate;
-              return commit();
-            };
-            return op;
-          };
-        }
-        const value = Reflect.get(target, property, target);
-        return typeof value === "function" ? value.bind(target) : value;
-      },
+    kv: interceptCommits(kv, async (real) => {
+      gated.commits++;
+      await gate;
+      return real();
     }),
   };
   return gated;
@@ -105,18 +105,11 @@ export function gatedCommits(kv: Deno.Kv): GatedKv {
  */
 export function everyNthCommitFails(kv: Deno.Kv, n: number): Deno.Kv {
   let commits = 0;
-  const failures = { count: 0 };
-  const failing = failingCommits(kv, failures);
-  return new Proxy(failing, {
-    get(target, property) {
-      if (property === "atomic") {
-        return () => {
-          if (++commits % n === 0) failures.count = 1;
-          return target.atomic();
-        };
-      }
-      return Reflect.get(target, property, target);
-    },
+  return interceptCommits(kv, (real) => {
+    if (++commits % n === 0) {
+      return Promise.reject(new TypeError("database is locked"));
+    }
+    return real();
   });
 }
 
@@ -132,24 +125,11 @@ export function everyNthCommitLost(
   let commits = 0;
   const wrapped = {
     lost: 0,
-    kv: new Proxy(kv, {
-      get(target, property) {
-        if (property === "atomic") {
-          return () => {
-            const op = target.atomic();
-            const commit = op.commit.bind(op);
-            op.commit = async () => {
-              const result = await commit();
-              if (++commits % n !== 0) return result;
-              wrapped.lost++;
-              throw new TypeError("connection reset after the write");
-            };
-            return op;
-          };
-        }
-        const value = Reflect.get(target, property, target);
-        return typeof value === "function" ? value.bind(target) : value;
-      },
+    kv: interceptCommits(kv, async (real) => {
+      const result = await real();
+      if (++commits % n !== 0) return result;
+      wrapped.lost++;
+      throw new TypeError("connection reset after the write");
     }),
   };
   return wrapped;
