@@ -22,6 +22,7 @@ import type { Logger } from "@logtape/logtape";
 import { aboveZero, wholeNumber } from "./checks.ts";
 import {
   type IdRole,
+  type IdWaiter,
   MAX_WINDOW_MOVES,
   type Store,
   WindowClosedError,
@@ -56,10 +57,23 @@ export interface BufferedStoreOptions {
 const ACCEPTED = Promise.resolve(true);
 const REPEAT = Promise.resolve(false);
 
-/** One acknowledged id waiting for its commit. */
-interface Pending {
+/** The longest span of acknowledgements one batch takes, in ms. */
+const MAX_BATCH_SPAN_MS = 1;
+
+/**
+ * Ids of one window acknowledged within a short span, waiting for their
+ * commits. They are settled by count through one waiter, so no promise,
+ * closure or record is made per id; their age is the first one's, so the
+ * oldest id is never taken for younger than it is.
+ */
+interface Batch {
+  minute: number;
+  /** When its first id was acknowledged, by the clock. */
   since: number;
-  done: boolean;
+  /** Its ids not yet committed or lost. */
+  left: number;
+  /** Told by the store of each of its ids. */
+  waiter: IdWaiter;
 }
 
 /**
@@ -88,13 +102,17 @@ class BufferedIds implements IdRole {
   readonly #logger: Logger;
   readonly #maxPending: number;
   readonly #maxAgeMs: number;
+  readonly #batchSpanMs: number;
   readonly #clock: () => number;
   readonly #lossReportMs: number;
   readonly #windowMs: number;
   readonly #onMoved: (() => void) | undefined;
-  /** Acknowledged ids in order of acknowledgement; settled ones leave the head. */
-  #pending: Pending[] = [];
+  /** Batches in order of acknowledgement; settled ones leave the head. */
+  #batches: Batch[] = [];
   #head = 0;
+  /** The batch new ids join, the last of `#batches`. */
+  #current: Batch | undefined;
+  /** Acknowledged ids not yet committed or lost. */
   #count = 0;
   #failing = false;
   #lost = 0;
@@ -115,6 +133,7 @@ class BufferedIds implements IdRole {
       part: "buffered store",
       name: "maxAgeMs",
     });
+    this.#batchSpanMs = Math.min(MAX_BATCH_SPAN_MS, this.#maxAgeMs / 16);
     this.#clock = options.clock ?? (() => performance.now());
     this.#lossReportMs = options.lossReportMs ?? 1000;
     this.#windowMs = options.windowMs ?? 60_000;
@@ -125,9 +144,25 @@ class BufferedIds implements IdRole {
     const taken = this.takeId(minute, id);
     if (taken === "new") return ACCEPTED;
     if (taken === "repeat") return REPEAT;
-    return this.#store.recordId(minute, id).then((recorded) => {
-      this.#failing = false;
-      return recorded;
+    return new Promise((resolve, reject) =>
+      this.#await(minute, id, { resolve, reject })
+    );
+  }
+
+  queueId(minute: number, id: string, waiter: IdWaiter): void {
+    const taken = this.takeId(minute, id);
+    if (taken !== undefined) return waiter.resolve(taken === "new");
+    this.#await(minute, id, waiter);
+  }
+
+  /** Leaves an id the buffer has no room for to the store's commit. */
+  #await(minute: number, id: string, waiter: IdWaiter): void {
+    this.#store.queueId(minute, id, {
+      resolve: (recorded) => {
+        this.#failing = false;
+        waiter.resolve(recorded);
+      },
+      reject: (error, id) => waiter.reject(error, id),
     });
   }
 
@@ -135,52 +170,88 @@ class BufferedIds implements IdRole {
     if (this.#store.knows(minute, id)) return "repeat";
     const now = this.#clock();
     if (this.#failing || !this.#hasRoom(now)) return undefined;
-    const pending: Pending = { since: now, done: false };
-    this.#pending.push(pending);
+    let batch = this.#current;
+    if (
+      batch === undefined || batch.minute !== minute ||
+      now - batch.since >= this.#batchSpanMs
+    ) {
+      batch = this.#startBatch(minute, now);
+    }
+    batch.left++;
     this.#count++;
-    this.#commit(minute, id, pending, 0);
+    this.#store.queueId(minute, id, batch.waiter);
     return "new";
   }
 
-  /** Commits an acknowledged id, in the next window where `minute` is reported. */
-  #commit(minute: number, id: string, pending: Pending, moves: number): void {
-    this.#store.recordId(minute, id).then(
-      () => {
-        this.#settle(pending);
-        this.#failing = false;
-        if (moves > 0) this.#onMoved?.();
+  #startBatch(minute: number, since: number): Batch {
+    const batch: Batch = {
+      minute,
+      since,
+      left: 0,
+      waiter: {
+        resolve: () => {
+          this.#settle(batch);
+          this.#failing = false;
+        },
+        reject: (error, id) => this.#retry(batch, minute, id, error, 0),
       },
-      (error: Error) => {
-        // A window reported before its last ids committed is not a store
-        // failure: the id counts in the next window.
-        if (error instanceof WindowClosedError && moves < MAX_WINDOW_MOVES) {
-          this.#commit(minute + this.#windowMs, id, pending, moves + 1);
-          return;
-        }
-        this.#settle(pending);
-        if (!(error instanceof WindowClosedError)) this.#failing = true;
-        this.#lose(error);
-      },
-    );
+    };
+    this.#batches.push(batch);
+    this.#current = batch;
+    return batch;
+  }
+
+  /**
+   * After an acknowledged id of `batch` failed in `minute`: commits it in
+   * the next window where that one was reported, else counts it lost.
+   */
+  #retry(
+    batch: Batch,
+    minute: number,
+    id: string,
+    error: Error,
+    moves: number,
+  ): void {
+    // A window reported before its last ids committed is not a store
+    // failure: the id counts in the next window.
+    if (error instanceof WindowClosedError && moves < MAX_WINDOW_MOVES) {
+      const next = minute + this.#windowMs;
+      this.#store.queueId(next, id, {
+        resolve: () => {
+          this.#settle(batch);
+          this.#failing = false;
+          this.#onMoved?.();
+        },
+        reject: (error, id) => this.#retry(batch, next, id, error, moves + 1),
+      });
+      return;
+    }
+    this.#settle(batch);
+    if (!(error instanceof WindowClosedError)) this.#failing = true;
+    this.#lose(error);
   }
 
   /** Whether one more id may be acknowledged before its commit. */
   #hasRoom(now: number): boolean {
     if (this.#count >= this.#maxPending) return false;
-    const oldest = this.#pending[this.#head];
+    const oldest = this.#batches[this.#head];
     return oldest === undefined || now - oldest.since < this.#maxAgeMs;
   }
 
-  #settle(pending: Pending): void {
-    pending.done = true;
+  /** Counts one id of `batch` settled; batches settled leave the head. */
+  #settle(batch: Batch): void {
+    batch.left--;
     if (--this.#count === 0) {
       for (const wake of this.#whenSettled.splice(0)) wake();
     }
-    const list = this.#pending;
-    while (this.#head < list.length && list[this.#head]!.done) this.#head++;
+    const list = this.#batches;
+    while (this.#head < list.length && list[this.#head]!.left === 0) {
+      this.#head++;
+    }
     if (this.#head === list.length) {
       list.length = 0;
       this.#head = 0;
+      this.#current = undefined;
     } else if (this.#head > 1024 && this.#head * 2 > list.length) {
       list.splice(0, this.#head);
       this.#head = 0;

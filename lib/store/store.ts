@@ -28,6 +28,13 @@ export interface IdStore {
    */
   recordId(minute: number, id: string): Promise<boolean>;
   /**
+   * Records `id` as {@link IdStore.recordId} does, and tells `waiter` what
+   * became of it instead of returning a promise: exactly once, possibly
+   * before this returns. One waiter may serve any number of ids, so a
+   * caller that settles ids by count makes no promise or closure per id.
+   */
+  queueId(minute: number, id: string, waiter: IdWaiter): void;
+  /**
    * Answers `id` for the window at once, without a promise, where memory
    * alone can: `repeat` for an id this instance knows (as
    * {@link IdStore.knows}), `new` for one a store that acknowledges before
@@ -48,6 +55,20 @@ export interface IdStore {
    * what a shutdown that cannot finish abandons.
    */
   queuedIds(): number;
+}
+
+/** What {@link IdStore.queueId} tells of each id given to it, once. */
+export interface IdWaiter {
+  /**
+   * The id is durably recorded: `recorded` is `true` when this call
+   * recorded it, `false` when it was already recorded.
+   */
+  resolve(recorded: boolean): void;
+  /**
+   * The id, given as `id`, could not be recorded: `error` is one that
+   * {@link IdStore.recordId} throws.
+   */
+  reject(error: Error, id: string): void;
 }
 
 /** The webhook URLs role: the URLs given per window, and those still owed. */
@@ -153,6 +174,7 @@ export interface Store extends IdStore, UrlStore, ReportStore, AsyncDisposable {
  */
 export const ID_ROLE = [
   "recordId",
+  "queueId",
   "takeId",
   "knows",
   "countIds",

@@ -1,13 +1,14 @@
 /**
  * Behaviour every store backend must have, checked the same way for each:
- * the report claim (one owner, closing the window, its lease), the URL cap
- * and the outbox.
+ * the report claim (one owner, closing the window, its lease), the URL cap,
+ * the outbox, and ids queued through one waiter.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import type { MinuteReport } from "../../lib/report/sink.ts";
 import {
+  type IdWaiter,
   type Store,
   StoreUnavailableError,
   WindowClosedError,
@@ -251,4 +252,43 @@ export async function checkOwedUrls(a: Store, b: Store): Promise<void> {
   assert.deepEqual(await a.listOwedUrls(NEXT), [urls[1]]);
   for (const url of [urls[0]!, urls[2]!]) await b.markUrlDone(MINUTE, url);
   assert.deepEqual(await a.listOwedUrls(MINUTE), []);
+}
+
+/**
+ * Asserts what `queueId` tells one waiter that many ids share: one answer
+ * per id given, `true` once for each new id, `false` for a repeat (one
+ * still committing, and at once for one committed), and the error with the
+ * id for a window claimed meanwhile.
+ */
+export async function checkQueueId(store: Store): Promise<void> {
+  const answers: (boolean | string)[] = [];
+  let wanted = 0;
+  let arrived = Promise.withResolvers<void>();
+  const answer = (value: boolean | string) => {
+    answers.push(value);
+    if (answers.length === wanted) arrived.resolve();
+  };
+  const waiter: IdWaiter = {
+    resolve: answer,
+    reject: (error, id) => answer(`${error.name} ${id}`),
+  };
+  const expect = async (count: number) => {
+    wanted = answers.length + count;
+    arrived = Promise.withResolvers();
+    if (answers.length < wanted) await arrived.promise;
+    return answers.splice(0);
+  };
+
+  const given = ["1", "2", "1", "3", "2"];
+  for (const id of given) store.queueId(MINUTE, id, waiter);
+  assert.deepEqual(
+    (await expect(given.length)).sort(),
+    [false, false, true, true, true],
+  );
+  store.queueId(MINUTE, "3", waiter);
+  assert.deepEqual(answers.splice(0), [false], "a committed id, at once");
+  await store.claimReport(MINUTE, "me", NEXT, 60_000);
+  store.queueId(MINUTE, "4", waiter);
+  assert.deepEqual(await expect(1), ["WindowClosedError 4"]);
+  assert.equal(await store.countIds(MINUTE), 3);
 }

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { createBufferedStore } from "../../lib/store/buffered_store.ts";
-import { StoreUnavailableError } from "../../lib/store/store.ts";
+import {
+  type IdRole,
+  type IdWaiter,
+  StoreUnavailableError,
+  withIdRole,
+} from "../../lib/store/store.ts";
 import { createKvStore } from "../../lib/store/kv/store_kv.ts";
 import { failingCommits, gatedCommits, tempKvPath } from "../helpers/kv.ts";
 import { captureLogs } from "../helpers/logs.ts";
@@ -180,6 +185,46 @@ Deno.test("buffered takeId() takes a new id at once and commits it, says repeat 
   await store.recordId(M0, "2");
   assert.equal(store.takeId(M0, "1"), "repeat");
   assert.equal(await store.countIds(M0), 2);
+});
+
+Deno.test("buffered takeId() commits the ids of one span of time through one waiter, settled by count", async () => {
+  await using logs = await captureLogs();
+  await using file = await tempKvPath();
+  const kv = createKvStore(await Deno.openKv(file.path), {
+    retentionMs: RETENTION,
+  });
+  const waiters = new Set<IdWaiter>();
+  const watched: IdRole = {
+    recordId: (minute, id) => kv.recordId(minute, id),
+    queueId: (minute, id, waiter) => {
+      waiters.add(waiter);
+      kv.queueId(minute, id, waiter);
+    },
+    takeId: (minute, id) => kv.takeId(minute, id),
+    knows: (minute, id) => kv.knows(minute, id),
+    countIds: (minute) => kv.countIds(minute),
+    queuedIds: () => kv.queuedIds(),
+    close: () => kv.close(),
+  };
+  const clock = { now: 0 };
+  const store = createBufferedStore(withIdRole(kv, watched), {
+    logger: logs.logger("store"),
+    clock: () => clock.now,
+  });
+  for (let i = 0; i < 100; i++) assert.equal(store.takeId(M0, `${i}`), "new");
+  clock.now = 5;
+  // "7" is still committing: queued again, and answered as a repeat.
+  for (const id of ["7", "100", "101"]) {
+    assert.equal(store.takeId(M0, id), "new");
+  }
+  assert.equal(waiters.size, 2);
+  // close() waits until every acknowledged id is counted settled.
+  await store.close();
+  assert.deepEqual(logs.of("store"), []);
+  await using reopened = createKvStore(await Deno.openKv(file.path), {
+    retentionMs: RETENTION,
+  });
+  assert.equal(await reopened.countIds(M0), 102);
 });
 
 Deno.test("a durable store's takeId() leaves every new id to recordId(), and answers one it knows as a repeat", async () => {

@@ -41,7 +41,7 @@ import {
   packIds,
   splitId,
 } from "../id64.ts";
-import type { CommitObserver } from "../store.ts";
+import type { CommitObserver, IdWaiter } from "../store.ts";
 import { IdTable } from "./id_table.ts";
 import { perIdIds } from "./per_id_layout.ts";
 import {
@@ -97,20 +97,15 @@ export interface KvIdLogOptions {
   onFull?: (minute: number) => void;
 }
 
-interface Waiter {
-  resolve(recorded: boolean): void;
-  reject(error: Error): void;
-}
-
 /** A new id waiting for its commit. */
 interface Pending extends Id64 {
   id: string;
   /** When its commit must have run, by `performance.now()`. */
   deadline: number;
   /** The first request, which learns whether the id is new. */
-  first: Waiter;
+  first: IdWaiter;
   /** Later requests for the same id: repeats. */
-  repeats: Waiter[] | undefined;
+  repeats: IdWaiter[] | undefined;
 }
 
 interface Partition {
@@ -153,8 +148,6 @@ interface Window {
   /** Set once the window is known to be reported. */
   closed: WindowClosedError | undefined;
 }
-
-const RESOLVED_REPEAT = Promise.resolve(false);
 
 /** The most reads in a row that find the head ahead of its entries. */
 const MAX_READS = 100;
@@ -228,42 +221,50 @@ export class KvIdLog {
    *   already in the log.
    */
   record(minute: number, id: string): Promise<boolean> {
+    return new Promise((resolve, reject) =>
+      this.queue(minute, id, { resolve, reject })
+    );
+  }
+
+  /**
+   * Records `id` in the window `minute`, and tells `waiter` once: at once
+   * for an id in the log or a window known closed, else after the commit.
+   */
+  queue(minute: number, id: string, waiter: IdWaiter): void {
     const window = this.#window(minute);
     const { lo, hi } = this.#split(id);
-    if (window.table.has(lo, hi)) return RESOLVED_REPEAT;
-    if (window.closed) return Promise.reject(window.closed);
+    if (window.table.has(lo, hi)) return waiter.resolve(false);
+    if (window.closed) return waiter.reject(window.closed, id);
     const queued = window.pending.get(id);
     if (queued !== undefined) {
-      return new Promise((resolve, reject) => {
-        (queued.repeats ??= []).push({ resolve, reject });
-      });
+      (queued.repeats ??= []).push(waiter);
+      return;
     }
     if (window.table.size + window.pending.size >= this.#maxIds) {
       this.#onFull?.(minute);
-      return Promise.reject(
+      return waiter.reject(
         new StoreUnavailableError(
           `Cannot record id ${id}: the window holds ${this.#maxIds} ids, the most kept in memory (KV_MAX_WINDOW_IDS)`,
         ),
+        id,
       );
     }
-    return new Promise((resolve, reject) => {
-      const entry: Pending = {
-        id,
-        lo,
-        hi,
-        deadline: this.#deadline(minute),
-        first: { resolve, reject },
-        repeats: undefined,
-      };
-      window.pending.set(id, entry);
-      this.#outstanding++;
-      if (window.partitions === undefined) {
-        window.early.push(entry);
-        void this.#open(window);
-      } else {
-        this.#enqueue(window.partitions, entry);
-      }
-    });
+    const entry: Pending = {
+      id,
+      lo,
+      hi,
+      deadline: this.#deadline(minute),
+      first: waiter,
+      repeats: undefined,
+    };
+    window.pending.set(id, entry);
+    this.#outstanding++;
+    if (window.partitions === undefined) {
+      window.early.push(entry);
+      void this.#open(window);
+    } else {
+      this.#enqueue(window.partitions, entry);
+    }
   }
 
   /** Whether `id` is in this instance's copy of the window's log. */
@@ -725,8 +726,8 @@ export class KvIdLog {
 
   #reject(window: Window, entry: Pending, error: Error): void {
     this.#forget(window, entry);
-    entry.first.reject(error);
-    for (const waiter of entry.repeats ?? []) waiter.reject(error);
+    entry.first.reject(error, entry.id);
+    for (const waiter of entry.repeats ?? []) waiter.reject(error, entry.id);
   }
 
   #failAll(window: Window, entries: Pending[], error: Error): void {

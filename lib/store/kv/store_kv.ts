@@ -53,6 +53,7 @@ import {
   type ClaimOutcome,
   type DeliveryOutcome,
   type DeliveryRecord,
+  type IdWaiter,
   type NewOutboxEntries,
   type OutboxChange,
   type OutboxEntry,
@@ -231,6 +232,10 @@ class KvStore implements Store {
 
   recordId(minute: number, id: string): Promise<boolean> {
     return this.#ids.record(minute, id);
+  }
+
+  queueId(minute: number, id: string, waiter: IdWaiter): void {
+    this.#ids.queue(minute, id, waiter);
   }
 
   knows(minute: number, id: string): boolean {

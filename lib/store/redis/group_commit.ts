@@ -10,7 +10,11 @@
  */
 import { wholeNumber } from "../checks.ts";
 import { SeenIds } from "./seen_ids.ts";
-import { type CommitObserver, StoreUnavailableError } from "../store.ts";
+import {
+  type CommitObserver,
+  type IdWaiter,
+  StoreUnavailableError,
+} from "../store.ts";
 
 /**
  * What a backend made of one id of a batch: newly `recorded`, already
@@ -35,18 +39,11 @@ export interface GroupCommitOptions {
   onCommit?: CommitObserver;
 }
 
-interface Waiter {
-  resolve(recorded: boolean): void;
-  reject(error: Error): void;
-}
-
 interface Entry {
   minute: number;
   id: string;
-  waiters: Waiter[];
+  waiters: IdWaiter[];
 }
-
-const RESOLVED_REPEAT = Promise.resolve(false);
 
 /**
  * Queues ids per window and commits them in batches through `commit`.
@@ -95,22 +92,30 @@ export class GroupCommit {
    *   already recorded.
    */
   record(minute: number, id: string): Promise<boolean> {
-    if (this.#seen.has(minute, id)) return RESOLVED_REPEAT;
+    return new Promise((resolve, reject) =>
+      this.queue(minute, id, { resolve, reject })
+    );
+  }
+
+  /**
+   * Records `id` in the window `minute`, and tells `waiter` once: at once
+   * for an id the first-seen filter knows, else after its batch commits.
+   */
+  queue(minute: number, id: string, waiter: IdWaiter): void {
+    if (this.#seen.has(minute, id)) return waiter.resolve(false);
     let byId = this.#entries.get(minute);
     if (byId === undefined) {
       byId = new Map();
       this.#entries.set(minute, byId);
     }
-    let entry = byId.get(id);
-    if (entry === undefined) {
-      entry = { minute, id, waiters: [] };
-      byId.set(id, entry);
-      this.#enqueue(entry);
+    const entry = byId.get(id);
+    if (entry !== undefined) {
+      entry.waiters.push(waiter);
+      return;
     }
-    const waiters = entry.waiters;
-    return new Promise((resolve, reject) => {
-      waiters.push({ resolve, reject });
-    });
+    const created: Entry = { minute, id, waiters: [waiter] };
+    byId.set(id, created);
+    this.#enqueue(created);
   }
 
   /** Whether `id` is committed in the window `minute`, by the first-seen filter. */
@@ -214,7 +219,7 @@ export class GroupCommit {
 
   #reject(entry: Entry, error: Error): void {
     this.#forget(entry);
-    for (const waiter of entry.waiters) waiter.reject(error);
+    for (const waiter of entry.waiters) waiter.reject(error, entry.id);
   }
 
   #forget(entry: Entry): void {

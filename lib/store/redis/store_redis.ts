@@ -64,6 +64,7 @@ import {
   type ClaimOutcome,
   type CommitObserver,
   type DeliveryOutcome,
+  type IdWaiter,
   type NewOutboxEntries,
   type OutboxChange,
   type OutboxEntry,
@@ -221,6 +222,10 @@ class RedisStore implements Store {
 
   recordId(minute: number, id: string): Promise<boolean> {
     return this.#ids.record(minute, id);
+  }
+
+  queueId(minute: number, id: string, waiter: IdWaiter): void {
+    this.#ids.queue(minute, id, waiter);
   }
 
   knows(minute: number, id: string): boolean {

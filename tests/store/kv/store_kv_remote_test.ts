@@ -23,6 +23,7 @@ import {
 import {
   checkOutboxContract,
   checkOwedUrls,
+  checkQueueId,
   checkReportClaim,
   checkStaleClaimTakeover,
   checkUrlCap,
@@ -89,6 +90,7 @@ Deno.test("over KV Connect the KV store keeps the store contract", async (t) => 
   await step("window stats", 1, ([a]) => checkWindowStats(a!));
   await step("outbox", 2, ([a, b]) => checkOutboxContract(a!, b!));
   await step("owed webhook URLs", 2, ([a, b]) => checkOwedUrls(a!, b!));
+  await step("queued ids", 1, ([a]) => checkQueueId(a!));
 });
 
 Deno.test("over KV Connect three instances count every id exactly once, with 20 ms to the database", async (t) => {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   checkOutboxContract,
   checkOwedUrls,
+  checkQueueId,
   checkReportClaim,
   checkStaleClaimTakeover,
   checkUrlCap,
@@ -181,6 +182,11 @@ Deno.test("recordUrl() dedupes URLs and enforces the per-window cap across insta
 Deno.test("windowStats() tells of the windows asked for, and only of those", async () => {
   await using store = await memoryStore();
   await checkWindowStats(store);
+});
+
+Deno.test("queueId() tells one waiter shared by many ids of each, once", async () => {
+  await using store = await memoryStore();
+  await checkQueueId(store);
 });
 
 Deno.test("log entries expire after idRetentionMs, the window's other keys after retentionMs", async () => {

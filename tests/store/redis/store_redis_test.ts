@@ -18,6 +18,7 @@ import { captureLogs } from "../../helpers/logs.ts";
 import {
   checkOutboxContract,
   checkOwedUrls,
+  checkQueueId,
   checkReportClaim,
   checkStaleClaimTakeover,
   checkUrlCap,
@@ -430,6 +431,7 @@ Deno.test({
     await step("window stats", 1, ([a]) => checkWindowStats(a!));
     await step("outbox", 2, ([a, b]) => checkOutboxContract(a!, b!));
     await step("owed webhook URLs", 2, ([a, b]) => checkOwedUrls(a!, b!));
+    await step("queued ids", 1, ([a]) => checkQueueId(a!));
     await redis.close();
   },
 });
