@@ -75,8 +75,6 @@ const TEXT = "text/plain; charset=utf-8";
 const OK_INIT: ResponseInit = { headers: { "content-type": TEXT } };
 /** The header of an `ok` answer that names the window the id counts in. */
 export const WINDOW_HEADER = "verve-window";
-const NEW = ["new"];
-const REPEAT = ["repeat"];
 
 /** A request the client got wrong, or the service could not serve. */
 class HttpError extends Error {
@@ -154,6 +152,15 @@ export function createHandler(
       : respond(method, 503, "not ready");
   }
 
+  /** The counters of requests, and the values accepted ids add to. */
+  const counts = metrics && {
+    requests: metrics.httpRequests,
+    new: metrics.ids.labels(["new"]),
+    repeat: metrics.ids.labels(["repeat"]),
+    moved: metrics.idsMoved.labels([]),
+    acceptOk: metrics.httpRequests.labels(["accept", "200"]),
+  };
+
   /** The latest window this instance found already reported. */
   let reportedThrough = -Infinity;
 
@@ -190,8 +197,10 @@ export function createHandler(
       // Known here, or taken at once by a buffered store: no promise.
       const taken = store.takeId(minute, parsed.id);
       if (taken !== undefined) {
-        metrics?.ids.inc(taken === "new" ? NEW : REPEAT);
-        if (minute !== named) metrics?.idsMoved.inc();
+        if (counts !== undefined) {
+          counts[taken].inc();
+          if (minute !== named) counts.moved.inc();
+        }
         return ok(minute, named);
       }
     }
@@ -217,8 +226,10 @@ export function createHandler(
           if (outcome === "full") throw new HttpError(429, "failed");
         }
         const recorded = await store.recordId(minute, query.id);
-        metrics?.ids.inc(recorded ? NEW : REPEAT);
-        if (minute !== named) metrics?.idsMoved.inc();
+        if (counts !== undefined) {
+          counts[recorded ? "new" : "repeat"].inc();
+          if (minute !== named) counts.moved.inc();
+        }
         return ok(minute, named);
       } catch (error) {
         if (
@@ -304,11 +315,13 @@ export function createHandler(
   }
 
   function counted(path: string, response: Response): Response {
-    if (metrics !== undefined) {
-      const name = path === ACCEPT_PATH
-        ? "accept"
-        : routes.get(path)?.name ?? "other";
-      metrics.httpRequests.inc([name, String(response.status)]);
+    if (counts === undefined) return response;
+    const status = response.status;
+    if (path === ACCEPT_PATH && status === 200) {
+      counts.acceptOk.inc();
+    } else {
+      const name = routes.get(path)?.name ?? "other";
+      counts.requests.inc([name, String(status)]);
     }
     return response;
   }

@@ -150,8 +150,21 @@ abstract class Labelled<T> {
   }
 }
 
+/** A counter's value for one label combination. */
+export class CounterValue {
+  value = 0;
+
+  /** Adds `by` (default 1). */
+  inc(by = 1): void {
+    this.value += by;
+  }
+}
+
+const newCounterValue = () => new CounterValue();
+const newValue = () => ({ value: 0 });
+
 /** A value that only goes up. */
-export class Counter extends Labelled<{ value: number }> implements Metric {
+export class Counter extends Labelled<CounterValue> implements Metric {
   readonly kind = "counter";
 
   constructor(
@@ -164,7 +177,15 @@ export class Counter extends Labelled<{ value: number }> implements Metric {
 
   /** Adds `by` (default 1) to the value for `labels`. */
   inc(labels: string[] = [], by = 1): void {
-    this.child(labels, () => ({ value: 0 })).value += by;
+    this.child(labels, newCounterValue).inc(by);
+  }
+
+  /**
+   * The value for `labels`, to update without looking it up again: what a
+   * hot path keeps for the combinations it counts most.
+   */
+  labels(labels: string[]): CounterValue {
+    return this.child(labels, newCounterValue);
   }
 
   exportTo(meter: Meter): void {
@@ -195,7 +216,7 @@ export class Gauge extends Labelled<{ value: number }> implements Metric {
 
   /** Sets the value for `labels`. */
   set(value: number, labels: string[] = []): void {
-    this.child(labels, () => ({ value: 0 })).value = value;
+    this.child(labels, newValue).value = value;
   }
 
   exportTo(meter: Meter): void {

@@ -14,7 +14,8 @@ Deno.test("Registry renders counters, gauges and histograms in the Prometheus te
   const depth = registry.gauge("app_depth", "Depth.");
   const sizes = registry.histogram("app_size", "Sizes.", [10, 1, 5]);
   requests.inc(["accept", "200"]);
-  requests.inc(["accept", "200"], 2);
+  // A value kept from labels() is the one inc() adds to.
+  requests.labels(["accept", "200"]).inc(2);
   requests.inc(['we"ird\\', "4\n00"]);
   // Label values that would join to the same text stay apart.
   requests.inc(["a,b", "c"]);
