@@ -50,6 +50,11 @@ export interface KvConnectStats {
   metadataExchanges: number;
   snapshotReads: number;
   atomicWrites: number;
+  /**
+   * Round trips one after the other: data path requests that arrived while
+   * none was being served. Requests sent together count once.
+   */
+  rounds: number;
   /** Data path requests refused for a limit, with the reason. */
   refused: string[];
   /** The largest atomic write seen, by each measure. */
@@ -149,6 +154,7 @@ export async function startKvConnect(
     metadataExchanges: 0,
     snapshotReads: 0,
     atomicWrites: 0,
+    rounds: 0,
     refused: [],
     largest: { checks: 0, mutations: 0, mutationBytes: 0 },
     largestRead: { ranges: 0, limit: 0 },
@@ -337,6 +343,18 @@ export async function startKvConnect(
     const path = new URL(request.url).pathname;
     if (request.method !== "POST") return text(405, "Method not allowed");
     if (path === "/") return metadata(request, await request.text());
+    if (serving++ === 0) stats.rounds++;
+    try {
+      return await serveData(request, path);
+    } finally {
+      serving--;
+    }
+  }
+
+  /** Data path requests being served now. */
+  let serving = 0;
+
+  async function serveData(request: Request, path: string): Promise<Response> {
     if (faults.hang) {
       await server.held();
       return text(503, "Shutting down");

@@ -355,10 +355,12 @@ export class KvIdLog {
     try {
       // The first id's deadline bounds the wait: no other is older.
       const deadline = window.early[0]!.deadline;
-      const partitions = await this.#readLayout(window.minute, deadline);
-      for (
-        const id of await perIdIds(this.#kv, window.minute, this.#withRetries)
-      ) {
+      // Both at once: on a remote database, one round trip instead of two.
+      const [partitions, earlierIds] = await Promise.all([
+        this.#readLayout(window.minute, deadline),
+        perIdIds(this.#kv, window.minute, this.#withRetries),
+      ]);
+      for (const id of earlierIds) {
         // Counted through that layout's shards: here they are repeats.
         const { lo, hi } = splitId(id, this.#scratch);
         window.table.add(lo, hi);

@@ -115,6 +115,22 @@ Deno.test("over KV Connect three instances count every id exactly once, with 20 
   }
 });
 
+Deno.test("over KV Connect a window's first id commits two round trips after it arrives, a later one in one", async () => {
+  await using server = await startKvConnect();
+  const [store] = await remoteStores(server, 1);
+  // Long enough that requests sent together are served together.
+  server.faults.latencyMs = 20;
+  // The layout and the ids of the earlier per-id layout at once, then the
+  // commit.
+  let before = server.stats.rounds;
+  assert.equal(await store!.recordId(MINUTE, "1"), true);
+  assert.equal(server.stats.rounds - before, 2);
+  before = server.stats.rounds;
+  assert.equal(await store!.recordId(MINUTE, "2"), true);
+  assert.equal(server.stats.rounds - before, 1);
+  await store!.close();
+});
+
 Deno.test("every write the KV store makes stays within the KV Connect limits, at the largest settings", async () => {
   await using server = await startKvConnect();
   const [store, other] = await remoteStores(server, 2, {
