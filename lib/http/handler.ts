@@ -161,6 +161,13 @@ export function createHandler(
     acceptOk: metrics.httpRequests.labels(["accept", "200"]),
   };
 
+  /** Counts an accepted id, and one counted in a later window than named. */
+  function countId(outcome: "new" | "repeat", moved: boolean): void {
+    if (counts === undefined) return;
+    counts[outcome].inc();
+    if (moved) counts.moved.inc();
+  }
+
   /** The latest window this instance found already reported. */
   let reportedThrough = -Infinity;
 
@@ -197,10 +204,7 @@ export function createHandler(
       // Known here, or taken at once by a buffered store: no promise.
       const taken = store.takeId(minute, parsed.id);
       if (taken !== undefined) {
-        if (counts !== undefined) {
-          counts[taken].inc();
-          if (minute !== named) counts.moved.inc();
-        }
+        countId(taken, minute !== named);
         return ok(minute, named);
       }
     }
@@ -226,10 +230,7 @@ export function createHandler(
           if (outcome === "full") throw new HttpError(429, "failed");
         }
         const recorded = await store.recordId(minute, query.id);
-        if (counts !== undefined) {
-          counts[recorded ? "new" : "repeat"].inc();
-          if (minute !== named) counts.moved.inc();
-        }
+        countId(recorded ? "new" : "repeat", minute !== named);
         return ok(minute, named);
       } catch (error) {
         if (

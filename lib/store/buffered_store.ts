@@ -25,6 +25,7 @@ import {
   type IdWaiter,
   MAX_WINDOW_MOVES,
   type Store,
+  untilRecorded,
   WindowClosedError,
   withIdRole,
 } from "./store.ts";
@@ -107,11 +108,12 @@ class BufferedIds implements IdRole {
   readonly #lossReportMs: number;
   readonly #windowMs: number;
   readonly #onMoved: (() => void) | undefined;
-  /** Batches in order of acknowledgement; settled ones leave the head. */
+  /**
+   * Batches in order of acknowledgement, the last one the batch new ids
+   * join; settled ones leave the head.
+   */
   #batches: Batch[] = [];
   #head = 0;
-  /** The batch new ids join, the last of `#batches`. */
-  #current: Batch | undefined;
   /** Acknowledged ids not yet committed or lost. */
   #count = 0;
   #failing = false;
@@ -144,9 +146,7 @@ class BufferedIds implements IdRole {
     const taken = this.takeId(minute, id);
     if (taken === "new") return ACCEPTED;
     if (taken === "repeat") return REPEAT;
-    return new Promise((resolve, reject) =>
-      this.#await(minute, id, { resolve, reject })
-    );
+    return untilRecorded((waiter) => this.#await(minute, id, waiter));
   }
 
   queueId(minute: number, id: string, waiter: IdWaiter): void {
@@ -170,7 +170,7 @@ class BufferedIds implements IdRole {
     if (this.#store.knows(minute, id)) return "repeat";
     const now = this.#clock();
     if (this.#failing || !this.#hasRoom(now)) return undefined;
-    let batch = this.#current;
+    let batch = this.#batches[this.#batches.length - 1];
     if (
       batch === undefined || batch.minute !== minute ||
       now - batch.since >= this.#batchSpanMs
@@ -184,21 +184,25 @@ class BufferedIds implements IdRole {
   }
 
   #startBatch(minute: number, since: number): Batch {
-    const batch: Batch = {
-      minute,
-      since,
-      left: 0,
-      waiter: {
-        resolve: () => {
-          this.#settle(batch);
-          this.#failing = false;
-        },
-        reject: (error, id) => this.#retry(batch, minute, id, error, 0),
-      },
-    };
+    const batch = { minute, since, left: 0 } as Batch;
+    batch.waiter = this.#waiter(batch, minute, 0);
     this.#batches.push(batch);
-    this.#current = batch;
     return batch;
+  }
+
+  /**
+   * What settles ids of `batch` committed in `minute`, `moves` windows after
+   * the one they were acknowledged in.
+   */
+  #waiter(batch: Batch, minute: number, moves: number): IdWaiter {
+    return {
+      resolve: () => {
+        this.#settle(batch);
+        this.#failing = false;
+        if (moves > 0) this.#onMoved?.();
+      },
+      reject: (error, id) => this.#retry(batch, minute, id, error, moves),
+    };
   }
 
   /**
@@ -216,14 +220,7 @@ class BufferedIds implements IdRole {
     // failure: the id counts in the next window.
     if (error instanceof WindowClosedError && moves < MAX_WINDOW_MOVES) {
       const next = minute + this.#windowMs;
-      this.#store.queueId(next, id, {
-        resolve: () => {
-          this.#settle(batch);
-          this.#failing = false;
-          this.#onMoved?.();
-        },
-        reject: (error, id) => this.#retry(batch, next, id, error, moves + 1),
-      });
+      this.#store.queueId(next, id, this.#waiter(batch, next, moves + 1));
       return;
     }
     this.#settle(batch);
@@ -251,7 +248,6 @@ class BufferedIds implements IdRole {
     if (this.#head === list.length) {
       list.length = 0;
       this.#head = 0;
-      this.#current = undefined;
     } else if (this.#head > 1024 && this.#head * 2 > list.length) {
       list.splice(0, this.#head);
       this.#head = 0;

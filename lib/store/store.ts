@@ -71,6 +71,16 @@ export interface IdWaiter {
   reject(error: Error, id: string): void;
 }
 
+/**
+ * What `queue` tells the waiter it is given, as a promise: `recordId` over
+ * `queueId`.
+ */
+export function untilRecorded(
+  queue: (waiter: IdWaiter) => void,
+): Promise<boolean> {
+  return new Promise((resolve, reject) => queue({ resolve, reject }));
+}
+
 /** The webhook URLs role: the URLs given per window, and those still owed. */
 export interface UrlStore {
   /**

@@ -177,7 +177,7 @@ export class Counter extends Labelled<CounterValue> implements Metric {
 
   /** Adds `by` (default 1) to the value for `labels`. */
   inc(labels: string[] = [], by = 1): void {
-    this.child(labels, newCounterValue).inc(by);
+    this.labels(labels).inc(by);
   }
 
   /**

@@ -56,7 +56,11 @@ import {
   windowKey,
   type WindowLayout,
 } from "../keys.ts";
-import { StoreUnavailableError, WindowClosedError } from "../store.ts";
+import {
+  StoreUnavailableError,
+  untilRecorded,
+  WindowClosedError,
+} from "../store.ts";
 
 /** The most ids in one log entry: 64 KiB, Deno KV's largest value. */
 export const MAX_IDS_PER_ENTRY = 8192;
@@ -221,9 +225,7 @@ export class KvIdLog {
    *   already in the log.
    */
   record(minute: number, id: string): Promise<boolean> {
-    return new Promise((resolve, reject) =>
-      this.queue(minute, id, { resolve, reject })
-    );
+    return untilRecorded((waiter) => this.queue(minute, id, waiter));
   }
 
   /**

@@ -14,6 +14,7 @@ import {
   type CommitObserver,
   type IdWaiter,
   StoreUnavailableError,
+  untilRecorded,
 } from "../store.ts";
 
 /**
@@ -92,9 +93,7 @@ export class GroupCommit {
    *   already recorded.
    */
   record(minute: number, id: string): Promise<boolean> {
-    return new Promise((resolve, reject) =>
-      this.queue(minute, id, { resolve, reject })
-    );
+    return untilRecorded((waiter) => this.queue(minute, id, waiter));
   }
 
   /**
