@@ -84,7 +84,10 @@ let fullWindow: number | undefined;
 const redis = config.store === "redis"
   ? await openRedisOfThisVersion()
   : undefined;
-const kv = redis === undefined ? await openKv(config.kvPath) : undefined;
+const kvs = redis === undefined
+  ? await openKv(config.kvPath, config.kvConnections)
+  : undefined;
+const kv = kvs?.[0];
 const backend: Store = redis !== undefined
   ? createRedisStore(redis, {
     retentionMs,
@@ -99,6 +102,7 @@ const backend: Store = redis !== undefined
     ...idLifetime(config.windowMs, retentionMs),
     partitions: config.kvPartitions,
     depth: config.kvCommitDepth,
+    ...(kvs!.length > 1 ? { connections: kvs! } : {}),
     maxIdsPerWindow: config.kvMaxWindowIds,
     maxUrlsPerWindow: config.maxUrlsPerWindow,
     commitAttempts: config.kvCommitAttempts,
@@ -192,12 +196,15 @@ async function openRedisOfThisVersion(): Promise<RedisConnection> {
 }
 
 /**
- * Opens Deno KV, making the default `./data` directory when needed. A remote
- * database (a KV Connect URL, or Deno Deploy's when `path` is undefined)
- * gets a time limit on every call; a local file's calls wait at most for
- * its lock.
+ * Opens Deno KV `connections` times (each handle its own connection),
+ * making the default `./data` directory when needed. A remote database (a
+ * KV Connect URL, or Deno Deploy's when `path` is undefined) gets a time
+ * limit on every call; a local file's calls wait at most for its lock.
  */
-async function openKv(path: string | undefined): Promise<Deno.Kv> {
+async function openKv(
+  path: string | undefined,
+  connections: number,
+): Promise<Deno.Kv[]> {
   if (path?.startsWith("./data/")) {
     await Deno.mkdir("./data", { recursive: true });
   }
@@ -205,9 +212,11 @@ async function openKv(path: string | undefined): Promise<Deno.Kv> {
   if (config.kvAccessToken !== undefined && isRemoteKv(path)) {
     Deno.env.set("DENO_KV_ACCESS_TOKEN", config.kvAccessToken);
   }
-  let kv: Deno.Kv;
+  let kvs: Deno.Kv[];
   try {
-    kv = await Deno.openKv(path);
+    kvs = await Promise.all(
+      Array.from({ length: connections }, () => Deno.openKv(path)),
+    );
   } catch (error) {
     // A remote database that refuses the token or cannot be reached.
     logger.error("Cannot open Deno KV {path}: {error}", {
@@ -217,7 +226,9 @@ async function openKv(path: string | undefined): Promise<Deno.Kv> {
     await closeLogging();
     Deno.exit(1);
   }
-  return isRemoteKv(path) ? withTimeLimit(kv, config.kvTimeoutMs) : kv;
+  return isRemoteKv(path)
+    ? kvs.map((kv) => withTimeLimit(kv, config.kvTimeoutMs))
+    : kvs;
 }
 
 const addressPolicy = createAddressPolicy({

@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { parseAllowlist } from "./allowlist.ts";
+import { commitsInFlight } from "./store/kv/store_kv.ts";
 
 /**
  * The validated settings of one service instance: what {@link parseConfig}
@@ -181,6 +182,11 @@ export const schema = z.object({
     integer(1, 16, 1),
     "Commits of ids in flight at once in one partition of a window's Deno KV log while this instance owns it (1\u201316): the last instance to commit there owns it, and another instance's commit takes it over. On a remote database each commit waits a round trip, and more in flight cut the wait for one's turn; a local file takes one writer at a time, and there more in flight only mean smaller commits. See [Several instances](deployment.md#several-instances).",
     "`2` on a remote Deno KV, else `1`",
+  ),
+  KV_CONNECTIONS: setting(
+    integer(1, 256, 1),
+    "Connections to a remote Deno KV that the commits and reads of the id log spread over (1\u2013256), one request on each at a time while one is free; other calls share the first. Deno's KV Connect client sends with Nagle's algorithm on, so a request that follows another on one connection before its answer can wait for the database's delayed ACK (measured at +80 ms: with four commits in flight on one connection half of them took 30\u201340 ms longer, with one connection each none did; see [BENCHMARKS.md](../BENCHMARKS.md#remote-deno-kv)). A local file always takes one.",
+    "on a remote Deno KV, the commits in flight: `KV_PARTITIONS` \u00d7 `KV_COMMIT_DEPTH`, at least 4; else `1`",
   ),
   KV_MAX_WINDOW_IDS: setting(
     integer(1000, 100_000_000, 5_000_000),
@@ -493,8 +499,8 @@ export function isRemoteKv(path: string | undefined): boolean {
  * @param s The schema's output.
  * @param context Where the service runs, whether OpenTelemetry is on, and
  *   which settings were given: `REDIS_WAIT_REPLICAS`, `KV_PARTITIONS`,
- *   `KV_COMMIT_DEPTH` and `SHUTDOWN_TIMEOUT_MS` have defaults that depend on other settings or on
- *   the platform.
+ *   `KV_COMMIT_DEPTH`, `KV_CONNECTIONS` and `SHUTDOWN_TIMEOUT_MS` have defaults
+ *   that depend on other settings or on the platform.
  */
 function toConfig(
   s: z.output<typeof schema>,
@@ -506,6 +512,19 @@ function toConfig(
   },
 ) {
   const kvPath = s.KV_PATH ?? (context.onDeploy ? undefined : DEFAULT_KV_PATH);
+  const remoteKv = isRemoteKv(kvPath);
+  // A file has one writer at a time: more partitions only mean more,
+  // smaller commits. A remote database has many.
+  const kvPartitions = context.given.has("KV_PARTITIONS")
+    ? s.KV_PARTITIONS
+    : remoteKv
+    ? REMOTE_KV_PARTITIONS
+    : 1;
+  const kvCommitDepth = context.given.has("KV_COMMIT_DEPTH")
+    ? s.KV_COMMIT_DEPTH
+    : remoteKv
+    ? REMOTE_KV_COMMIT_DEPTH
+    : 1;
   return {
     host: s.HOST,
     port: s.PORT,
@@ -529,18 +548,13 @@ function toConfig(
     kvCommitAttempts: s.KV_COMMIT_ATTEMPTS,
     kvTimeoutMs: s.KV_TIMEOUT_MS,
     windowMs: s.WINDOW_MS,
-    // A file has one writer at a time: more partitions only mean more,
-    // smaller commits. A remote database has many.
-    kvPartitions: context.given.has("KV_PARTITIONS")
-      ? s.KV_PARTITIONS
-      : isRemoteKv(kvPath)
-      ? REMOTE_KV_PARTITIONS
-      : 1,
-    kvCommitDepth: context.given.has("KV_COMMIT_DEPTH")
-      ? s.KV_COMMIT_DEPTH
-      : isRemoteKv(kvPath)
-      ? REMOTE_KV_COMMIT_DEPTH
-      : 1,
+    kvPartitions,
+    kvCommitDepth,
+    kvConnections: !remoteKv
+      ? 1
+      : context.given.has("KV_CONNECTIONS")
+      ? s.KV_CONNECTIONS
+      : commitsInFlight(kvPartitions, kvCommitDepth),
     kvMaxWindowIds: s.KV_MAX_WINDOW_IDS,
     reportGraceMs: s.REPORT_GRACE_MS,
     windowHeader: s.WINDOW_HEADER,

@@ -25,6 +25,7 @@ const DEFAULTS: Config = {
   windowMs: 60_000,
   kvPartitions: 1,
   kvCommitDepth: 1,
+  kvConnections: 1,
   kvMaxWindowIds: 5_000_000,
   shutdownTimeoutMs: 30_000,
   openTelemetry: false,
@@ -122,6 +123,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
         kvPath: "https://api.deno.com/databases/x/connect",
         kvPartitions: 16,
         kvCommitDepth: 2,
+        kvConnections: 32,
       },
     ],
     ["REDIS_SHARDS", "auto", { redisShards: "auto" }],
@@ -277,6 +279,34 @@ Deno.test("parseConfig() gives a remote Deno KV 2 commits in flight per partitio
   );
 });
 
+Deno.test("parseConfig() gives a remote Deno KV a connection per commit in flight by default, a file one always, and KV_CONNECTIONS on a remote one", () => {
+  const remote = "https://api.deno.com/v2/databases/x/connect";
+  // 16 partitions, 2 commits in flight each.
+  assert.equal(parseConfig({ KV_PATH: remote }).kvConnections, 32);
+  assert.equal(parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).kvConnections, 32);
+  assert.equal(
+    parseConfig({ KV_PATH: remote, KV_PARTITIONS: "3", KV_COMMIT_DEPTH: "3" })
+      .kvConnections,
+    9,
+  );
+  // At least the 4 commits and reads a store runs at once.
+  assert.equal(
+    parseConfig({ KV_PATH: remote, KV_PARTITIONS: "1", KV_COMMIT_DEPTH: "1" })
+      .kvConnections,
+    4,
+  );
+  assert.equal(
+    parseConfig({ KV_PATH: remote, KV_CONNECTIONS: "256" }).kvConnections,
+    256,
+  );
+  assert.equal(parseConfig({}).kvConnections, 1);
+  assert.equal(
+    parseConfig({ KV_PATH: "/data/verve.kv", KV_CONNECTIONS: "8" })
+      .kvConnections,
+    1,
+  );
+});
+
 Deno.test("parseConfig() turns OpenTelemetry on with OTEL_DENO or on Deno Deploy, where a shutdown has 4 s by default", () => {
   assert.equal(parseConfig({ OTEL_DENO: "true" }).openTelemetry, true);
   assert.equal(parseConfig({ OTEL_DENO: "1" }).openTelemetry, true);
@@ -362,6 +392,7 @@ Deno.test("parseConfig() leaves kvPath undefined on Deno Deploy", async (t) => {
         kvPath: undefined,
         kvPartitions: 16,
         kvCommitDepth: 2,
+        kvConnections: 32,
         shutdownTimeoutMs: 4000,
         openTelemetry: true,
         reportEmptyBeforeStart: true,
@@ -427,6 +458,8 @@ Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) 
     ["KV_PARTITIONS", "257"],
     ["KV_COMMIT_DEPTH", "0"],
     ["KV_COMMIT_DEPTH", "17"],
+    ["KV_CONNECTIONS", "0"],
+    ["KV_CONNECTIONS", "257"],
     ["REDIS_SHARDS", "0"],
     ["REDIS_SHARDS", "257"],
     ["REDIS_SHARDS", "some"],

@@ -55,6 +55,11 @@ export interface KvConnectStats {
    * none was being served. Requests sent together count once.
    */
   rounds: number;
+  /**
+   * The most data path requests served at once on one connection, and the
+   * connections they came on.
+   */
+  perConnection: { most: number; connections: Set<number> };
   /** Data path requests refused for a limit, with the reason. */
   refused: string[];
   /** The largest atomic write seen, by each measure. */
@@ -155,6 +160,7 @@ export async function startKvConnect(
     snapshotReads: 0,
     atomicWrites: 0,
     rounds: 0,
+    perConnection: { most: 0, connections: new Set() },
     refused: [],
     largest: { checks: 0, mutations: 0, mutationBytes: 0 },
     largestRead: { ranges: 0, limit: 0 },
@@ -339,20 +345,31 @@ export async function startKvConnect(
     return w.finish();
   }
 
-  async function handle(request: Request): Promise<Response> {
+  async function handle(
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Promise<Response> {
     const path = new URL(request.url).pathname;
     if (request.method !== "POST") return text(405, "Method not allowed");
     if (path === "/") return metadata(request, await request.text());
     if (serving++ === 0) stats.rounds++;
+    // A connection is its client's port.
+    const connection = info.remoteAddr.port;
+    const onConnection = (servingOn.get(connection) ?? 0) + 1;
+    servingOn.set(connection, onConnection);
+    stats.perConnection.connections.add(connection);
+    stats.perConnection.most = Math.max(stats.perConnection.most, onConnection);
     try {
       return await serveData(request, path);
     } finally {
       serving--;
+      servingOn.set(connection, servingOn.get(connection)! - 1);
     }
   }
 
-  /** Data path requests being served now. */
+  /** Data path requests being served now, in all and per connection. */
   let serving = 0;
+  const servingOn = new Map<number, number>();
 
   async function serveData(request: Request, path: string): Promise<Response> {
     if (faults.hang) {

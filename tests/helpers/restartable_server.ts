@@ -21,7 +21,10 @@ export interface RestartableServer {
 
 /** Starts serving `handler` on 127.0.0.1 and a free port. */
 export function serveRestartable(
-  handler: (request: Request) => Response | Promise<Response>,
+  handler: (
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ) => Response | Promise<Response>,
 ): RestartableServer {
   let server: Deno.HttpServer<Deno.NetAddr> | undefined;
   let port = 0;

@@ -91,6 +91,15 @@ export interface KvIdLogOptions {
   maxInFlight?: number;
   /** Commits running at once in one partition this instance owns. Default: 1. */
   depth?: number;
+  /**
+   * Handles to the same database as `kv` (each its own connection) for the
+   * log's commits and reads: each runs on a handle no other one runs on
+   * while one is idle, on `kv` when none is. Deno's KV Connect client
+   * leaves Nagle's algorithm on, so a request sent while another waits for
+   * its answer on the same connection can wait for the peer's delayed ACK.
+   * Default: none, all on `kv`.
+   */
+  connections?: Deno.Kv[];
   /** Runs a KV call, retrying it while it throws. */
   withRetries<T>(call: () => Promise<T>): Promise<T>;
   /** Told about every commit of ids, e.g. for metrics. */
@@ -192,6 +201,8 @@ export class KvIdLog {
   /** Partitions with queued ids and no commit running, in turn. */
   #ready: Partition[] = [];
   #inFlight = 0;
+  /** The handles no commit or read is running on. */
+  readonly #idle: Deno.Kv[];
   /** Ids waiting for their commit, over all windows. */
   #outstanding = 0;
   #drained: (() => void)[] = [];
@@ -212,6 +223,7 @@ export class KvIdLog {
     this.#clock = options.clock ?? Date.now;
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#depth = options.depth ?? 1;
+    this.#idle = [...options.connections ?? [kv]];
     this.#withRetries = options.withRetries;
     this.#onCommit = options.onCommit;
     this.#onConflict = options.onConflict;
@@ -359,8 +371,8 @@ export class KvIdLog {
       const deadline = window.early[0]!.deadline;
       // Both at once: on a remote database, one round trip instead of two.
       const [partitions, earlierIds] = await Promise.all([
-        this.#readLayout(window.minute, deadline),
-        perIdIds(this.#kv, window.minute, this.#withRetries),
+        this.#on((kv) => this.#readLayout(kv, window.minute, deadline)),
+        this.#on((kv) => perIdIds(kv, window.minute, this.#withRetries)),
       ]);
       for (const id of earlierIds) {
         // Counted through that layout's shards: here they are repeats.
@@ -405,12 +417,16 @@ export class KvIdLog {
    * write in a window fixes it, so instances with different settings still
    * agree on where each id goes.
    */
-  async #readLayout(minute: number, deadline: number): Promise<number> {
+  async #readLayout(
+    kv: Deno.Kv,
+    minute: number,
+    deadline: number,
+  ): Promise<number> {
     const key = windowKey(minute);
     const layout: WindowLayout = { partitions: this.#partitions };
     for (;;) {
       const result = await this.#withRetries(() =>
-        checkDeadline(deadline) ?? this.#kv.atomic()
+        checkDeadline(deadline) ?? kv.atomic()
           .check({ key, versionstamp: null })
           .check({ key: reportKey(minute), versionstamp: null })
           .set(key, layout, this.#headOptions)
@@ -418,10 +434,23 @@ export class KvIdLog {
       );
       if (result.ok) return layout.partitions;
       const [stored, report] = await this.#withRetries(() =>
-        this.#kv.getMany<[WindowLayout, unknown]>([key, reportKey(minute)])
+        kv.getMany<[WindowLayout, unknown]>([key, reportKey(minute)])
       );
       if (report.versionstamp !== null) throw new WindowClosedError(minute);
       if (stored.value !== null) return stored.value.partitions;
+    }
+  }
+
+  /**
+   * Runs `call` on an idle handle, so that no other commit or read of the
+   * log shares its connection; on `kv` when every handle is busy.
+   */
+  async #on<T>(call: (kv: Deno.Kv) => Promise<T>): Promise<T> {
+    const idle = this.#idle.pop();
+    try {
+      return await call(idle ?? this.#kv);
+    } finally {
+      if (idle !== undefined) this.#idle.push(idle);
     }
   }
 
@@ -494,7 +523,7 @@ export class KvIdLog {
     part.reading = true;
     this.#inFlight++;
     const window = part.window;
-    void this.#read(part).then(() => {
+    void this.#on((kv) => this.#read(kv, part)).then(() => {
       part.stale = false;
       if (window.closed) {
         this.#failAll(window, part.queue.splice(0), window.closed);
@@ -532,8 +561,17 @@ export class KvIdLog {
     const started = performance.now();
     let result: Deno.KvCommitResult | Deno.KvCommitError;
     try {
-      result = await this.#withRetries(() =>
-        this.#append(part, batch, seq, takeover ? undefined : owner, deadline)
+      result = await this.#on((kv) =>
+        this.#withRetries(() =>
+          this.#append(
+            kv,
+            part,
+            batch,
+            seq,
+            takeover ? undefined : owner,
+            deadline,
+          )
+        )
       );
     } catch (error) {
       this.#onCommit?.(batch.length, elapsed(started), false);
@@ -608,6 +646,7 @@ export class KvIdLog {
    * (`undefined`), by the head read, writing the owner key.
    */
   #append(
+    kv: Deno.Kv,
     part: Partition,
     batch: Pending[],
     seq: number,
@@ -619,7 +658,7 @@ export class KvIdLog {
     checkDeadline(deadline);
     const { minute } = part.window;
     const headKey = logHeadKey(minute, part.index);
-    const op = this.#kv.atomic()
+    const op = kv.atomic()
       .check({ key: reportKey(minute), versionstamp: null });
     if (owner === undefined) {
       const count = new Deno.KvU64(BigInt(part.headCount + batch.length));
@@ -652,7 +691,7 @@ export class KvIdLog {
    * than the head. Nothing new means the report check failed, or a commit
    * that threw was not written.
    */
-  async #read(part: Partition): Promise<void> {
+  async #read(kv: Deno.Kv, part: Partition): Promise<void> {
     const { minute, table } = part.window;
     let moved = false;
     for (let reads = 0; reads < MAX_READS; reads++) {
@@ -660,7 +699,7 @@ export class KvIdLog {
       for (const hole of part.holes) start = Math.min(start, hole);
       const entries = await this.#withRetries(() =>
         Array.fromAsync(
-          this.#kv.list<Uint8Array | string | Deno.KvU64 | LogHead>({
+          kv.list<Uint8Array | string | Deno.KvU64 | LogHead>({
             start: logEntryKey(minute, part.index, start),
             end: logEnd(minute, part.index),
           }),
@@ -690,9 +729,7 @@ export class KvIdLog {
       const gone = head === undefined && part.headVersionstamp !== null;
       if (versionstamp !== part.headVersionstamp) moved = true;
       if (gone || !moved) {
-        const report = await this.#withRetries(() =>
-          this.#kv.get(reportKey(minute))
-        );
+        const report = await this.#withRetries(() => kv.get(reportKey(minute)));
         if (report.versionstamp !== null) {
           part.window.closed = new WindowClosedError(minute);
           return;

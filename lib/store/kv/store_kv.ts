@@ -107,6 +107,14 @@ export function idLifetime(windowMs: number, retentionMs: number): IdLifetime {
   return { idRetentionMs, maxCommitWaitMs: (idRetentionMs - windowMs) / 2 };
 }
 
+/**
+ * Commits and reads of ids a Deno KV store runs at once, over all
+ * partitions, by default: enough for every partition's `depth`, at least 4.
+ */
+export function commitsInFlight(partitions: number, depth: number): number {
+  return Math.max(4, partitions * depth);
+}
+
 /** Options of {@link createKvStore}. */
 export interface KvStoreOptions {
   /** How long per-window keys live, in ms; at least two windows. */
@@ -145,6 +153,14 @@ export interface KvStoreOptions {
    * every partition can commit at once.
    */
   maxInFlight?: number;
+  /**
+   * Handles to the same database as `kv` (which may be one of them), each
+   * its own connection, for the commits and reads of ids: each runs on one
+   * nothing else of the id log runs on while one is idle (see
+   * `KvIdLogOptions.connections`). The store owns them and closes them in
+   * `close()`. Default: none, all on `kv`.
+   */
+  connections?: Deno.Kv[];
   /**
    * Attempts per commit when KV throws (e.g. `database is locked` while
    * another process writes the same file: often at once, sometimes after
@@ -190,11 +206,13 @@ class KvStore implements Store {
   readonly #commitAttempts: number;
   readonly #retryBaseMs: number;
   readonly #ids: KvIdLog;
+  readonly #connections: Deno.Kv[];
   readonly #knownUrls = new Map<number, Set<string>>();
   #closed: Promise<void> | undefined;
 
   constructor(kv: Deno.Kv, options: KvStoreOptions) {
     this.#kv = kv;
+    this.#connections = options.connections ?? [];
     this.#retentionMs = positive("retentionMs", options.retentionMs);
     this.#maxUrls = options.maxUrlsPerWindow ?? 1000;
     this.#commitAttempts = positive(
@@ -217,8 +235,9 @@ class KvStore implements Store {
       maxInFlight: positive(
         "maxInFlight",
         options.maxInFlight ??
-          Math.max(4, (options.partitions ?? 1) * (options.depth ?? 1)),
+          commitsInFlight(options.partitions ?? 1, options.depth ?? 1),
       ),
+      ...(options.connections ? { connections: options.connections } : {}),
       withRetries: this.#retrying,
       ...(options.maxCommitWaitMs !== undefined
         ? { maxCommitWaitMs: options.maxCommitWaitMs }
@@ -587,7 +606,9 @@ class KvStore implements Store {
   }
 
   close(): Promise<void> {
-    this.#closed ??= this.#ids.drain().then(() => this.#kv.close());
+    this.#closed ??= this.#ids.drain().then(() => {
+      for (const kv of new Set([this.#kv, ...this.#connections])) kv.close();
+    });
     return this.#closed;
   }
 }

@@ -131,6 +131,43 @@ Deno.test("over KV Connect a window's first id commits two round trips after it 
   await store!.close();
 });
 
+Deno.test("over KV Connect the id log's commits run one to a connection while one is idle, and all on one without more", async (t) => {
+  /** Records 3000 ids, 500 at a time, through a store given `connections`. */
+  async function load(connections: number) {
+    await using server = await startKvConnect();
+    server.faults.latencyMs = 20;
+    const [kv, ...more] = await remoteKvs(server, connections);
+    const store = createKvStore(kv!, {
+      ...OPTIONS,
+      partitions: 4,
+      depth: 2,
+      ...(connections > 1 ? { connections: [kv!, ...more] } : {}),
+    });
+    const ids = Array.from({ length: 3000 }, (_, i) => String(i * 104729));
+    for (let i = 0; i < ids.length; i += 500) {
+      const wave = ids.slice(i, i + 500);
+      const results = await Promise.all(
+        wave.map((id) => store.recordId(MINUTE, id)),
+      );
+      assert.ok(results.every(Boolean));
+    }
+    const seen = structuredClone(server.stats.perConnection);
+    assert.equal(await store.countIds(MINUTE), ids.length);
+    await store.close();
+    return seen;
+  }
+  await t.step("eight connections for eight commits in flight", async () => {
+    const seen = await load(8);
+    assert.equal(seen.most, 1);
+    assert.ok(seen.connections.size > 4, `${seen.connections.size} used`);
+  });
+  await t.step("one connection", async () => {
+    const seen = await load(1);
+    assert.ok(seen.most > 1, `${seen.most} at once`);
+    assert.equal(seen.connections.size, 1);
+  });
+});
+
 Deno.test("every write the KV store makes stays within the KV Connect limits, at the largest settings", async () => {
   await using server = await startKvConnect();
   const [store, other] = await remoteStores(server, 2, {
