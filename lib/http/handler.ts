@@ -12,6 +12,7 @@ import { withinTime } from "../time_limit.ts";
 import type { ServiceMetrics } from "../telemetry/service_metrics.ts";
 import { parseStatsMinutes } from "./stats.ts";
 import {
+  type IdWaiter,
   MAX_WINDOW_MOVES,
   type Store,
   StoreUnavailableError,
@@ -190,10 +191,37 @@ export function createHandler(
   }
 
   /**
+   * What a request for a new id without a URL waits for: the one object its
+   * answer takes besides its promise, which it settles with the answer.
+   */
+  class Answer implements IdWaiter {
+    constructor(
+      readonly answer: (response: Response | Promise<Response>) => void,
+      readonly named: number,
+      readonly minute: number,
+    ) {}
+
+    resolve(recorded: boolean): void {
+      countId(recorded ? "new" : "repeat", this.minute !== this.named);
+      this.answer(ok(this.minute, this.named));
+    }
+
+    reject(error: Error, id: string): void {
+      if (!(error instanceof WindowClosedError)) {
+        return this.answer(Promise.reject(error));
+      }
+      // Reported already: the next window, as `record` moves.
+      reportedThrough = Math.max(reportedThrough, this.minute);
+      this.answer(record(this.named, reportedThrough + windowMs, { id }, 1));
+    }
+  }
+
+  /**
    * The accept endpoint. An id without a URL that this instance already
    * knows in the current window, or that a buffered store takes at once, is
    * answered without a promise, so repeat traffic costs a parse and a
-   * lookup, and buffered traffic a queue entry more.
+   * lookup, and buffered traffic a queue entry more; any other waits for its
+   * commit through one promise and one {@link Answer}.
    */
   function accept(query: string): Response | Promise<Response> {
     const named = windowStart(clock(), windowMs);
@@ -202,11 +230,15 @@ export function createHandler(
     if (parsed === undefined) throw new HttpError(400, "failed");
     if (parsed.url === undefined) {
       // Known here, or taken at once by a buffered store: no promise.
-      const taken = store.takeId(minute, parsed.id);
+      const id = parsed.id;
+      const taken = store.takeId(minute, id);
       if (taken !== undefined) {
         countId(taken, minute !== named);
         return ok(minute, named);
       }
+      return new Promise((answer) =>
+        store.queueId(minute, id, new Answer(answer, named, minute))
+      );
     }
     if (parsed.url !== undefined && refuseUrl?.(parsed.url) !== undefined) {
       throw new HttpError(400, "failed");
@@ -216,14 +248,16 @@ export function createHandler(
 
   /**
    * Records the URL and the id in `minute`, or in the next window where
-   * that one is found reported; `named` is the window the clock named.
+   * that one is found reported; `named` is the window the clock named, and
+   * `moved` the windows moved already.
    */
   async function record(
     named: number,
     minute: number,
     query: AcceptQuery,
+    moved = 0,
   ): Promise<Response> {
-    for (let moves = 0;; moves++) {
+    for (let moves = moved;; moves++) {
       try {
         if (query.url !== undefined) {
           const outcome = await store.recordUrl(minute, query.url);

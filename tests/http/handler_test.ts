@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHandler } from "../../lib/http/handler.ts";
-import type { Store } from "../../lib/store/store.ts";
+import type { IdWaiter, Store } from "../../lib/store/store.ts";
 import { createKvStore } from "../../lib/store/kv/store_kv.ts";
 import { createBufferedStore } from "../../lib/store/buffered_store.ts";
 import { failingCommits } from "../helpers/kv.ts";
@@ -193,9 +193,11 @@ Deno.test("handler answers 503 failed when the store cannot record", async (t) =
 
 Deno.test("handler answers 500 failed without internals on an unexpected error", async () => {
   await using logs = await captureLogs();
-  // A fake store, since no real one throws a plain programming error.
+  // A fake store, since no real one fails with a plain programming error.
   const brokenStore = {
-    recordId: () => Promise.reject(new Error("secret internal detail")),
+    takeId: () => undefined,
+    queueId: (_minute: number, id: string, waiter: IdWaiter) =>
+      waiter.reject(new Error("secret internal detail"), id),
   } as unknown as Store;
   const handle = createHandler({
     store: brokenStore,
