@@ -6,7 +6,6 @@
  */
 import { z } from "zod";
 import { parseAllowlist } from "./allowlist.ts";
-import { commitsInFlight } from "./store/kv/store_kv.ts";
 
 /**
  * The validated settings of one service instance: what {@link parseConfig}
@@ -180,8 +179,8 @@ export const schema = z.object({
   ),
   KV_COMMIT_DEPTH: setting(
     integer(1, 16, 1),
-    "Commits of ids in flight at once in one partition of a window's Deno KV log while this instance owns it (1\u201316): the last instance to commit there owns it, and another instance's commit takes it over. On a remote database each commit waits a round trip, and more in flight cut the wait for one's turn; a local file takes one writer at a time, and there more in flight only mean smaller commits. See [Several instances](deployment.md#several-instances).",
-    "`2` on a remote Deno KV, else `1`",
+    "The most commits of ids in flight at once in one partition of a window's Deno KV log while this instance owns it (1\u201316): the last instance to commit there owns it, and another instance's commit takes it over. The owner keeps one in flight for every 20 ms its commits have taken lately, up to this many: one on a file or a nearby database, four at +80 ms. On a remote database each commit waits a round trip, and more in flight cut the wait for one's turn; a local file takes one writer at a time. See [Several instances](deployment.md#several-instances).",
+    "`4` on a remote Deno KV, else `1`",
   ),
   KV_CONNECTIONS: setting(
     integer(1, 256, 1),
@@ -483,7 +482,15 @@ export const REMOTE_KV_PARTITIONS = 16;
  * Commits in flight per owned partition on a remote Deno KV when
  * `KV_COMMIT_DEPTH` is not given (measured at +80 ms, BENCHMARKS.md).
  */
-export const REMOTE_KV_COMMIT_DEPTH = 2;
+export const REMOTE_KV_COMMIT_DEPTH = 4;
+
+/**
+ * Commits and reads of ids a Deno KV store runs at once, over all
+ * partitions, by default: enough for every partition's `depth`, at least 4.
+ */
+export function commitsInFlight(partitions: number, depth: number): number {
+  return Math.max(4, partitions * depth);
+}
 
 /**
  * Whether the Deno KV at `path` is remote: a KV Connect URL, or Deno

@@ -122,8 +122,8 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
       {
         kvPath: "https://api.deno.com/databases/x/connect",
         kvPartitions: 16,
-        kvCommitDepth: 2,
-        kvConnections: 32,
+        kvCommitDepth: 4,
+        kvConnections: 64,
       },
     ],
     ["REDIS_SHARDS", "auto", { redisShards: "auto" }],
@@ -261,10 +261,10 @@ Deno.test("parseConfig() gives a remote Deno KV 16 partitions by default, a file
   );
 });
 
-Deno.test("parseConfig() gives a remote Deno KV 2 commits in flight per partition by default, a file 1, and KV_COMMIT_DEPTH wherever it is set", () => {
+Deno.test("parseConfig() gives a remote Deno KV up to 4 commits in flight per partition by default, a file 1, and KV_COMMIT_DEPTH wherever it is set", () => {
   const remote = "https://api.deno.com/v2/databases/x/connect";
-  assert.equal(parseConfig({ KV_PATH: remote }).kvCommitDepth, 2);
-  assert.equal(parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).kvCommitDepth, 2);
+  assert.equal(parseConfig({ KV_PATH: remote }).kvCommitDepth, 4);
+  assert.equal(parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).kvCommitDepth, 4);
   assert.equal(parseConfig({ KV_PATH: "/data/verve.kv" }).kvCommitDepth, 1);
   assert.equal(parseConfig({}).kvCommitDepth, 1);
   assert.equal(
@@ -281,9 +281,9 @@ Deno.test("parseConfig() gives a remote Deno KV 2 commits in flight per partitio
 
 Deno.test("parseConfig() gives a remote Deno KV a connection per commit in flight by default, a file one always, and KV_CONNECTIONS on a remote one", () => {
   const remote = "https://api.deno.com/v2/databases/x/connect";
-  // 16 partitions, 2 commits in flight each.
-  assert.equal(parseConfig({ KV_PATH: remote }).kvConnections, 32);
-  assert.equal(parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).kvConnections, 32);
+  // 16 partitions, up to 4 commits in flight each.
+  assert.equal(parseConfig({ KV_PATH: remote }).kvConnections, 64);
+  assert.equal(parseConfig({ DENO_DEPLOYMENT_ID: "d1" }).kvConnections, 64);
   assert.equal(
     parseConfig({ KV_PATH: remote, KV_PARTITIONS: "3", KV_COMMIT_DEPTH: "3" })
       .kvConnections,
@@ -391,8 +391,8 @@ Deno.test("parseConfig() leaves kvPath undefined on Deno Deploy", async (t) => {
         ...DEFAULTS,
         kvPath: undefined,
         kvPartitions: 16,
-        kvCommitDepth: 2,
-        kvConnections: 32,
+        kvCommitDepth: 4,
+        kvConnections: 64,
         shutdownTimeoutMs: 4000,
         openTelemetry: true,
         reportEmptyBeforeStart: true,

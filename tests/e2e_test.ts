@@ -57,7 +57,7 @@ Deno.test("on a remote Deno KV over KV Connect, its token in KV_ACCESS_TOKEN as 
   assert.deepEqual(remote.stats.refused, []);
   // The id log on connections of its own (KV_CONNECTIONS), the rest on one.
   assert.ok(remote.stats.perConnection.connections.size > 1);
-  assert.ok(remote.stats.metadataExchanges >= 32);
+  assert.ok(remote.stats.metadataExchanges >= 64);
 });
 
 /**

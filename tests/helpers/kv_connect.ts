@@ -55,6 +55,8 @@ export interface KvConnectStats {
    * none was being served. Requests sent together count once.
    */
   rounds: number;
+  /** The most data path requests served at once. */
+  mostAtOnce: number;
   /**
    * The most data path requests served at once on one connection, and the
    * connections they came on.
@@ -160,6 +162,7 @@ export async function startKvConnect(
     snapshotReads: 0,
     atomicWrites: 0,
     rounds: 0,
+    mostAtOnce: 0,
     perConnection: { most: 0, connections: new Set() },
     refused: [],
     largest: { checks: 0, mutations: 0, mutationBytes: 0 },
@@ -353,6 +356,7 @@ export async function startKvConnect(
     if (request.method !== "POST") return text(405, "Method not allowed");
     if (path === "/") return metadata(request, await request.text());
     if (serving++ === 0) stats.rounds++;
+    stats.mostAtOnce = Math.max(stats.mostAtOnce, serving);
     // A connection is its client's port.
     const connection = info.remoteAddr.port;
     const onConnection = (servingOn.get(connection) ?? 0) + 1;

@@ -15,7 +15,8 @@
  * - An instance that does not own the partition checks that the head is the
  *   one it read, and takes the partition: it writes the owner key.
  * - The owner checks only the owner key, which its own commits leave alone,
- *   so up to `depth` of its commits run at once. Another instance's takeover
+ *   so several of its commits run at once: one for every 20 ms commits take
+ *   lately, up to `depth`. Another instance's takeover
  *   moves the owner key and fails all of them.
  *
  * A commit that fails its check, or throws (it may have been written), ends
@@ -62,6 +63,9 @@ import {
   WindowClosedError,
 } from "../store.ts";
 
+/** The weight of the latest commit in the moving average of their time. */
+const COMMIT_MS_WEIGHT = 0.1;
+
 /** The most ids in one log entry: 64 KiB, Deno KV's largest value. */
 export const MAX_IDS_PER_ENTRY = 8192;
 
@@ -89,8 +93,18 @@ export interface KvIdLogOptions {
   clock?: () => number;
   /** Commits and reads running at once, over all partitions. Default: 4. */
   maxInFlight?: number;
-  /** Commits running at once in one partition this instance owns. Default: 1. */
+  /**
+   * The most commits running at once in one partition this instance owns:
+   * one for every `commitSpacingMs` commits have taken lately, up to this.
+   * Default: 1.
+   */
   depth?: number;
+  /**
+   * How often an owner starts a commit in a partition at least, in ms, while
+   * `depth` allows; 0 keeps `depth` in flight however fast commits are.
+   * Default: 20.
+   */
+  commitSpacingMs?: number;
   /**
    * Handles to the same database as `kv` (each its own connection) for the
    * log's commits and reads: each runs on a handle no other one runs on
@@ -191,6 +205,7 @@ export class KvIdLog {
   readonly #clock: () => number;
   readonly #maxInFlight: number;
   readonly #depth: number;
+  readonly #spacingMs: number;
   /** This instance's name in the owner keys it writes. */
   readonly #owner = crypto.randomUUID();
   readonly #withRetries: KvIdLogOptions["withRetries"];
@@ -201,6 +216,8 @@ export class KvIdLog {
   /** Partitions with queued ids and no commit running, in turn. */
   #ready: Partition[] = [];
   #inFlight = 0;
+  /** How long commits took lately, in ms: a moving average. */
+  #commitMs = 0;
   /** The handles no commit or read is running on. */
   readonly #idle: Deno.Kv[];
   /** Ids waiting for their commit, over all windows. */
@@ -223,6 +240,7 @@ export class KvIdLog {
     this.#clock = options.clock ?? Date.now;
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#depth = options.depth ?? 1;
+    this.#spacingMs = options.commitSpacingMs ?? 20;
     this.#idle = [...options.connections ?? [kv]];
     this.#withRetries = options.withRetries;
     this.#onCommit = options.onCommit;
@@ -468,9 +486,23 @@ export class KvIdLog {
   #canStart(part: Partition): boolean {
     if (part.reading) return false;
     if (part.owned !== null) {
-      return part.committing < this.#depth && part.queue.length > 0;
+      return part.committing < this.#ownerDepth() && part.queue.length > 0;
     }
     return part.committing === 0 && part.queue.length > 0;
+  }
+
+  /**
+   * The commits an owner keeps in flight: enough that one starts at least
+   * every `commitSpacingMs` while commits take as long as they have lately,
+   * at most `depth`. A nearby database needs one; a distant one more, so
+   * that an id waits less for its turn.
+   */
+  #ownerDepth(): number {
+    if (this.#spacingMs === 0) return this.#depth;
+    return Math.min(
+      this.#depth,
+      Math.max(1, Math.ceil(this.#commitMs / this.#spacingMs)),
+    );
   }
 
   #schedule(part: Partition): void {
@@ -587,7 +619,9 @@ export class KvIdLog {
       part.queue = batch.concat(part.queue);
       return () => {};
     }
-    this.#onCommit?.(batch.length, elapsed(started), true);
+    const seconds = elapsed(started);
+    this.#onCommit?.(batch.length, seconds, true);
+    this.#commitMs += (seconds * 1000 - this.#commitMs) * COMMIT_MS_WEIGHT;
     part.known += batch.length;
     if (takeover) {
       part.owned = result.versionstamp;

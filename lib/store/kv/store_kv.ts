@@ -16,6 +16,7 @@
  */
 import { createHash } from "node:crypto";
 import { wholeNumber } from "../checks.ts";
+import { commitsInFlight } from "../../config.ts";
 import { backoffDelay, sleep } from "../../backoff.ts";
 import {
   allWindowsPrefix,
@@ -107,14 +108,6 @@ export function idLifetime(windowMs: number, retentionMs: number): IdLifetime {
   return { idRetentionMs, maxCommitWaitMs: (idRetentionMs - windowMs) / 2 };
 }
 
-/**
- * Commits and reads of ids a Deno KV store runs at once, over all
- * partitions, by default: enough for every partition's `depth`, at least 4.
- */
-export function commitsInFlight(partitions: number, depth: number): number {
-  return Math.max(4, partitions * depth);
-}
-
 /** Options of {@link createKvStore}. */
 export interface KvStoreOptions {
   /** How long per-window keys live, in ms; at least two windows. */
@@ -143,10 +136,17 @@ export interface KvStoreOptions {
   /** Distinct webhook URLs accepted per window. Default: 1000. */
   maxUrlsPerWindow?: number;
   /**
-   * Commits of ids running at once in one partition this instance owns (the
-   * last instance to commit there). Default: 1.
+   * The most commits of ids running at once in one partition this instance
+   * owns (the last instance to commit there): one for every
+   * `commitSpacingMs` commits have taken lately, up to this. Default: 1.
    */
   depth?: number;
+  /**
+   * How often an owner starts a commit in a partition at least, in ms, while
+   * `depth` allows; 0 keeps `depth` in flight however fast commits are.
+   * Default: 20.
+   */
+  commitSpacingMs?: number;
   /**
    * Commits of ids and reads of the log running at once, over all
    * partitions. Default: the partitions times `depth`, at least 4, so that
@@ -232,6 +232,11 @@ class KvStore implements Store {
         options.maxIdsPerWindow ?? 5_000_000,
       ),
       depth: positive("depth", options.depth ?? 1),
+      commitSpacingMs: wholeNumber(options.commitSpacingMs ?? 20, {
+        part: "KV store",
+        name: "commitSpacingMs",
+        min: 0,
+      }),
       maxInFlight: positive(
         "maxInFlight",
         options.maxInFlight ??

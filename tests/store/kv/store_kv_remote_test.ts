@@ -98,7 +98,11 @@ Deno.test("over KV Connect three instances count every id exactly once, with 20 
     await t.step(`with ${depth} commits in flight per partition`, async () => {
       await using server = await startKvConnect();
       server.faults.latencyMs = 20;
-      const stores = await remoteStores(server, 3, { depth, partitions: 4 });
+      const stores = await remoteStores(server, 3, {
+        depth,
+        commitSpacingMs: 0,
+        partitions: 4,
+      });
       const ids = Array.from(
         { length: 6000 },
         (_, i) => String((i % 2000) * 7919),
@@ -166,6 +170,44 @@ Deno.test("over KV Connect the id log's commits run one to a connection while on
     assert.ok(seen.most > 1, `${seen.most} at once`);
     assert.equal(seen.connections.size, 1);
   });
+});
+
+Deno.test("over KV Connect an owner keeps more commits in flight the longer they take, up to its depth", async () => {
+  await using server = await startKvConnect();
+  const [kv, ...more] = await remoteKvs(server, 4);
+  const store = createKvStore(kv!, {
+    ...OPTIONS,
+    partitions: 1,
+    depth: 4,
+    connections: [kv!, ...more],
+  });
+  let next = 0;
+  /** Records an id every 2 ms for `ms`; the most commits at once meanwhile. */
+  async function stream(ms: number): Promise<number> {
+    const recorded: Promise<boolean>[] = [];
+    for (const end = performance.now() + ms; performance.now() < end;) {
+      recorded.push(store.recordId(MINUTE, String(++next)));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    server.stats.mostAtOnce = 0;
+    for (const end = performance.now() + ms; performance.now() < end;) {
+      recorded.push(store.recordId(MINUTE, String(++next)));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    assert.ok((await Promise.all(recorded)).every(Boolean));
+    return server.stats.mostAtOnce;
+  }
+  // Commits of 5 ms: one at a time starts one every 5 ms.
+  server.faults.latencyMs = 5;
+  assert.equal(await stream(300), 1);
+  // Commits of 70 ms: one starts every 20 ms at most, so four in flight.
+  server.faults.latencyMs = 70;
+  assert.equal(await stream(1500), 4);
+  // Near again: back to one once the average has come down.
+  server.faults.latencyMs = 5;
+  assert.equal(await stream(300), 1);
+  assert.equal(await store.countIds(MINUTE), next);
+  await store.close();
 });
 
 Deno.test("every write the KV store makes stays within the KV Connect limits, at the largest settings", async () => {

@@ -420,6 +420,7 @@ async function checkThreeInstances(depth: number): Promise<void> {
       createKvStore(await Deno.openKv(file.path), {
         ...OPTIONS,
         depth,
+        commitSpacingMs: 0,
         onConflict: () => conflicts++,
       })
     ),
@@ -615,7 +616,9 @@ Deno.test("recordId() commits every partition at once: as many commits run toget
 Deno.test("recordId() runs up to depth commits at once in a partition it owns, and one at a time until it owns it", async () => {
   await using file = await tempKvPath();
   const owner = gatedCommits(await Deno.openKv(file.path));
-  await using a = createKvStore(owner.kv, { ...OPTIONS, depth: 3 });
+  // Held commits: the depth whatever the commits' time.
+  const depth = { depth: 3, commitSpacingMs: 0 };
+  await using a = createKvStore(owner.kv, { ...OPTIONS, ...depth });
   // The layout, then the commit that takes the partition.
   await a.recordId(MINUTE, "0");
   let release = owner.hold();
@@ -630,7 +633,7 @@ Deno.test("recordId() runs up to depth commits at once in a partition it owns, a
   // Another instance must read what the owner wrote before its first
   // commit there counts: one commit at a time, whatever its depth.
   const other = gatedCommits(await Deno.openKv(file.path));
-  await using b = createKvStore(other.kv, { ...OPTIONS, depth: 3 });
+  await using b = createKvStore(other.kv, { ...OPTIONS, ...depth });
   release = other.hold();
   before = other.commits;
   const more = Array.from({ length: 400 }, (_, i) => String(-i - 1));
@@ -651,7 +654,11 @@ Deno.test("recordId() runs up to depth commits at once in a partition it owns, a
 Deno.test("recordId() counts once an owner's commits that were written but answered with an error", async () => {
   await using file = await tempKvPath();
   const lossy = everyNthCommitLost(await Deno.openKv(file.path), 7);
-  await using store = createKvStore(lossy.kv, { ...OPTIONS, depth: 4 });
+  await using store = createKvStore(lossy.kv, {
+    ...OPTIONS,
+    depth: 4,
+    commitSpacingMs: 0,
+  });
   const ids = Array.from({ length: 20_000 }, (_, i) => String(i % 5000));
   const answers: Promise<boolean>[] = [];
   for (let i = 0; i < ids.length; i++) {
