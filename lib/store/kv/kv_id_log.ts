@@ -15,8 +15,8 @@
  * - An instance that does not own the partition checks that the head is the
  *   one it read, and takes the partition: it writes the owner key.
  * - The owner checks only the owner key, which its own commits leave alone,
- *   so several of its commits run at once: one for every 20 ms commits take
- *   lately, up to `depth`. Another instance's takeover
+ *   so several of its commits run at once: one for every `commitSpacingMs`
+ *   commits take lately, up to `depth`. Another instance's takeover
  *   moves the owner key and fails all of them.
  *
  * A commit that fails its check, or throws (it may have been written), ends

@@ -273,13 +273,13 @@ class KvStore implements Store {
     return await this.#withRetries(() => build().commit());
   }
 
+  /** {@link KvStore.#withRetries} as a function to pass on. */
+  readonly #retrying = <T>(call: () => Promise<T>) => this.#withRetries(call);
+
   /**
    * Runs a KV call, retrying with jittered backoff when it throws, except
    * for {@link StoreUnavailableError}, which is final.
    */
-  /** {@link KvStore.#withRetries} as a function to pass on. */
-  readonly #retrying = <T>(call: () => Promise<T>) => this.#withRetries(call);
-
   async #withRetries<T>(call: () => Promise<T>): Promise<T> {
     for (let attempt = 0;; attempt++) {
       try {
