@@ -63,6 +63,9 @@ import {
   WindowClosedError,
 } from "../store.ts";
 
+/** How often an owner starts a commit at least by default, in ms. */
+export const COMMIT_SPACING_MS = 20;
+
 /** The weight of the latest commit in the moving average of their time. */
 const COMMIT_MS_WEIGHT = 0.1;
 
@@ -102,7 +105,7 @@ export interface KvIdLogOptions {
   /**
    * How often an owner starts a commit in a partition at least, in ms, while
    * `depth` allows; 0 keeps `depth` in flight however fast commits are.
-   * Default: 20.
+   * Default: {@link COMMIT_SPACING_MS}.
    */
   commitSpacingMs?: number;
   /**
@@ -240,7 +243,7 @@ export class KvIdLog {
     this.#clock = options.clock ?? Date.now;
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#depth = options.depth ?? 1;
-    this.#spacingMs = options.commitSpacingMs ?? 20;
+    this.#spacingMs = options.commitSpacingMs ?? COMMIT_SPACING_MS;
     this.#idle = [...options.connections ?? [kv]];
     this.#withRetries = options.withRetries;
     this.#onCommit = options.onCommit;

@@ -42,7 +42,7 @@ import {
   type WindowLayout,
 } from "../keys.ts";
 import type { CommitObserver } from "../store.ts";
-import { KvIdLog } from "./kv_id_log.ts";
+import { COMMIT_SPACING_MS, KvIdLog } from "./kv_id_log.ts";
 import { perIdCount, perIdCounters, perIdWindows } from "./per_id_layout.ts";
 import {
   deliveryRecord,
@@ -144,7 +144,7 @@ export interface KvStoreOptions {
   /**
    * How often an owner starts a commit in a partition at least, in ms, while
    * `depth` allows; 0 keeps `depth` in flight however fast commits are.
-   * Default: 20.
+   * Default: 20 (`COMMIT_SPACING_MS`).
    */
   commitSpacingMs?: number;
   /**
@@ -232,11 +232,14 @@ class KvStore implements Store {
         options.maxIdsPerWindow ?? 5_000_000,
       ),
       depth: positive("depth", options.depth ?? 1),
-      commitSpacingMs: wholeNumber(options.commitSpacingMs ?? 20, {
-        part: "KV store",
-        name: "commitSpacingMs",
-        min: 0,
-      }),
+      commitSpacingMs: wholeNumber(
+        options.commitSpacingMs ?? COMMIT_SPACING_MS,
+        {
+          part: "KV store",
+          name: "commitSpacingMs",
+          min: 0,
+        },
+      ),
       maxInFlight: positive(
         "maxInFlight",
         options.maxInFlight ??
