@@ -57,6 +57,8 @@ export interface KvConnectStats {
   rounds: number;
   /** The most data path requests served at once. */
   mostAtOnce: number;
+  /** Data path requests being served now. */
+  serving: number;
   /**
    * The most data path requests served at once on one connection, and the
    * connections they came on.
@@ -162,6 +164,7 @@ export async function startKvConnect(
     snapshotReads: 0,
     atomicWrites: 0,
     rounds: 0,
+    serving: 0,
     mostAtOnce: 0,
     perConnection: { most: 0, connections: new Set() },
     refused: [],
@@ -355,8 +358,8 @@ export async function startKvConnect(
     const path = new URL(request.url).pathname;
     if (request.method !== "POST") return text(405, "Method not allowed");
     if (path === "/") return metadata(request, await request.text());
-    if (serving++ === 0) stats.rounds++;
-    stats.mostAtOnce = Math.max(stats.mostAtOnce, serving);
+    if (stats.serving++ === 0) stats.rounds++;
+    stats.mostAtOnce = Math.max(stats.mostAtOnce, stats.serving);
     // A connection is its client's port.
     const connection = info.remoteAddr.port;
     const onConnection = (servingOn.get(connection) ?? 0) + 1;
@@ -366,13 +369,12 @@ export async function startKvConnect(
     try {
       return await serveData(request, path);
     } finally {
-      serving--;
+      stats.serving--;
       servingOn.set(connection, servingOn.get(connection)! - 1);
     }
   }
 
-  /** Data path requests being served now, in all and per connection. */
-  let serving = 0;
+  /** Data path requests being served now per connection. */
   const servingOn = new Map<number, number>();
 
   async function serveData(request: Request, path: string): Promise<Response> {

@@ -33,6 +33,12 @@
  * that starts mid-window reads a partition's log on its first commit there,
  * whose check fails.
  *
+ * Within `openAheadMs` of a window's end, the first commit there lays out the
+ * next window and claims each of its partitions (an empty takeover), so
+ * that the next window's first ids commit as its owner at once, in one
+ * round trip, instead of three: the layout, a takeover, and then the ids
+ * that arrived during it.
+ *
  * @module
  */
 import {
@@ -42,6 +48,7 @@ import {
   packIds,
   splitId,
 } from "../id64.ts";
+import { MINUTE_MS } from "../../minute.ts";
 import type { CommitObserver, IdWaiter } from "../store.ts";
 import { IdTable } from "./id_table.ts";
 import { perIdIds } from "./per_id_layout.ts";
@@ -65,6 +72,9 @@ import {
 
 /** How often an owner starts a commit at least by default, in ms. */
 export const COMMIT_SPACING_MS = 20;
+
+/** How long before a window ends the store opens the next one, in ms. */
+export const OPEN_AHEAD_MS = 5000;
 
 /** The weight of the latest commit in the moving average of their time. */
 const COMMIT_MS_WEIGHT = 0.1;
@@ -117,6 +127,12 @@ export interface KvIdLogOptions {
    * Default: none, all on `kv`.
    */
   connections?: Deno.Kv[];
+  /**
+   * How long before a window ends, in ms, a commit in it opens the next
+   * window ahead: writes its layout and claims its partitions. 0: a window
+   * opens on its first id. Default: 0.
+   */
+  openAheadMs?: number;
   /** Runs a KV call, retrying it while it throws. */
   withRetries<T>(call: () => Promise<T>): Promise<T>;
   /** Told about every commit of ids, e.g. for metrics. */
@@ -209,6 +225,11 @@ export class KvIdLog {
   readonly #maxInFlight: number;
   readonly #depth: number;
   readonly #spacingMs: number;
+  readonly #openAheadMs: number;
+  /** The latest window opened ahead. */
+  #openedAhead = -Infinity;
+  /** Settles once the latest window opened ahead is laid out and claimed. */
+  #ahead: Promise<void> = Promise.resolve();
   /** This instance's name in the owner keys it writes. */
   readonly #owner = crypto.randomUUID();
   readonly #withRetries: KvIdLogOptions["withRetries"];
@@ -244,6 +265,7 @@ export class KvIdLog {
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#depth = options.depth ?? 1;
     this.#spacingMs = options.commitSpacingMs ?? COMMIT_SPACING_MS;
+    this.#openAheadMs = options.openAheadMs ?? 0;
     this.#idle = [...options.connections ?? [kv]];
     this.#withRetries = options.withRetries;
     this.#onCommit = options.onCommit;
@@ -341,11 +363,15 @@ export class KvIdLog {
     return now + Math.min(this.#maxWaitMs, windowLeft);
   }
 
-  /** Resolves once every id asked for is committed or failed. */
+  /**
+   * Resolves once every id asked for is committed or failed, and the
+   * window opened ahead is laid out and claimed.
+   */
   async drain(): Promise<void> {
     if (this.#outstanding > 0) {
       await new Promise<void>((resolve) => this.#drained.push(resolve));
     }
+    await this.#ahead;
   }
 
   /** The window's state, made on its first id; windows long closed go. */
@@ -389,7 +415,8 @@ export class KvIdLog {
     let failure: Error | undefined;
     try {
       // The first id's deadline bounds the wait: no other is older.
-      const deadline = window.early[0]!.deadline;
+      const deadline = window.early[0]?.deadline ??
+        this.#deadline(window.minute);
       // Both at once: on a remote database, one round trip instead of two.
       const [partitions, earlierIds] = await Promise.all([
         this.#on((kv) => this.#readLayout(kv, window.minute, deadline)),
@@ -533,6 +560,7 @@ export class KvIdLog {
   #startCommit(part: Partition): void {
     const batch = this.#take(part);
     if (batch.length === 0) return;
+    this.#openAhead(part.window.minute);
     const takeover = part.owned === null;
     const seq = ++part.seq;
     part.committing++;
@@ -552,6 +580,69 @@ export class KvIdLog {
       release();
       throw error;
     });
+  }
+
+  /**
+   * Opens the window after `minute` when `minute` ends within
+   * `openAheadMs`, once: lays it out, then claims each of its partitions.
+   */
+  #openAhead(minute: number): void {
+    const next = minute + MINUTE_MS;
+    if (this.#openAheadMs === 0 || this.#openedAhead >= next) return;
+    const now = this.#clock();
+    if (now < next - this.#openAheadMs || now >= next) return;
+    this.#openedAhead = next;
+    if (this.#windows.has(next)) return;
+    const window = this.#window(next);
+    this.#ahead = this.#open(window).then(async () => {
+      await Promise.all((window.partitions ?? []).map((p) => this.#claim(p)));
+    });
+  }
+
+  /**
+   * Takes a partition no id has reached yet with no entry: writes its head
+   * (no ids) and its owner key, if no head is there. When another instance
+   * came first, or the commit throws, the partition's log is read before
+   * its first commit.
+   */
+  async #claim(part: Partition): Promise<void> {
+    if (part.committing > 0 || part.reading || part.stale || part.seq > 0) {
+      return;
+    }
+    part.committing++;
+    this.#inFlight++;
+    const { minute } = part.window;
+    const headKey = logHeadKey(minute, part.index);
+    try {
+      const result = await this.#on((kv) =>
+        this.#withRetries(() =>
+          kv.atomic()
+            .check({ key: reportKey(minute), versionstamp: null })
+            .check({ key: headKey, versionstamp: null })
+            .set(headKey, new Deno.KvU64(0n), this.#headOptions)
+            .set(
+              logOwnerKey(minute, part.index),
+              this.#owner,
+              this.#headOptions,
+            )
+            .commit()
+        )
+      );
+      if (result.ok) {
+        part.owned = result.versionstamp;
+        part.headVersionstamp = result.versionstamp;
+      } else {
+        this.#onConflict?.();
+        part.stale = true;
+      }
+    } catch {
+      part.stale = true;
+    } finally {
+      part.committing--;
+      this.#inFlight--;
+      this.#schedule(part);
+      this.#flush();
+    }
   }
 
   #startRead(part: Partition): void {

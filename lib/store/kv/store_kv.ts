@@ -42,7 +42,7 @@ import {
   type WindowLayout,
 } from "../keys.ts";
 import type { CommitObserver } from "../store.ts";
-import { COMMIT_SPACING_MS, KvIdLog } from "./kv_id_log.ts";
+import { COMMIT_SPACING_MS, KvIdLog, OPEN_AHEAD_MS } from "./kv_id_log.ts";
 import { perIdCount, perIdCounters, perIdWindows } from "./per_id_layout.ts";
 import {
   deliveryRecord,
@@ -148,6 +148,13 @@ export interface KvStoreOptions {
    */
   commitSpacingMs?: number;
   /**
+   * How long before a window ends, in ms, a commit of ids in it opens the
+   * next window ahead (its layout, and a claim on each partition), so that
+   * the next window's first ids commit in one round trip; 0: a window opens
+   * on its first id. Default: 5000 (`OPEN_AHEAD_MS`).
+   */
+  openAheadMs?: number;
+  /**
    * Commits of ids and reads of the log running at once, over all
    * partitions. Default: the partitions times `depth`, at least 4, so that
    * every partition can commit at once.
@@ -240,6 +247,11 @@ class KvStore implements Store {
           min: 0,
         },
       ),
+      openAheadMs: wholeNumber(options.openAheadMs ?? OPEN_AHEAD_MS, {
+        part: "KV store",
+        name: "openAheadMs",
+        min: 0,
+      }),
       maxInFlight: positive(
         "maxInFlight",
         options.maxInFlight ??

@@ -135,6 +135,37 @@ Deno.test("over KV Connect a window's first id commits two round trips after it 
   await store!.close();
 });
 
+Deno.test("over KV Connect a window opened ahead in the last seconds of the one before commits its first id in one round trip", async (t) => {
+  for (const [openAheadMs, rounds] of [[5000, 1], [0, 2]] as const) {
+    await t.step(`${openAheadMs} ms ahead: ${rounds}`, async () => {
+      await using server = await startKvConnect();
+      let now = NEXT - 3000;
+      const [store] = await remoteStores(server, 1, {
+        openAheadMs,
+        clock: () => now,
+      });
+      server.faults.latencyMs = 20;
+      assert.equal(await store!.recordId(MINUTE, "1"), true);
+      // The layout and the commit, then, ahead, the next window's layout
+      // and the claim of its partition.
+      const writes = openAheadMs > 0 ? 4 : 2;
+      for (let wait = 0; wait < 1000; wait++) {
+        if (server.stats.atomicWrites >= writes && server.stats.serving === 0) {
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      assert.equal(server.stats.atomicWrites, writes);
+      now = NEXT + 1000;
+      const before = server.stats.rounds;
+      assert.equal(await store!.recordId(NEXT, "2"), true);
+      assert.equal(server.stats.rounds - before, rounds);
+      assert.equal(await store!.countIds(NEXT), 1);
+      await store!.close();
+    });
+  }
+});
+
 Deno.test("over KV Connect the id log's commits run one to a connection while one is idle, and all on one without more", async (t) => {
   /** Records 3000 ids, 500 at a time, through a store given `connections`. */
   async function load(connections: number) {

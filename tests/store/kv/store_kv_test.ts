@@ -29,6 +29,7 @@ import {
   legacyIdKey,
   logEntryKey,
   logHeadKey,
+  logOwnerKey,
   windowKey,
 } from "../../../lib/store/keys.ts";
 import { packIds } from "../../../lib/store/id64.ts";
@@ -331,7 +332,21 @@ Deno.test("createKvStore() rejects impossible options", async () => {
   kv.close();
 });
 
-Deno.test("recordId() stays exact under duplicates, two stores, a window boundary and failing commits", async () => {
+Deno.test("recordId() stays exact under duplicates, two stores, a window boundary and failing commits", async (t) => {
+  await t.step("ids of both windows at once", () => exactUnderFaults(false));
+  await t.step(
+    "the next window opened ahead while its first ids arrive",
+    () => exactUnderFaults(true),
+  );
+});
+
+/**
+ * Records random ids of two windows through two stores on one file whose
+ * every third commit throws, and checks each stored id was answered new
+ * exactly once. `ahead`: in the first window's last seconds, its ids first,
+ * so the stores open the next window ahead as its ids arrive.
+ */
+async function exactUnderFaults(ahead: boolean): Promise<void> {
   await using file = await tempKvPath();
   // Every third commit of each store throws once and is not retried, so some
   // batches fail outright while others succeed around them.
@@ -341,6 +356,7 @@ Deno.test("recordId() stays exact under duplicates, two stores, a window boundar
       ...OPTIONS,
       partitions: 3,
       commitAttempts: 1,
+      ...(ahead ? { clock: () => NEXT - 2000 } : {}),
     });
   }));
   const calls: {
@@ -352,7 +368,7 @@ Deno.test("recordId() stays exact under duplicates, two stores, a window boundar
   const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
   for (let round = 0; round < 5; round++) {
     for (let i = 0; i < 300; i++) {
-      const minute = random() < 0.5 ? MINUTE : NEXT;
+      const minute = random() < 0.5 || (ahead && round < 2) ? MINUTE : NEXT;
       const id = String(Math.floor(random() * 200));
       const store = stores[i % 2]!;
       const outcome = store.recordId(minute, id).then(
@@ -394,7 +410,7 @@ Deno.test("recordId() stays exact under duplicates, two stores, a window boundar
   }
   kv.close();
   for (const store of stores) await store.close();
-});
+}
 
 Deno.test("the KV outbox keeps reports per sink until removed, one lease at a time", async () => {
   await using file = await tempKvPath();
@@ -512,6 +528,68 @@ Deno.test("recordId() keeps the partitions of the instance that opened the windo
   );
   kv.close();
   await a.close();
+});
+
+Deno.test("recordId() in a window's last seconds opens the next window ahead, claimed, and another instance still commits there", async () => {
+  await using file = await tempKvPath();
+  const now = NEXT - 4000;
+  const a = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    partitions: 2,
+    clock: () => now,
+  });
+  assert.equal(await a.recordId(MINUTE, "1"), true);
+  await a.close();
+  const kv = await Deno.openKv(file.path);
+  assert.deepEqual((await kv.get(windowKey(NEXT))).value, { partitions: 2 });
+  for (const partition of [0, 1]) {
+    const head = await kv.get<Deno.KvU64>(logHeadKey(NEXT, partition));
+    assert.equal(head.value?.value, 0n);
+    assert.equal(
+      typeof (await kv.get(logOwnerKey(NEXT, partition))).value,
+      "string",
+    );
+  }
+  // The claims' owner is gone: another instance takes its partitions over.
+  // Earlier in the window, it opens nothing ahead.
+  const b = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    clock: () => NEXT + 30_000,
+  });
+  const ids = Array.from({ length: 500 }, (_, i) => String(i % 250));
+  const results = await Promise.all(ids.map((id) => b.recordId(NEXT, id)));
+  assert.equal(count(results), 250);
+  assert.equal(await b.countIds(NEXT), 250);
+  await b.close();
+  assert.equal((await kv.get(windowKey(NEXT + 60_000))).versionstamp, null);
+  kv.close();
+});
+
+Deno.test("recordId() stays exact when two stores open the next window ahead at once, and one's claims lose", async () => {
+  await using file = await tempKvPath();
+  let conflicts = 0;
+  const stores = await Promise.all(
+    [0, 1].map(async () =>
+      createKvStore(await Deno.openKv(file.path), {
+        ...OPTIONS,
+        partitions: 2,
+        clock: () => NEXT - 1000,
+        onConflict: () => conflicts++,
+      })
+    ),
+  );
+  await Promise.all(stores.map((store, i) => store.recordId(MINUTE, `${i}`)));
+  for (let wait = 0; conflicts < 2 && wait < 1000; wait++) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  assert.equal(conflicts, 2);
+  const ids = Array.from({ length: 900 }, (_, i) => String(i % 300));
+  const results = await Promise.all(
+    ids.map((id, i) => stores[i % 2]!.recordId(NEXT, id)),
+  );
+  assert.equal(count(results), 300);
+  for (const store of stores) assert.equal(await store.countIds(NEXT), 300);
+  for (const store of stores) await store.close();
 });
 
 Deno.test("recordId() commits thousands of ids at once, up to a full log entry", async () => {
