@@ -19,7 +19,7 @@ import {
   type RedisServer,
   startRedis,
 } from "../tests/helpers/redis.ts";
-import { freePort } from "../tests/helpers/requirements.ts";
+import { freePort, programRuns } from "../tests/helpers/requirements.ts";
 import {
   type KvConnectServer,
   startKvConnect,
@@ -31,6 +31,12 @@ import {
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `${ROOT}bench/ids.lua`;
+/** What `bench/seed/main.go` builds from, as Debian packages. */
+const SEED_PACKAGES =
+  "golang-go golang-github-go-chi-chi-dev golang-github-gomodule-redigo-dev";
+/** Where Debian's Go packages keep their sources. */
+const GOCODE = "/usr/share/gocode";
+const GO_AVAILABLE = await programRuns("go", ["version"]);
 
 /** One load to measure. */
 interface Workload {
@@ -68,6 +74,12 @@ interface Workload {
    * read and write, as the distance to the database on the edge does.
    */
   remote?: { latencyMs: number };
+  /**
+   * Loads the seed's design instead of the service: `bench/seed/main.go`
+   * (Go, chi, one `SADD` per request) on a redis-server of its own without
+   * persistence.
+   */
+  seed?: boolean;
 }
 
 /** One row of the table. */
@@ -180,6 +192,14 @@ const WORKLOADS: Workload[] = [
     redisCluster: true,
   },
   {
+    name: "seed-b",
+    description:
+      "the seed's design: Go, chi, one Redis SADD per request, no persistence; every id new",
+    script: ["new", 0, 0],
+    connections: 64,
+    seed: true,
+  },
+  {
     name: "d-redis",
     description: "fixed 10K req/s, every id new, STORE=redis",
     script: ["new", 0, 10_000],
@@ -275,11 +295,19 @@ if (!(durationS > 0) || !Number.isInteger(rounds) || rounds < 1) {
 const only = values.only?.split(",").map((s) => s.trim());
 const selected = WORKLOADS.filter((w) => !only || only.includes(w.name)).filter(
   (w) => {
-    if (!(w.redis || w.redisCluster) || REDIS_AVAILABLE) return true;
-    console.error(
-      `skipping ${w.name}: redis-server is not installed; on Debian or Ubuntu: apt-get install redis-server`,
-    );
-    return false;
+    if ((w.redis || w.redisCluster || w.seed) && !REDIS_AVAILABLE) {
+      console.error(
+        `skipping ${w.name}: redis-server is not installed; on Debian or Ubuntu: apt-get install redis-server`,
+      );
+      return false;
+    }
+    if (w.seed && !GO_AVAILABLE) {
+      console.error(
+        `skipping ${w.name}: Go is not installed; on Debian or Ubuntu: apt-get install ${SEED_PACKAGES}`,
+      );
+      return false;
+    }
+    return true;
   },
 );
 if (selected.length === 0) {
@@ -317,16 +345,26 @@ interface Server {
 }
 
 /**
- * Starts `args` under deno with `env`, and waits until `port` (default: a
- * free one) answers.
+ * Starts `args` under `deno run` with `env`, and waits until `port`
+ * (default: a free one) answers.
  */
-async function startServer(
+function startServer(
   args: string[],
   env: Record<string, string>,
   port = freePort(),
 ): Promise<Server> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...args],
+  return startProgram(Deno.execPath(), ["run", ...args], env, port);
+}
+
+/** Starts `program` with `args` and `env`, and waits until `port` answers. */
+async function startProgram(
+  program: string,
+  args: string[],
+  env: Record<string, string>,
+  port: number,
+): Promise<Server> {
+  const child = new Deno.Command(program, {
+    args,
     env: { ...env, PORT: String(port), HOST: "127.0.0.1" },
     stdin: "null",
     stdout: "null",
@@ -347,7 +385,7 @@ async function startServer(
         await child.status;
         throw new Error(
           `Cannot start ${
-            args.at(-1)
+            args.at(-1) ?? program
           }: port ${port} does not answer after 10 s`,
           { cause: error },
         );
@@ -410,6 +448,8 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
     if (workload.redisCluster) cluster = await startRedisCluster();
     redis = workload.redis
       ? await startRedis({ appendFsync: "always" })
+      : workload.seed
+      ? await startRedis()
       : undefined;
     if (workload.remote) {
       remote = await startKvConnect();
@@ -417,7 +457,10 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
     }
     const instances = workload.instances ?? 1;
     const port = freePort();
-    for (let i = 0; i < instances; i++) {
+    for (let i = 0; i < instances && workload.seed; i++) {
+      services.push(await startSeed(dir, redis!));
+    }
+    for (let i = 0; i < instances && !workload.seed; i++) {
       services.push(
         await startServer(
           [...START_FLAGS, `${ROOT}main.ts`],
@@ -479,7 +522,7 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
       peak_rss_mb: Math.max(
         ...await Promise.all(services.map((s) => peakRssMb(s.pid))),
       ),
-      ids_per_commit: await idsPerCommit(service.port),
+      ids_per_commit: workload.seed ? null : await idsPerCommit(service.port),
     };
   } finally {
     for (const service of services) await service.stop();
@@ -488,6 +531,34 @@ async function measure(workload: Workload, baseline: Server): Promise<Row> {
     await cluster?.[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/**
+ * Builds `bench/seed/main.go` in `dir` from Debian's Go packages, with no
+ * network (GOPATH mode, chi's `/v5` import path linked to its sources), and
+ * starts it on `redis`.
+ */
+async function startSeed(dir: string, redis: RedisServer): Promise<Server> {
+  const gopath = `${dir}/gopath`;
+  const chi = `${gopath}/src/github.com/go-chi/chi`;
+  await Deno.mkdir(chi, { recursive: true });
+  await Deno.symlink(`${GOCODE}/src/github.com/go-chi/chi`, `${chi}/v5`);
+  const binary = `${dir}/seed`;
+  const built = await new Deno.Command("go", {
+    args: ["build", "-o", binary, "."],
+    cwd: `${ROOT}bench/seed`,
+    env: { GO111MODULE: "off", GOPATH: `${gopath}:${GOCODE}` },
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!built.success) {
+    throw new Error(
+      `Cannot build bench/seed/main.go; on Debian or Ubuntu: apt-get install ${SEED_PACKAGES}`,
+    );
+  }
+  return await startProgram(binary, [], {
+    REDIS_ADDR: `127.0.0.1:${redis.port}`,
+  }, freePort());
 }
 
 /** Ids per commit on average so far, from a service's `/metrics`. */
