@@ -100,6 +100,7 @@ const backend: Store = redis !== undefined
   : createKvStore(kv!, {
     retentionMs,
     ...idLifetime(config.windowMs, retentionMs),
+    windowMs: config.windowMs,
     partitions: config.kvPartitions,
     depth: config.kvCommitDepth,
     ...(kvs!.length > 1 ? { connections: kvs! } : {}),

@@ -70,7 +70,7 @@ export function createServiceMetrics(): ServiceMetrics {
     ),
     storeConflicts: registry.counter(
       "verve_store_conflicts_total",
-      "Commits of ids that another instance's commit beat to their partition's head.",
+      "Commits of ids, and claims of a window opened ahead, that another instance's commit beat to their partition's head.",
     ),
     idsRefused: registry.counter(
       "verve_ids_refused_total",

@@ -33,11 +33,13 @@
  * that starts mid-window reads a partition's log on its first commit there,
  * whose check fails.
  *
- * Within `openAheadMs` of a window's end, the first commit there lays out the
- * next window and claims each of its partitions (an empty takeover), so
+ * Within `openAheadMs` of a window's end (at most a tenth of the window), by
+ * this instance's clock, the first commit there lays out the next window and
+ * claims each of its partitions, one after the other (an empty takeover), so
  * that the next window's first ids commit as its owner at once, in one
  * round trip, instead of three: the layout, a takeover, and then the ids
- * that arrived during it.
+ * that arrived during it. The claims run one at a time, beside the
+ * `maxInFlight` commits and reads.
  *
  * @module
  */
@@ -133,6 +135,8 @@ export interface KvIdLogOptions {
    * opens on its first id. Default: 0.
    */
   openAheadMs?: number;
+  /** The length of a window, in ms. Default: {@link MINUTE_MS}. */
+  windowMs?: number;
   /** Runs a KV call, retrying it while it throws. */
   withRetries<T>(call: () => Promise<T>): Promise<T>;
   /** Told about every commit of ids, e.g. for metrics. */
@@ -226,6 +230,7 @@ export class KvIdLog {
   readonly #depth: number;
   readonly #spacingMs: number;
   readonly #openAheadMs: number;
+  readonly #windowMs: number;
   /** The latest window opened ahead. */
   #openedAhead = -Infinity;
   /** Settles once the latest window opened ahead is laid out and claimed. */
@@ -265,7 +270,8 @@ export class KvIdLog {
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#depth = options.depth ?? 1;
     this.#spacingMs = options.commitSpacingMs ?? COMMIT_SPACING_MS;
-    this.#openAheadMs = options.openAheadMs ?? 0;
+    this.#windowMs = options.windowMs ?? MINUTE_MS;
+    this.#openAheadMs = Math.min(options.openAheadMs ?? 0, this.#windowMs / 10);
     this.#idle = [...options.connections ?? [kv]];
     this.#withRetries = options.withRetries;
     this.#onCommit = options.onCommit;
@@ -584,10 +590,11 @@ export class KvIdLog {
 
   /**
    * Opens the window after `minute` when `minute` ends within
-   * `openAheadMs`, once: lays it out, then claims each of its partitions.
+   * `openAheadMs`, once: lays it out, then claims its partitions one after
+   * the other.
    */
   #openAhead(minute: number): void {
-    const next = minute + MINUTE_MS;
+    const next = minute + this.#windowMs;
     if (this.#openAheadMs === 0 || this.#openedAhead >= next) return;
     const now = this.#clock();
     if (now < next - this.#openAheadMs || now >= next) return;
@@ -595,7 +602,7 @@ export class KvIdLog {
     if (this.#windows.has(next)) return;
     const window = this.#window(next);
     this.#ahead = this.#open(window).then(async () => {
-      await Promise.all((window.partitions ?? []).map((p) => this.#claim(p)));
+      for (const part of window.partitions ?? []) await this.#claim(part);
     });
   }
 

@@ -150,10 +150,13 @@ export interface KvStoreOptions {
   /**
    * How long before a window ends, in ms, a commit of ids in it opens the
    * next window ahead (its layout, and a claim on each partition), so that
-   * the next window's first ids commit in one round trip; 0: a window opens
-   * on its first id. Default: 5000 (`OPEN_AHEAD_MS`).
+   * the next window's first ids commit in one round trip; at most a tenth of
+   * `windowMs`; 0: a window opens on its first id. Default: 5000
+   * (`OPEN_AHEAD_MS`).
    */
   openAheadMs?: number;
+  /** The length of a window, in ms. Default: 60000. */
+  windowMs?: number;
   /**
    * Commits of ids and reads of the log running at once, over all
    * partitions. Default: the partitions times `depth`, at least 4, so that
@@ -252,6 +255,7 @@ class KvStore implements Store {
         name: "openAheadMs",
         min: 0,
       }),
+      windowMs: positive("windowMs", options.windowMs ?? 60_000),
       maxInFlight: positive(
         "maxInFlight",
         options.maxInFlight ??

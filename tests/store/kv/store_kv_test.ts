@@ -565,6 +565,53 @@ Deno.test("recordId() in a window's last seconds opens the next window ahead, cl
   kv.close();
 });
 
+Deno.test("recordId() goes on in a window whose claim was written but answered with an error", async () => {
+  // The second window's layout is the 2nd commit (the ahead opening starts
+  // before the first window's first commit), its claim the 4th.
+  const lossy = everyNthCommitLost(await Deno.openKv(":memory:"), 4);
+  await using store = createKvStore(lossy.kv, {
+    ...OPTIONS,
+    partitions: 1,
+    commitAttempts: 1,
+    clock: () => NEXT - 1000,
+  });
+  assert.equal(await store.recordId(MINUTE, "1"), true);
+  for (let wait = 0; lossy.lost === 0 && wait < 1000; wait++) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  assert.equal(lossy.lost, 1);
+  const ids = Array.from({ length: 300 }, (_, i) => String(i % 100));
+  const results = await Promise.all(ids.map((id) => store.recordId(NEXT, id)));
+  assert.equal(count(results), 100);
+  assert.equal(await store.countIds(NEXT), 100);
+});
+
+Deno.test("recordId() opens the next window ahead in the last tenth of a short window", async () => {
+  const windowMs = 1000;
+  await using file = await tempKvPath();
+  const a = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    windowMs,
+    clock: () => MINUTE + 950,
+  });
+  assert.equal(await a.recordId(MINUTE, "1"), true);
+  await a.close();
+  const kv = await Deno.openKv(file.path);
+  assert.notEqual((await kv.get(windowKey(MINUTE + windowMs))).value, null);
+  assert.equal((await kv.get(windowKey(NEXT))).value, null);
+  // 200 ms before the end: not yet.
+  const later = MINUTE + 5 * windowMs;
+  const b = createKvStore(await Deno.openKv(file.path), {
+    ...OPTIONS,
+    windowMs,
+    clock: () => later + 800,
+  });
+  assert.equal(await b.recordId(later, "1"), true);
+  await b.close();
+  assert.equal((await kv.get(windowKey(later + windowMs))).value, null);
+  kv.close();
+});
+
 Deno.test("recordId() stays exact when two stores open the next window ahead at once, and one's claims lose", async () => {
   await using file = await tempKvPath();
   let conflicts = 0;
