@@ -167,3 +167,13 @@ export async function readIdLog(
   }
   return ids;
 }
+
+/**
+ * Waits, 5 ms at a time, until `done()` holds or about 5 s have passed; the
+ * caller asserts what it waited for.
+ */
+export async function waitFor(done: () => boolean): Promise<void> {
+  for (let wait = 0; !done() && wait < 1000; wait++) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

@@ -573,19 +573,21 @@ export class KvIdLog {
     this.#inFlight++;
     // The next commit starts before the callers of this one run, so the
     // database does not wait for them.
-    const release = () => {
-      part.committing--;
-      this.#inFlight--;
-      this.#schedule(part);
-      this.#flush();
-    };
     void this.#commit(part, batch, seq, takeover).then((finish) => {
-      release();
+      this.#release(part);
       finish();
     }, (error) => {
-      release();
+      this.#release(part);
       throw error;
     });
+  }
+
+  /** Ends a commit or claim in the partition, and starts what waits. */
+  #release(part: Partition): void {
+    part.committing--;
+    this.#inFlight--;
+    this.#schedule(part);
+    this.#flush();
   }
 
   /**
@@ -645,10 +647,7 @@ export class KvIdLog {
     } catch {
       part.stale = true;
     } finally {
-      part.committing--;
-      this.#inFlight--;
-      this.#schedule(part);
-      this.#flush();
+      this.#release(part);
     }
   }
 

@@ -18,6 +18,7 @@ import { createHash } from "node:crypto";
 import { wholeNumber } from "../checks.ts";
 import { commitsInFlight } from "../../config.ts";
 import { backoffDelay, sleep } from "../../backoff.ts";
+import { MINUTE_MS } from "../../minute.ts";
 import {
   allWindowsPrefix,
   countOfHead,
@@ -155,7 +156,7 @@ export interface KvStoreOptions {
    * (`OPEN_AHEAD_MS`).
    */
   openAheadMs?: number;
-  /** The length of a window, in ms. Default: 60000. */
+  /** The length of a window, in ms. Default: 60000 (`MINUTE_MS`). */
   windowMs?: number;
   /**
    * Commits of ids and reads of the log running at once, over all
@@ -242,20 +243,15 @@ class KvStore implements Store {
         options.maxIdsPerWindow ?? 5_000_000,
       ),
       depth: positive("depth", options.depth ?? 1),
-      commitSpacingMs: wholeNumber(
+      commitSpacingMs: atLeastZero(
+        "commitSpacingMs",
         options.commitSpacingMs ?? COMMIT_SPACING_MS,
-        {
-          part: "KV store",
-          name: "commitSpacingMs",
-          min: 0,
-        },
       ),
-      openAheadMs: wholeNumber(options.openAheadMs ?? OPEN_AHEAD_MS, {
-        part: "KV store",
-        name: "openAheadMs",
-        min: 0,
-      }),
-      windowMs: positive("windowMs", options.windowMs ?? 60_000),
+      openAheadMs: atLeastZero(
+        "openAheadMs",
+        options.openAheadMs ?? OPEN_AHEAD_MS,
+      ),
+      windowMs: positive("windowMs", options.windowMs ?? MINUTE_MS),
       maxInFlight: positive(
         "maxInFlight",
         options.maxInFlight ??
@@ -639,6 +635,10 @@ class KvStore implements Store {
 
 function positive(name: string, value: number): number {
   return wholeNumber(value, { part: "KV store", name });
+}
+
+function atLeastZero(name: string, value: number): number {
+  return wholeNumber(value, { part: "KV store", name, min: 0 });
 }
 
 /** The key part of a URL: its SHA-256 in hex. */

@@ -20,6 +20,7 @@ import {
   remoteFaults,
   startKvConnect,
 } from "../../helpers/kv_connect.ts";
+import { waitFor } from "../../helpers/kv.ts";
 import {
   checkOutboxContract,
   checkOwedUrls,
@@ -149,12 +150,9 @@ Deno.test("over KV Connect a window opened ahead in the last seconds of the one 
       // The layout and the commit, then, ahead, the next window's layout
       // and the claim of its partition.
       const writes = openAheadMs > 0 ? 4 : 2;
-      for (let wait = 0; wait < 1000; wait++) {
-        if (server.stats.atomicWrites >= writes && server.stats.serving === 0) {
-          break;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+      await waitFor(() =>
+        server.stats.atomicWrites >= writes && server.stats.serving === 0
+      );
       assert.equal(server.stats.atomicWrites, writes);
       now = NEXT + 1000;
       const before = server.stats.rounds;

@@ -22,6 +22,7 @@ import {
   gatedCommits,
   readIdLog,
   tempKvPath,
+  waitFor,
 } from "../../helpers/kv.ts";
 import { MAX_IDS_PER_ENTRY } from "../../../lib/store/kv/kv_id_log.ts";
 import {
@@ -576,9 +577,7 @@ Deno.test("recordId() goes on in a window whose claim was written but answered w
     clock: () => NEXT - 1000,
   });
   assert.equal(await store.recordId(MINUTE, "1"), true);
-  for (let wait = 0; lossy.lost === 0 && wait < 1000; wait++) {
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+  await waitFor(() => lossy.lost > 0);
   assert.equal(lossy.lost, 1);
   const ids = Array.from({ length: 300 }, (_, i) => String(i % 100));
   const results = await Promise.all(ids.map((id) => store.recordId(NEXT, id)));
@@ -626,9 +625,7 @@ Deno.test("recordId() stays exact when two stores open the next window ahead at 
     ),
   );
   await Promise.all(stores.map((store, i) => store.recordId(MINUTE, `${i}`)));
-  for (let wait = 0; conflicts < 2 && wait < 1000; wait++) {
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+  await waitFor(() => conflicts >= 2);
   assert.equal(conflicts, 2);
   const ids = Array.from({ length: 900 }, (_, i) => String(i % 300));
   const results = await Promise.all(
