@@ -78,6 +78,11 @@ const onCommit = (ids: number, seconds: number, ok: boolean) => {
   if (!ok) metrics.storeErrors.inc();
 };
 const retentionMs = config.retentionWindows * config.windowMs;
+// Buffered answers wait for no commit: under load, ids gather into fewer,
+// larger ones, and one starts at once when half the buffer waits.
+const gather = config.ackMode === "buffered" && config.bufferGatherMs > 0
+  ? { ms: config.bufferGatherMs, ids: Math.ceil(config.bufferMaxIds / 2) }
+  : undefined;
 /** This instance's name in report claims and clock readings. */
 const instanceId = crypto.randomUUID();
 let fullWindow: number | undefined;
@@ -95,6 +100,7 @@ const backend: Store = redis !== undefined
     maxUrlsPerWindow: config.maxUrlsPerWindow,
     timeoutMs: config.redisTimeoutMs,
     waitReplicas: config.redisWaitReplicas,
+    ...(gather ? { gather } : {}),
     onCommit,
   })
   : createKvStore(kv!, {
@@ -107,6 +113,7 @@ const backend: Store = redis !== undefined
     maxIdsPerWindow: config.kvMaxWindowIds,
     maxUrlsPerWindow: config.maxUrlsPerWindow,
     commitAttempts: config.kvCommitAttempts,
+    ...(gather ? { gather } : {}),
     onCommit,
     onConflict: () => metrics.storeConflicts.inc(),
     onFull: (minute) => {

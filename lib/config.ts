@@ -14,6 +14,12 @@ import { parseAllowlist } from "./allowlist.ts";
  */
 export type Config = ReturnType<typeof toConfig>;
 
+/**
+ * How long ids gather between commits in buffered mode by default, in ms
+ * (measured with `deno task bench`, BENCHMARKS.md).
+ */
+export const BUFFER_GATHER_MS = 10;
+
 /** The sinks `REPORT_SINKS` may name. */
 export const SINK_NAMES = ["log", "webhook", "kafka-rest", "kafka"] as const;
 
@@ -262,6 +268,12 @@ export const schema = z.object({
     integer(1, 10_000, 100),
     "Buffered mode: how long an acknowledged id may wait for its commit (1\u201310000); while the oldest has waited longer, requests wait for their commit. Must be below `REPORT_GRACE_MS`.",
   ),
+  BUFFER_GATHER_MS: setting(
+    z.string().trim().regex(/^\d+$/, "must be a whole number")
+      .transform(Number).pipe(z.number().int().min(0).max(5000)).optional(),
+    "Buffered mode: how long ids gather between the starts of two commits (0\u20135000; per partition on Deno KV): under load, fewer and larger commits, so more requests a core. The first commit after a quiet spell starts at once, and so does one when half of `BUFFER_MAX_IDS` wait. 0: a commit starts as soon as the store allows. At most half of `BUFFER_FLUSH_MS`.",
+    `\`${BUFFER_GATHER_MS}\`, or half of \`BUFFER_FLUSH_MS\` where that is less`,
+  ),
   REPORT_SINKS: setting(
     z.string().trim().toLowerCase().default("log,webhook")
       .transform((v) => v.split(",").map((name) => name.trim()))
@@ -385,6 +397,16 @@ export const schema = z.object({
     refuse(
       "BUFFER_FLUSH_MS",
       `must be below REPORT_GRACE_MS (${s.REPORT_GRACE_MS}) with ACK_MODE=buffered`,
+    );
+  }
+  if (
+    s.ACK_MODE === "buffered" && s.BUFFER_GATHER_MS !== undefined &&
+    s.BUFFER_GATHER_MS * 2 > s.BUFFER_FLUSH_MS
+  ) {
+    // Ids gathering must leave time for their commit within the flush.
+    refuse(
+      "BUFFER_GATHER_MS",
+      `must be at most half of BUFFER_FLUSH_MS (${s.BUFFER_FLUSH_MS}) with ACK_MODE=buffered`,
     );
   }
   if (s.REDIS_URL.length > 1 && !s.REDIS_CLUSTER) {
@@ -581,6 +603,8 @@ function toConfig(
     ackMode: s.ACK_MODE,
     bufferMaxIds: s.BUFFER_MAX_IDS,
     bufferFlushMs: s.BUFFER_FLUSH_MS,
+    bufferGatherMs: s.BUFFER_GATHER_MS ??
+      Math.min(BUFFER_GATHER_MS, Math.floor(s.BUFFER_FLUSH_MS / 2)),
     reportSinks: s.REPORT_SINKS,
     outboxMaxAgeMs: s.OUTBOX_MAX_AGE_MS,
     sinkRetryBaseMs: s.SINK_RETRY_BASE_MS,

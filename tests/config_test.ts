@@ -45,6 +45,7 @@ const DEFAULTS: Config = {
   ackMode: "durable",
   bufferMaxIds: 2000,
   bufferFlushMs: 100,
+  bufferGatherMs: 10,
   reportSinks: ["log", "webhook"],
   outboxMaxAgeMs: 3_600_000,
   sinkRetryBaseMs: 10_000,
@@ -163,7 +164,10 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
     ["ACK_MODE", "buffered", { ackMode: "buffered" }],
     ["ACK_MODE", "Durable", { ackMode: "durable" }],
     ["BUFFER_MAX_IDS", "1", { bufferMaxIds: 1 }],
-    ["BUFFER_FLUSH_MS", "1", { bufferFlushMs: 1 }],
+    ["BUFFER_FLUSH_MS", "1", { bufferFlushMs: 1, bufferGatherMs: 0 }],
+    ["BUFFER_FLUSH_MS", "15", { bufferFlushMs: 15, bufferGatherMs: 7 }],
+    ["BUFFER_GATHER_MS", "0", { bufferGatherMs: 0 }],
+    ["BUFFER_GATHER_MS", "50", { bufferGatherMs: 50 }],
   ];
   for (const [variable, value, changed] of cases) {
     await t.step(`${variable}=${JSON.stringify(value)}`, () => {
@@ -196,6 +200,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
         ACK_MODE: "buffered",
         BUFFER_MAX_IDS: "10",
         BUFFER_FLUSH_MS: "5",
+        BUFFER_GATHER_MS: "2",
         LOG_LEVEL: "error",
       }),
       {
@@ -219,6 +224,7 @@ Deno.test("parseConfig() reads each setting from its variable", async (t) => {
         ackMode: "buffered",
         bufferMaxIds: 10,
         bufferFlushMs: 5,
+        bufferGatherMs: 2,
         logLevel: "error",
       },
     );
@@ -441,6 +447,9 @@ Deno.test("parseConfig() throws ConfigError naming the bad variable", async (t) 
     ["KAFKA_SASL_MECHANISM", "gssapi"],
     ["BUFFER_MAX_IDS", "0"],
     ["BUFFER_FLUSH_MS", "0"],
+    ["BUFFER_GATHER_MS", "-1"],
+    ["BUFFER_GATHER_MS", "5001"],
+    ["BUFFER_GATHER_MS", "2.5"],
     ["PORT", "abc"],
     ["PORT", "70000"],
     ["PORT", "65536"],
@@ -537,6 +546,37 @@ Deno.test("parseConfig() wants buffered ids committed before their window is rep
     parseConfig({ BUFFER_FLUSH_MS: "500", REPORT_GRACE_MS: "500" })
       .bufferFlushMs,
     500,
+  );
+});
+
+Deno.test("parseConfig() wants buffered ids to gather for at most half of BUFFER_FLUSH_MS", () => {
+  assert.throws(
+    () =>
+      parseConfig({
+        ACK_MODE: "buffered",
+        BUFFER_FLUSH_MS: "100",
+        BUFFER_GATHER_MS: "51",
+      }),
+    (error) =>
+      error instanceof ConfigError && error.variable === "BUFFER_GATHER_MS" &&
+      /half of BUFFER_FLUSH_MS \(100\)/.test(error.message),
+  );
+  const config = parseConfig({
+    ACK_MODE: "buffered",
+    BUFFER_FLUSH_MS: "100",
+    BUFFER_GATHER_MS: "50",
+  });
+  assert.equal(config.bufferGatherMs, 50);
+  // Unset, it is the default or half of BUFFER_FLUSH_MS, whichever is less.
+  assert.equal(
+    parseConfig({ ACK_MODE: "buffered", BUFFER_FLUSH_MS: "4" }).bufferGatherMs,
+    2,
+  );
+  // In durable mode it is unused.
+  assert.equal(
+    parseConfig({ BUFFER_FLUSH_MS: "100", BUFFER_GATHER_MS: "60" })
+      .bufferGatherMs,
+    60,
   );
 });
 

@@ -210,6 +210,37 @@ Deno.test("in buffered mode ids acknowledged just before SIGTERM are all counted
   assert.equal(await second.stop("SIGTERM"), 0);
 });
 
+Deno.test("in buffered mode ids arriving within BUFFER_GATHER_MS of a commit gather into the next one", async () => {
+  await using file = await tempKvPath();
+  await using service = await startService({
+    ...serviceEnv(file.path),
+    ACK_MODE: "buffered",
+    REPORT_GRACE_MS: "1000",
+    BUFFER_FLUSH_MS: "800",
+    BUFFER_GATHER_MS: "400",
+  });
+  const window = await withinOneWindow(WINDOW_MS, async () => {
+    // The first commits at once; the rest arrive while the next is held.
+    assert.equal((await get(service, "id=1")).body, "ok");
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => get(service, `id=${100 + i}`)),
+    );
+    for (const answer of answers) assert.equal(answer.body, "ok");
+  });
+  const report = await service.waitForLog(reportOf(window));
+  assert.equal(report.properties.unique_ids, 41);
+  const metrics = await (await fetch(`${service.url}/metrics`)).text();
+  const batches = metrics.split("\n").filter((line) =>
+    line.startsWith("verve_store_batch_size_")
+  );
+  assert.ok(batches.includes("verve_store_batch_size_sum 41"), String(batches));
+  assert.ok(
+    batches.includes("verve_store_batch_size_count 2"),
+    String(batches),
+  );
+  assert.equal(await service.stop("SIGTERM"), 0);
+});
+
 Deno.test({
   name: "with TLS_CERT_FILE and TLS_KEY_FILE the service speaks HTTPS",
   ignore: skipWithoutOpenssl(),

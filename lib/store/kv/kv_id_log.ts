@@ -29,6 +29,11 @@
  * rounds: an id fails only when its commit deadline passes, the store
  * throws, or the window is reported.
  *
+ * With `gather` (buffered mode, where no answer waits for a commit), a
+ * partition's next commit starts no sooner than `gather.ms` after its last
+ * one did, unless `gather.ids` ids wait over all partitions: under load,
+ * fewer and larger commits.
+ *
  * At most `maxInFlight` commits and reads run over all partitions. A process
  * that starts mid-window reads a partition's log on its first commit there,
  * whose check fails.
@@ -52,6 +57,7 @@ import {
 } from "../id64.ts";
 import { MINUTE_MS } from "../../minute.ts";
 import type { CommitObserver, IdWaiter } from "../store.ts";
+import { CommitGate, type GatherOptions } from "../commit_gate.ts";
 import { IdTable } from "./id_table.ts";
 import { perIdIds } from "./per_id_layout.ts";
 import {
@@ -137,6 +143,12 @@ export interface KvIdLogOptions {
   openAheadMs?: number;
   /** The length of a window, in ms. Default: {@link MINUTE_MS}. */
   windowMs?: number;
+  /**
+   * How long a partition gathers ids between the starts of its commits, and
+   * how many ids waiting over all partitions start one at once. Default:
+   * none, a commit starts as soon as the partition allows.
+   */
+  gather?: GatherOptions;
   /** Runs a KV call, retrying it while it throws. */
   withRetries<T>(call: () => Promise<T>): Promise<T>;
   /** Told about every commit of ids, e.g. for metrics. */
@@ -183,6 +195,8 @@ interface Partition {
   /** Whether a read of the log is running. */
   reading: boolean;
   scheduled: boolean;
+  /** Holds the next commit while ids gather. */
+  gate: CommitGate;
 }
 
 interface Window {
@@ -231,6 +245,7 @@ export class KvIdLog {
   readonly #spacingMs: number;
   readonly #openAheadMs: number;
   readonly #windowMs: number;
+  readonly #gather: GatherOptions | undefined;
   /** The latest window opened ahead. */
   #openedAhead = -Infinity;
   /** Settles once the latest window opened ahead is laid out and claimed. */
@@ -272,6 +287,7 @@ export class KvIdLog {
     this.#spacingMs = options.commitSpacingMs ?? COMMIT_SPACING_MS;
     this.#windowMs = options.windowMs ?? MINUTE_MS;
     this.#openAheadMs = Math.min(options.openAheadMs ?? 0, this.#windowMs / 10);
+    this.#gather = options.gather;
     this.#idle = [...options.connections ?? [kv]];
     this.#withRetries = options.withRetries;
     this.#onCommit = options.onCommit;
@@ -433,21 +449,28 @@ export class KvIdLog {
         const { lo, hi } = splitId(id, this.#scratch);
         window.table.add(lo, hi);
       }
-      window.partitions = Array.from({ length: partitions }, (_, index) => ({
-        window,
-        index,
-        seq: 0,
-        holes: new Set(),
-        known: 0,
-        headCount: 0,
-        headVersionstamp: null,
-        owned: null,
-        stale: false,
-        queue: [],
-        committing: 0,
-        reading: false,
-        scheduled: false,
-      }));
+      window.partitions = Array.from({ length: partitions }, (_, index) => {
+        const part: Partition = {
+          window,
+          index,
+          seq: 0,
+          holes: new Set(),
+          known: 0,
+          headCount: 0,
+          headVersionstamp: null,
+          owned: null,
+          stale: false,
+          queue: [],
+          committing: 0,
+          reading: false,
+          scheduled: false,
+          gate: new CommitGate(this.#gather, () => {
+            this.#schedule(part);
+            this.#flush();
+          }),
+        };
+        return part;
+      });
     } catch (error) {
       if (error instanceof WindowClosedError) window.closed = error;
       failure = error instanceof WindowClosedError
@@ -520,7 +543,7 @@ export class KvIdLog {
    * `depth` commits, anyone else one at a time, after reading what it missed.
    */
   #canStart(part: Partition): boolean {
-    if (part.reading) return false;
+    if (part.reading || part.gate.holds(this.#outstanding)) return false;
     if (part.owned !== null) {
       return part.committing < this.#ownerDepth() && part.queue.length > 0;
     }
@@ -555,7 +578,7 @@ export class KvIdLog {
       if (!this.#canStart(part)) continue;
       if (part.owned === null && part.stale) {
         this.#startRead(part);
-      } else {
+      } else if (part.gate.tryStart(this.#outstanding)) {
         this.#startCommit(part);
         // An owner may start another commit with what is left.
         this.#schedule(part);

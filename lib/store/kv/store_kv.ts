@@ -16,6 +16,7 @@
  */
 import { createHash } from "node:crypto";
 import { wholeNumber } from "../checks.ts";
+import type { GatherOptions } from "../commit_gate.ts";
 import { commitsInFlight } from "../../config.ts";
 import { backoffDelay, sleep } from "../../backoff.ts";
 import { MINUTE_MS } from "../../minute.ts";
@@ -159,6 +160,13 @@ export interface KvStoreOptions {
   /** The length of a window, in ms. Default: 60000 (`MINUTE_MS`). */
   windowMs?: number;
   /**
+   * How long a partition gathers ids between the starts of its commits, in
+   * ms, unless `ids` ids wait: for buffered acknowledgements, where no
+   * answer waits for a commit. Default: none, a commit starts as soon as
+   * the partition allows.
+   */
+  gather?: GatherOptions;
+  /**
    * Commits of ids and reads of the log running at once, over all
    * partitions. Default: the partitions times `depth`, at least 4, so that
    * every partition can commit at once.
@@ -258,6 +266,7 @@ class KvStore implements Store {
           commitsInFlight(options.partitions ?? 1, options.depth ?? 1),
       ),
       ...(options.connections ? { connections: options.connections } : {}),
+      ...(options.gather ? { gather: options.gather } : {}),
       withRetries: this.#retrying,
       ...(options.maxCommitWaitMs !== undefined
         ? { maxCommitWaitMs: options.maxCommitWaitMs }

@@ -9,6 +9,7 @@
  * @module
  */
 import { wholeNumber } from "../checks.ts";
+import { CommitGate, type GatherOptions } from "../commit_gate.ts";
 import { SeenIds } from "./seen_ids.ts";
 import {
   type CommitObserver,
@@ -34,6 +35,11 @@ export interface GroupCommitOptions {
   batchSize: number;
   /** Batches committing at once. Default: 4. */
   maxInFlight?: number;
+  /**
+   * How long ids gather between the starts of batches that are not full,
+   * and how many queued ids start one at once. Default: none.
+   */
+  gather?: GatherOptions;
   /** Ids remembered by the first-seen filter. Default: 100 000. */
   seenIdsLimit?: number;
   /** Told about every commit: its size, duration in seconds, and success. */
@@ -51,8 +57,9 @@ interface Entry {
  *
  * A batch that is not full starts only when nothing is committing: ids
  * arriving meanwhile gather into the next batch, so commits grow with the
- * load instead of multiplying. Full batches may run alongside, up to
- * `maxInFlight`.
+ * load instead of multiplying; with `gather`, nor sooner than `gather.ms`
+ * after the last one started, unless `gather.ids` ids are queued. Full
+ * batches may run alongside, up to `maxInFlight`.
  *
  * @example
  * ```ts
@@ -69,6 +76,7 @@ export class GroupCommit {
   readonly #maxInFlight: number;
   readonly #seen: SeenIds;
   readonly #onCommit: CommitObserver | undefined;
+  readonly #gate: CommitGate;
 
   /** Entries not yet settled, by window and id (queued or committing). */
   readonly #entries = new Map<number, Map<string, Entry>>();
@@ -84,6 +92,7 @@ export class GroupCommit {
     this.#maxInFlight = positive("maxInFlight", options.maxInFlight ?? 4);
     this.#seen = new SeenIds(options.seenIdsLimit ?? 100_000);
     this.#onCommit = options.onCommit;
+    this.#gate = new CommitGate(options.gather, () => this.#flush());
   }
 
   /**
@@ -151,7 +160,11 @@ export class GroupCommit {
   #flush(): void {
     while (this.#inFlight < this.#maxInFlight && this.#queued > 0) {
       const [minute, queue] = this.#queues.entries().next().value!;
-      if (this.#inFlight > 0 && queue.length < this.#batchSize) break;
+      if (
+        queue.length < this.#batchSize &&
+        (this.#inFlight > 0 || this.#gate.holds(this.#queued) ||
+          !this.#gate.tryStart(this.#queued))
+      ) break;
       const batch = queue.splice(0, this.#batchSize);
       if (queue.length === 0) this.#queues.delete(minute);
       this.#queued -= batch.length;

@@ -47,6 +47,7 @@
  *
  * @module
  */
+import type { GatherOptions } from "../commit_gate.ts";
 import { GroupCommit, type IdOutcome } from "./group_commit.ts";
 import {
   REDIS_OUTBOX_KEY,
@@ -122,6 +123,13 @@ export interface RedisStoreOptions {
    * @default {4}
    */
   maxInFlight?: number;
+  /**
+   * How long ids gather between the starts of batches that are not full,
+   * in ms, unless `ids` wait: for buffered acknowledgements, where no
+   * answer waits for a commit. Default: none, a batch starts as soon as
+   * nothing commits.
+   */
+  gather?: GatherOptions;
   /**
    * Ids remembered locally per process.
    * @default {100_000}
@@ -215,6 +223,7 @@ class RedisStore implements Store {
       commit: (minute, ids) => this.#commitIds(minute, ids),
       batchSize: options.batchSize ?? 500,
       maxInFlight: options.maxInFlight ?? 4,
+      ...(options.gather ? { gather: options.gather } : {}),
       seenIdsLimit: options.seenIdsLimit ?? 100_000,
       ...(options.onCommit ? { onCommit: options.onCommit } : {}),
     });

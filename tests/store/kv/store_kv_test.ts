@@ -652,6 +652,57 @@ Deno.test("recordId() commits thousands of ids at once, up to a full log entry",
   assert.ok(sizes.length <= 4, `${sizes.length} commits`);
 });
 
+Deno.test("recordId() with gather commits a busy spell's ids together, and at once when enough wait", async (t) => {
+  /** A store on a file whose first commit ran, and the commits' sizes. */
+  async function gathering(gather: { ms: number; ids: number }) {
+    const file = await tempKvPath();
+    const sizes: number[] = [];
+    const store = createKvStore(await Deno.openKv(file.path), {
+      ...OPTIONS,
+      gather,
+      onCommit: (ids) => sizes.push(ids),
+    });
+    assert.equal(await store.recordId(MINUTE, "1"), true);
+    return {
+      store,
+      sizes,
+      async [Symbol.asyncDispose]() {
+        await store.close();
+        await file[Symbol.asyncDispose]();
+      },
+    };
+  }
+  const ids = (from: number, n: number) =>
+    Array.from({ length: n }, (_, i) => String(from + i));
+
+  await t.step(
+    "ids arriving within gather.ms of the last commit wait for one",
+    async () => {
+      await using g = await gathering({ ms: 1000, ids: 1000 });
+      const results: Promise<boolean>[] = [];
+      for (let burst = 0; burst < 4; burst++) {
+        for (const id of ids(1000 * (burst + 1), 25)) {
+          results.push(g.store.recordId(MINUTE, id));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      assert.equal(count(await Promise.all(results)), 100);
+      assert.deepEqual(g.sizes, [1, 100]);
+      assert.equal(await g.store.countIds(MINUTE), 101);
+    },
+  );
+
+  await t.step("gather.ids waiting start the commit at once", async () => {
+    await using g = await gathering({ ms: 60_000, ids: 50 });
+    const held = ids(1000, 49).map((id) => g.store.recordId(MINUTE, id));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    assert.deepEqual(g.sizes, [1]);
+    const last = g.store.recordId(MINUTE, "2000");
+    assert.equal(count(await Promise.all([...held, last])), 50);
+    assert.deepEqual(g.sizes, [1, 50]);
+  });
+});
+
 Deno.test("recordId() refuses new ids past maxIdsPerWindow, and still answers known ones", async () => {
   const full: number[] = [];
   await using store = await memoryStore({

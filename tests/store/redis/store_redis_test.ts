@@ -44,6 +44,8 @@ function redisStore(
     batchSize?: number;
     maxUrlsPerWindow?: number;
     clock?: () => number;
+    gather?: { ms: number; ids: number };
+    onCommit?: (ids: number) => void;
   } = {},
 ): Store {
   return createRedisStore(openRedis([server.url], logs.logger("redis")), {
@@ -71,6 +73,64 @@ Deno.test({
     );
     assert.equal(results.filter(Boolean).length, 1);
     assert.equal(await store.countIds(MINUTE), 1);
+  },
+});
+
+Deno.test({
+  name:
+    "Redis recordId() with gather commits a busy spell's ids together, and at once when enough wait",
+  ignore,
+  async fn(t) {
+    await using logs = await captureLogs();
+    await using server = await startRedis();
+    const ids = (from: number, n: number) =>
+      Array.from({ length: n }, (_, i) => String(from + i));
+    /** A store whose first commit in `minute` ran, and the commits' sizes. */
+    async function gathering(
+      gather: { ms: number; ids: number },
+      minute: number,
+    ) {
+      const sizes: number[] = [];
+      const store = redisStore(server, logs, {
+        gather,
+        onCommit: (ids) => sizes.push(ids),
+      });
+      assert.equal(await store.recordId(minute, "1"), true);
+      return { store, sizes };
+    }
+
+    await t.step(
+      "ids arriving within gather.ms of the last batch wait for one",
+      async () => {
+        const { store, sizes } = await gathering(
+          { ms: 1000, ids: 1000 },
+          MINUTE,
+        );
+        await using _ = store;
+        const results: Promise<boolean>[] = [];
+        for (let burst = 0; burst < 4; burst++) {
+          for (const id of ids(1000 * (burst + 1), 25)) {
+            results.push(store.recordId(MINUTE, id));
+          }
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        assert.equal((await Promise.all(results)).filter(Boolean).length, 100);
+        assert.deepEqual(sizes, [1, 100]);
+        assert.equal(await store.countIds(MINUTE), 101);
+      },
+    );
+
+    await t.step("gather.ids queued start the batch at once", async () => {
+      const { store, sizes } = await gathering({ ms: 60_000, ids: 50 }, NEXT);
+      await using _ = store;
+      const held = ids(5000, 49).map((id) => store.recordId(NEXT, id));
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      assert.deepEqual(sizes, [1]);
+      const last = store.recordId(NEXT, "6000");
+      const results = await Promise.all([...held, last]);
+      assert.equal(results.filter(Boolean).length, 50);
+      assert.deepEqual(sizes, [1, 50]);
+    });
   },
 });
 
