@@ -10,11 +10,23 @@
  */
 import { wholeNumber } from "./checks.ts";
 
-/** How a queue gathers ids between commits. */
+/**
+ * How a queue gathers ids between commits. Where a store takes this option,
+ * leaving it out lets every commit start as soon as the store allows.
+ */
 export interface GatherOptions {
-  /** The least time from the start of one commit to the next, in ms. */
+  /**
+   * The least time from the start of one commit to the next, in ms; the
+   * next one also waits for the one in progress where the store runs one at
+   * a time.
+   * @default {0}
+   */
   ms: number;
-  /** Ids waiting at which the next commit starts at once, whatever `ms`. */
+  /**
+   * Ids waiting for their commit (those being committed included) at which
+   * the next commit starts at once, whatever `ms`.
+   * @default {1}
+   */
   ids: number;
 }
 
@@ -34,6 +46,7 @@ export class CommitGate {
   readonly #onOpen: () => void;
   #lastStart = -Infinity;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #open = false;
 
   /**
    * @param gather How long and up to how many ids to gather; `undefined`
@@ -57,11 +70,23 @@ export class CommitGate {
   }
 
   /**
+   * Stops gathering for good, e.g. before the store closes: a held commit
+   * may start now (`onOpen` runs), and every later one at once.
+   */
+  open(): void {
+    this.#open = true;
+    if (this.#timer === undefined) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#onOpen();
+  }
+
+  /**
    * Whether a commit may start now with `queued` ids waiting; when it may,
    * it counts as started. When not, `onOpen` runs once it may.
    */
   tryStart(queued: number): boolean {
-    if (this.#ms === 0) return true;
+    if (this.#ms === 0 || this.#open) return true;
     const now = performance.now();
     const wait = this.#lastStart + this.#ms - now;
     if (wait > 0 && queued < this.#ids) {

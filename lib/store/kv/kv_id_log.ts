@@ -143,11 +143,7 @@ export interface KvIdLogOptions {
   openAheadMs?: number;
   /** The length of a window, in ms. Default: {@link MINUTE_MS}. */
   windowMs?: number;
-  /**
-   * How long a partition gathers ids between the starts of its commits, and
-   * how many ids waiting over all partitions start one at once. Default:
-   * none, a commit starts as soon as the partition allows.
-   */
+  /** How a partition gathers ids between its commits, over all partitions' ids. */
   gather?: GatherOptions;
   /** Runs a KV call, retrying it while it throws. */
   withRetries<T>(call: () => Promise<T>): Promise<T>;
@@ -245,7 +241,8 @@ export class KvIdLog {
   readonly #spacingMs: number;
   readonly #openAheadMs: number;
   readonly #windowMs: number;
-  readonly #gather: GatherOptions | undefined;
+  /** Unset once the log drains: nothing gathers any longer. */
+  #gather: GatherOptions | undefined;
   /** The latest window opened ahead. */
   #openedAhead = -Infinity;
   /** Settles once the latest window opened ahead is laid out and claimed. */
@@ -387,9 +384,15 @@ export class KvIdLog {
 
   /**
    * Resolves once every id asked for is committed or failed, and the
-   * window opened ahead is laid out and claimed.
+   * window opened ahead is laid out and claimed; from then on commits no
+   * longer gather.
    */
   async drain(): Promise<void> {
+    // Held commits go now: nothing arrives after a drain to gather with.
+    this.#gather = undefined;
+    for (const window of this.#windows.values()) {
+      for (const part of window.partitions ?? []) part.gate.open();
+    }
     if (this.#outstanding > 0) {
       await new Promise<void>((resolve) => this.#drained.push(resolve));
     }
@@ -543,7 +546,7 @@ export class KvIdLog {
    * `depth` commits, anyone else one at a time, after reading what it missed.
    */
   #canStart(part: Partition): boolean {
-    if (part.reading || part.gate.holds(this.#outstanding)) return false;
+    if (part.reading || part.gate.holds(this.#waiting(part))) return false;
     if (part.owned !== null) {
       return part.committing < this.#ownerDepth() && part.queue.length > 0;
     }
@@ -564,6 +567,17 @@ export class KvIdLog {
     );
   }
 
+  /**
+   * The ids that count against `gather.ids` for the partition: every id
+   * waiting for its commit, or as many as a commit takes when its queue
+   * holds a full entry.
+   */
+  #waiting(part: Partition): number {
+    return part.queue.length >= MAX_IDS_PER_ENTRY
+      ? Infinity
+      : this.#outstanding;
+  }
+
   #schedule(part: Partition): void {
     if (part.scheduled || !this.#canStart(part)) return;
     part.scheduled = true;
@@ -578,7 +592,7 @@ export class KvIdLog {
       if (!this.#canStart(part)) continue;
       if (part.owned === null && part.stale) {
         this.#startRead(part);
-      } else if (part.gate.tryStart(this.#outstanding)) {
+      } else if (part.gate.tryStart(this.#waiting(part))) {
         this.#startCommit(part);
         // An owner may start another commit with what is left.
         this.#schedule(part);

@@ -160,10 +160,8 @@ export interface KvStoreOptions {
   /** The length of a window, in ms. Default: 60000 (`MINUTE_MS`). */
   windowMs?: number;
   /**
-   * How long a partition gathers ids between the starts of its commits, in
-   * ms, unless `ids` ids wait: for buffered acknowledgements, where no
-   * answer waits for a commit. Default: none, a commit starts as soon as
-   * the partition allows.
+   * How each partition gathers ids between its commits, for buffered
+   * acknowledgements, where no answer waits for a commit.
    */
   gather?: GatherOptions;
   /**

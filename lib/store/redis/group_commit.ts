@@ -35,10 +35,7 @@ export interface GroupCommitOptions {
   batchSize: number;
   /** Batches committing at once. Default: 4. */
   maxInFlight?: number;
-  /**
-   * How long ids gather between the starts of batches that are not full,
-   * and how many queued ids start one at once. Default: none.
-   */
+  /** How ids gather between batches that are not full. */
   gather?: GatherOptions;
   /** Ids remembered by the first-seen filter. Default: 100 000. */
   seenIdsLimit?: number;
@@ -83,6 +80,8 @@ export class GroupCommit {
   /** Entries waiting for a batch, by window, in arrival order. */
   readonly #queues = new Map<number, Entry[]>();
   #queued = 0;
+  /** Ids in the batches committing. */
+  #committing = 0;
   #inFlight = 0;
   readonly #drained: (() => void)[] = [];
 
@@ -138,8 +137,13 @@ export class GroupCommit {
     return count;
   }
 
-  /** Resolves once every queued id is committed or failed. */
+  /**
+   * Resolves once every queued id is committed or failed; from then on
+   * batches no longer gather.
+   */
   async drain(): Promise<void> {
+    // A held batch goes now: nothing arrives after a drain to gather with.
+    this.#gate.open();
     if (this.#inFlight > 0 || this.#queued > 0) {
       await new Promise<void>((resolve) => this.#drained.push(resolve));
     }
@@ -160,16 +164,19 @@ export class GroupCommit {
   #flush(): void {
     while (this.#inFlight < this.#maxInFlight && this.#queued > 0) {
       const [minute, queue] = this.#queues.entries().next().value!;
+      const waiting = this.#queued + this.#committing;
       if (
         queue.length < this.#batchSize &&
-        (this.#inFlight > 0 || this.#gate.holds(this.#queued) ||
-          !this.#gate.tryStart(this.#queued))
+        (this.#inFlight > 0 || this.#gate.holds(waiting) ||
+          !this.#gate.tryStart(waiting))
       ) break;
       const batch = queue.splice(0, this.#batchSize);
       if (queue.length === 0) this.#queues.delete(minute);
       this.#queued -= batch.length;
+      this.#committing += batch.length;
       this.#inFlight++;
       this.#commitBatch(minute, batch).finally(() => {
+        this.#committing -= batch.length;
         this.#inFlight--;
         this.#flush();
       });

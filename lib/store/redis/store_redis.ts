@@ -124,10 +124,8 @@ export interface RedisStoreOptions {
    */
   maxInFlight?: number;
   /**
-   * How long ids gather between the starts of batches that are not full,
-   * in ms, unless `ids` wait: for buffered acknowledgements, where no
-   * answer waits for a commit. Default: none, a batch starts as soon as
-   * nothing commits.
+   * How ids gather between batches that are not full, for buffered
+   * acknowledgements, where no answer waits for a commit.
    */
   gather?: GatherOptions;
   /**

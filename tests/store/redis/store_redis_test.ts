@@ -15,6 +15,7 @@ import { runServiceToExit, startService } from "../../helpers/service.ts";
 import type { Store } from "../../../lib/store/store.ts";
 import { redisShardKeys } from "../../../lib/store/keys.ts";
 import { captureLogs } from "../../helpers/logs.ts";
+import { withinMs } from "../../helpers/within.ts";
 import {
   checkOutboxContract,
   checkOwedUrls,
@@ -127,9 +128,23 @@ Deno.test({
       await new Promise((resolve) => setTimeout(resolve, 30));
       assert.deepEqual(sizes, [1]);
       const last = store.recordId(NEXT, "6000");
-      const results = await Promise.all([...held, last]);
+      // Well before the minute: the 50th id let the batch go.
+      const results = await withinMs(5000, Promise.all([...held, last]));
       assert.equal(results.filter(Boolean).length, 50);
       assert.deepEqual(sizes, [1, 50]);
+    });
+
+    await t.step("close() commits a held batch at once", async () => {
+      const { store, sizes } = await gathering(
+        { ms: 60_000, ids: 1000 },
+        NEXT + 60_000,
+      );
+      const held = ids(7000, 10).map((id) => store.recordId(NEXT + 60_000, id));
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      assert.deepEqual(sizes, [1]);
+      await withinMs(5000, store.close());
+      assert.equal((await Promise.all(held)).filter(Boolean).length, 10);
+      assert.deepEqual(sizes, [1, 10]);
     });
   },
 });
