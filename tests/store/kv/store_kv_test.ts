@@ -24,7 +24,7 @@ import {
   tempKvPath,
   waitFor,
 } from "../../helpers/kv.ts";
-import { withinMs } from "../../helpers/within.ts";
+import { withinTime } from "../../../lib/time_limit.ts";
 import { MAX_IDS_PER_ENTRY } from "../../../lib/store/kv/kv_id_log.ts";
 import {
   legacyCounterKey,
@@ -700,7 +700,11 @@ Deno.test("recordId() with gather commits a busy spell's ids together, and at on
     assert.deepEqual(g.sizes, [1]);
     const last = g.store.recordId(MINUTE, "2000");
     // Well before the minute: the 50th id let the commit go.
-    const results = await withinMs(5000, Promise.all([...held, last]));
+    const results = await withinTime(
+      Promise.all([...held, last]),
+      5000,
+      () => new Error("the commit waited for gather.ms"),
+    );
     assert.equal(count(results), 50);
     assert.deepEqual(g.sizes, [1, 50]);
   });
@@ -719,7 +723,11 @@ Deno.test("recordId() with gather commits a busy spell's ids together, and at on
     await waitFor(() => committed > 0);
     await new Promise((resolve) => setTimeout(resolve, 50));
     assert.ok(committed < 40, `${committed} committed`);
-    await withinMs(5000, store.close());
+    await withinTime(
+      store.close(),
+      5000,
+      () => new Error("close() waited for gather.ms"),
+    );
     assert.equal(count(await Promise.all(held)), 40);
     await using reopened = createKvStore(await Deno.openKv(file.path), OPTIONS);
     assert.equal(await reopened.countIds(MINUTE), 40);

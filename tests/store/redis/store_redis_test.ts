@@ -15,7 +15,7 @@ import { runServiceToExit, startService } from "../../helpers/service.ts";
 import type { Store } from "../../../lib/store/store.ts";
 import { redisShardKeys } from "../../../lib/store/keys.ts";
 import { captureLogs } from "../../helpers/logs.ts";
-import { withinMs } from "../../helpers/within.ts";
+import { withinTime } from "../../../lib/time_limit.ts";
 import {
   checkOutboxContract,
   checkOwedUrls,
@@ -129,7 +129,11 @@ Deno.test({
       assert.deepEqual(sizes, [1]);
       const last = store.recordId(NEXT, "6000");
       // Well before the minute: the 50th id let the batch go.
-      const results = await withinMs(5000, Promise.all([...held, last]));
+      const results = await withinTime(
+        Promise.all([...held, last]),
+        5000,
+        () => new Error("the batch waited for gather.ms"),
+      );
       assert.equal(results.filter(Boolean).length, 50);
       assert.deepEqual(sizes, [1, 50]);
     });
@@ -142,7 +146,11 @@ Deno.test({
       const held = ids(7000, 10).map((id) => store.recordId(NEXT + 60_000, id));
       await new Promise((resolve) => setTimeout(resolve, 30));
       assert.deepEqual(sizes, [1]);
-      await withinMs(5000, store.close());
+      await withinTime(
+        store.close(),
+        5000,
+        () => new Error("close() waited for gather.ms"),
+      );
       assert.equal((await Promise.all(held)).filter(Boolean).length, 10);
       assert.deepEqual(sizes, [1, 10]);
     });
