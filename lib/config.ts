@@ -63,10 +63,15 @@ export class ConfigError extends Error {
   }
 }
 
+/** A whole number from `min` to `max`, written in decimal digits. */
+function wholeNumberIn(min: number, max: number) {
+  return z.string().regex(/^\d+$/, "must be a whole number").transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+}
+
 function integer(min: number, max: number, fallback: number) {
   return z.string().trim().default(String(fallback)).pipe(
-    z.string().regex(/^\d+$/, "must be a whole number").transform(Number)
-      .pipe(z.number().int().min(min).max(max)),
+    wholeNumberIn(min, max),
   );
 }
 
@@ -269,7 +274,8 @@ export const schema = z.object({
     "Buffered mode: how long an acknowledged id may wait for its commit (1\u201310000); while the oldest has waited longer, requests wait for their commit. Must be below `REPORT_GRACE_MS`.",
   ),
   BUFFER_GATHER_MS: setting(
-    integer(0, 5000, BUFFER_GATHER_MS),
+    // Unset, it follows BUFFER_FLUSH_MS (see toConfig).
+    z.string().trim().pipe(wholeNumberIn(0, 5000)).optional(),
     "Buffered mode: the least time between the starts of two commits (0\u20135000; per partition on Deno KV); the next one also waits for the one in progress. Ids gather meanwhile, so that under load commits are fewer and larger and each request costs less CPU. The first commit after a quiet spell starts at once, and so does one when half of `BUFFER_MAX_IDS` wait for their commit (those being committed included; on Redis a full batch of 500 starts at once anyway). 0: a commit starts as soon as the store allows. At most half of `BUFFER_FLUSH_MS`; a clean shutdown commits what gathers at once.",
     `\`${BUFFER_GATHER_MS}\`, or half of \`BUFFER_FLUSH_MS\` where that is less`,
   ),
@@ -398,6 +404,16 @@ export const schema = z.object({
       `must be below REPORT_GRACE_MS (${s.REPORT_GRACE_MS}) with ACK_MODE=buffered`,
     );
   }
+  if (
+    s.ACK_MODE === "buffered" && s.BUFFER_GATHER_MS !== undefined &&
+    s.BUFFER_GATHER_MS * 2 > s.BUFFER_FLUSH_MS
+  ) {
+    // Ids gathering must leave time for their commit within the flush.
+    refuse(
+      "BUFFER_GATHER_MS",
+      `must be at most half of BUFFER_FLUSH_MS (${s.BUFFER_FLUSH_MS}) with ACK_MODE=buffered`,
+    );
+  }
   if (s.REDIS_URL.length > 1 && !s.REDIS_CLUSTER) {
     refuse(
       "REDIS_URL",
@@ -472,20 +488,9 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(variable, `${issue?.message ?? "invalid"}${shown}`);
   }
   const s = result.data;
-  const given = new Set(Object.keys(present));
-  if (
-    s.ACK_MODE === "buffered" && given.has("BUFFER_GATHER_MS") &&
-    s.BUFFER_GATHER_MS * 2 > s.BUFFER_FLUSH_MS
-  ) {
-    // Ids gathering must leave time for their commit within the flush.
-    throw new ConfigError(
-      "BUFFER_GATHER_MS",
-      `must be at most half of BUFFER_FLUSH_MS (${s.BUFFER_FLUSH_MS}) with ACK_MODE=buffered (got ${s.BUFFER_GATHER_MS})`,
-    );
-  }
   return toConfig(s, {
     onDeploy: !!env.DENO_DEPLOYMENT_ID,
-    given,
+    given: new Set(Object.keys(present)),
     openTelemetry: /^(true|1)$/i.test(env.OTEL_DENO?.trim() ?? ""),
   });
 }
@@ -528,7 +533,7 @@ export function isRemoteKv(path: string | undefined): boolean {
  * @param s The schema's output.
  * @param context Where the service runs, whether OpenTelemetry is on, and
  *   which settings were given: `REDIS_WAIT_REPLICAS`, `KV_PARTITIONS`,
- *   `KV_COMMIT_DEPTH`, `KV_CONNECTIONS`, `BUFFER_GATHER_MS` and `SHUTDOWN_TIMEOUT_MS` have defaults
+ *   `KV_COMMIT_DEPTH`, `KV_CONNECTIONS` and `SHUTDOWN_TIMEOUT_MS` have defaults
  *   that depend on other settings or on the platform.
  */
 function toConfig(
@@ -603,9 +608,8 @@ function toConfig(
     ackMode: s.ACK_MODE,
     bufferMaxIds: s.BUFFER_MAX_IDS,
     bufferFlushMs: s.BUFFER_FLUSH_MS,
-    bufferGatherMs: context.given.has("BUFFER_GATHER_MS")
-      ? s.BUFFER_GATHER_MS
-      : Math.min(BUFFER_GATHER_MS, Math.floor(s.BUFFER_FLUSH_MS / 2)),
+    bufferGatherMs: s.BUFFER_GATHER_MS ??
+      Math.min(BUFFER_GATHER_MS, Math.floor(s.BUFFER_FLUSH_MS / 2)),
     reportSinks: s.REPORT_SINKS,
     outboxMaxAgeMs: s.OUTBOX_MAX_AGE_MS,
     sinkRetryBaseMs: s.SINK_RETRY_BASE_MS,
