@@ -37,3 +37,18 @@ export async function nextWindow(
   await new Promise((resolve) => setTimeout(resolve, start + offsetMs - now));
   return start;
 }
+
+/**
+ * Sleeps into the next window when the current one has less than `needMs`
+ * left, so that a test of about that long runs within one window.
+ */
+export async function roomInWindow(
+  windowMs: number,
+  needMs: number,
+): Promise<void> {
+  const now = Date.now();
+  const left = windowStart(now, windowMs) + windowMs - now;
+  if (left < needMs) {
+    await new Promise((resolve) => setTimeout(resolve, left + 50));
+  }
+}
